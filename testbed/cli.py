@@ -1,0 +1,132 @@
+"""Command line: testbed run | validate.
+
+User errors (config, data, model, run directory, a full disk) print one line and exit with code 2;
+--debug shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import sys
+from pathlib import Path
+
+from testbed import config, rundir
+from testbed.config import ConfigError
+from testbed.data import DataError
+from testbed.model import ModelError
+
+USER_ERRORS = (ConfigError, DataError, ModelError, rundir.RunDirError)
+
+
+def _split_args(args: list[str]) -> tuple[str | None, list[str]]:
+    """The optional config (or run directory) followed by key.sub=value overrides."""
+    path = None
+    if args and "=" not in args[0]:
+        path, args = args[0], args[1:]
+    for a in args:
+        if "=" not in a:
+            raise ConfigError(f"expected key.sub=value overrides after the config, got {a!r}")
+    return path, args
+
+
+def _resolve(args: list[str], resume: bool) -> tuple[config.Config, Path, str | None]:
+    """Load the config and decide the run directory, without touching the disk."""
+    path, overrides = _split_args(args)
+    if path is not None and Path(path).is_dir():  # testbed run RUN_DIR --resume
+        if not resume:
+            raise rundir.RunDirError(f"{path} is a run directory: pass --resume to continue it")
+        run_dir = Path(path)
+        cfg = config.load(run_dir / "config.yaml", overrides)
+        return cfg, run_dir, str(run_dir / "config.yaml")
+    cfg = config.load(path, overrides)
+    if resume and cfg.run.name is None:
+        raise ConfigError("config key 'run.name': --resume needs the run's name (run.name=NAME) or its directory")
+    cfg.run.name = cfg.run.name or rundir.default_name(path)
+    return cfg, rundir.run_path(cfg.run.out_dir, cfg.run.name), path
+
+
+def cmd_run(ns: argparse.Namespace) -> int:
+    from testbed import loop
+    from testbed.report import format_table
+
+    cfg, run_dir, _ = _resolve(ns.args, ns.resume)
+    if ns.resume:
+        if not (run_dir / "config.yaml").is_file():
+            raise rundir.RunDirError(f"{run_dir} is not a run directory (no config.yaml): nothing to resume")
+        saved = config.from_dict(config.read_yaml(run_dir / "config.yaml"))
+        changed = config.diff(saved, cfg)
+        if changed and not ns.allow_config_change:
+            raise ConfigError(f"config differs from the one saved in {run_dir} at: {', '.join(changed)} "
+                              "(pass --allow-config-change to resume with it anyway)")
+    elif run_dir.exists():
+        raise rundir.RunDirError(f"run directory {run_dir} already exists: pass --resume to continue it, "
+                                 "or choose another run.name")
+    print(f"run directory: {run_dir}", flush=True)
+    rows, baseline = loop.run(cfg, run_dir, resume=ns.resume)
+    print()
+    print(format_table(rows, baseline))
+    print(f"\nresults: {run_dir}/metrics.jsonl (one row per generation), {run_dir}/human_baseline.json")
+    return 0
+
+
+def cmd_validate(ns: argparse.Namespace) -> int:
+    path, overrides = _split_args(ns.args)
+    cfg = config.load(path, overrides)
+    if cfg.data.source == "files":
+        from testbed.data import SPLITS
+
+        for split in SPLITS:
+            f = Path(cfg.data.path) / f"{split}.txt"
+            if not f.is_file() or f.stat().st_size == 0:
+                raise DataError(f"corpus file {f} is {'empty' if f.is_file() else 'missing'}")
+    model = cfg.model.name_or_path or f"{cfg.model.arch} {cfg.model.layers}x{cfg.model.width} (from scratch)"
+    print(f"ok: {path or 'built-in default'}: {cfg.run.generations} generations, data {cfg.data.source}, "
+          f"model {model}, mixing {cfg.mixing.strategy}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="testbed", description="Recursive fine-tuning and model-collapse metrics.")
+    p.add_argument("--debug", action="store_true", help="show tracebacks for user errors")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    r = sub.add_parser("run", help="run an experiment (no config: the built-in default)")
+    r.add_argument("args", nargs="*", metavar="CONFIG|RUN_DIR key.sub=value",
+                   help="a YAML config (or a run directory with --resume), then overrides")
+    r.add_argument("--resume", action="store_true", help="continue a run from its last completed generation")
+    r.add_argument("--allow-config-change", action="store_true",
+                   help="resume even though the config differs from the saved one")
+    r.set_defaults(func=cmd_run)
+
+    v = sub.add_parser("validate", help="check a config without running it")
+    v.add_argument("args", nargs="*", metavar="CONFIG key.sub=value")
+    v.set_defaults(func=cmd_validate)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    ns = build_parser().parse_args(argv)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()  # keep the terminal for progress bars and results
+    try:
+        return ns.func(ns)
+    except USER_ERRORS as exc:
+        if ns.debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        if exc.errno != errno.ENOSPC or ns.debug:
+            raise
+        print(f"error: disk full while writing {exc.filename or 'the run directory'}: finished generations "
+              "are intact; free space and continue with --resume", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted: finished generations are kept; continue with --resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

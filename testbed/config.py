@@ -1,0 +1,392 @@
+"""The experiment schema: nested typed dataclasses, defaults, checks, and loading.
+
+Values come from three layers, later winning: the dataclass defaults, a YAML file, and CLI overrides
+``key.sub=value``. Every problem is raised as a :class:`ConfigError` whose message names the key.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import difflib
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A user error in a config: the message is one line naming the key (or file) and the problem."""
+
+
+@dataclass
+class RunConfig:
+    name: str | None = None  # run directory name; default: <config stem>-<timestamp>
+    out_dir: str = "runs"  # parent directory of run directories
+    seed: int = 0  # seeds everything: data, init, shuffling, generation, evaluation
+    generations: int = 5  # recursive generations after generation 0 (models 0..N)
+    keep_checkpoints: Literal["all", "last", "none"] = "all"  # gen_000 is always kept (it scores data)
+
+
+@dataclass
+class LanguageConfig:
+    """The built-in reference language (see testbed/language.py)."""
+
+    seed: int = 1234  # the language itself (its vocabulary and probabilities)
+    nouns: int = 1200
+    verbs: int = 400
+    adjectives: int = 300
+    adverbs: int = 100
+    zipf_exponent: float = 1.1
+    train_sentences: int = 6000
+    valid_sentences: int = 600
+    test_sentences: int = 1200
+    sentences_per_line: int = 8
+
+
+@dataclass
+class DataConfig:
+    source: Literal["builtin", "files", "hf"] = "builtin"
+    path: str | None = None  # files: a directory holding train.txt, valid.txt, test.txt
+    hf_name: str | None = None  # hf: dataset name, e.g. wikitext
+    hf_config: str | None = None  # hf: dataset config, e.g. wikitext-2-raw-v1
+    hf_text_column: str = "text"
+    block_size: int = 64  # training/evaluation blocks (the paper: 64 tokens)
+    max_train_blocks: int | None = None  # cap the human training set (quick runs); null = all
+    max_eval_blocks: int | None = None  # cap the validation and test blocks; null = all
+    language: LanguageConfig = field(default_factory=LanguageConfig)
+
+
+@dataclass
+class TokenizerConfig:
+    # A hub name, a directory saved by save_pretrained, or a directory with vocab.json + merges.txt.
+    # null: the model's own tokenizer if model.name_or_path is set, else a BPE trained on the human
+    # training split.
+    name_or_path: str | None = None
+    vocab_size: int = 1024  # for a trained BPE
+
+
+@dataclass
+class ModelConfig:
+    name_or_path: str | None = None  # hub name or local path; null: build `arch` from scratch
+    arch: Literal["gpt2", "opt", "llama"] = "gpt2"
+    layers: int = 2
+    width: int = 128
+    heads: int = 4
+    context: int = 128  # maximum positions
+    trust_remote_code: bool = False
+
+
+@dataclass
+class GenerationConfig:
+    mode: Literal["prompted", "unconditional"] = "prompted"
+    prompt_tokens: int = 32  # prompted: the first k tokens of each human training block
+    max_new_tokens: int = 32
+    num_samples: int | None = None  # synthetic examples per generation; null = as many as human ones
+    do_sample: bool = True  # false: greedy (num_beams 1) or beam search
+    num_beams: int = 1
+    temperature: float = 1.0
+    top_k: int = 0  # 0: off
+    top_p: float = 0.9  # truncation: the tail is never sampled, so collapse shows quickly
+    min_p: float = 0.0  # 0: off
+    repetition_penalty: float = 1.0
+    batch_size: int = 256
+
+
+@dataclass
+class MixingConfig:
+    strategy: Literal["replace", "fixed_fraction", "accumulate", "accumulate_subsample"] = "replace"
+    human_fraction: float = 0.1  # fixed_fraction: share of human examples in the training set
+    fixed_subset: bool = False  # fixed_fraction: the same human subset every generation
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 2
+    gen0_epochs: int | None = 12  # generation 0 (e.g. from scratch) may need more; null = epochs
+    lr: float = 2e-3
+    min_lr: float = 0.0  # cosine decays to this
+    schedule: Literal["cosine", "constant", "linear"] = "cosine"
+    warmup_steps: int = 0
+    batch_size: int = 32
+    grad_accum: int = 1
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0  # 0: no clipping
+    init: Literal["previous", "base"] = "previous"
+    select_best: bool = True  # keep the checkpoint best on human validation (evaluated every epoch)
+    eval_every: int = 0  # also evaluate every N optimizer steps (0: only at epoch ends)
+    precision: Literal["no", "bf16", "fp16"] = "no"  # mixed precision through accelerate (GPU)
+
+
+@dataclass
+class EvalConfig:
+    num_samples: int = 128  # evaluation samples for the diversity metrics
+    prompt_tokens: int = 16  # prompted mode: prefix of each test block used as prompt
+    max_new_tokens: int = 32
+    batch_size: int = 64
+    tail_rank: int = 200  # tail = words ranked below this in human training frequency
+
+
+@dataclass
+class Config:
+    run: RunConfig = field(default_factory=RunConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
+    mixing: MixingConfig = field(default_factory=MixingConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# ---------------------------------------------------------------------------------------------
+# Checks: ranges and cross-field rules. Types are checked while merging.
+
+
+def _require(ok: bool, key: str, problem: str) -> None:
+    if not ok:
+        raise ConfigError(f"config key '{key}': {problem}")
+
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=,-]*$")
+
+
+def check(cfg: Config) -> None:
+    """Raise ConfigError naming the first key whose value is out of range or inconsistent."""
+    r, d, t, m, g, x, e = cfg.run, cfg.data, cfg.train, cfg.model, cfg.generation, cfg.mixing, cfg.eval
+    _require(r.generations >= 1, "run.generations", f"must be at least 1, got {r.generations}")
+    _require(
+        r.name is None or (bool(_NAME.match(r.name)) and ".." not in r.name),
+        "run.name",
+        f"{r.name!r} must be a plain directory name (letters, digits, . _ - = ,), not a path",
+    )
+    _require(d.block_size >= 2, "data.block_size", f"must be at least 2, got {d.block_size}")
+    for key in ("max_train_blocks", "max_eval_blocks"):
+        v = getattr(d, key)
+        _require(v is None or v >= 1, f"data.{key}", f"must be at least 1 or null, got {v}")
+    if d.source == "files":
+        _require(d.path is not None, "data.path", "is required when data.source is 'files'")
+    if d.source == "hf":
+        _require(d.hf_name is not None, "data.hf_name", "is required when data.source is 'hf'")
+    lang = d.language
+    for key in ("nouns", "verbs", "adjectives", "adverbs", "train_sentences", "valid_sentences",
+                "test_sentences", "sentences_per_line"):
+        _require(getattr(lang, key) >= 1, f"data.language.{key}", "must be at least 1")
+    _require(lang.zipf_exponent > 0, "data.language.zipf_exponent", "must be positive")
+    _require(cfg.tokenizer.vocab_size >= 300, "tokenizer.vocab_size",
+             f"must be at least 300 (256 bytes + specials), got {cfg.tokenizer.vocab_size}")
+
+    if m.name_or_path is None:
+        for key in ("layers", "width", "heads", "context"):
+            _require(getattr(m, key) >= 1, f"model.{key}", "must be at least 1")
+        _require(m.width % m.heads == 0, "model.width", f"{m.width} is not divisible by model.heads={m.heads}")
+        _require(d.block_size <= m.context, "data.block_size",
+                 f"{d.block_size} is larger than the model's context (model.context={m.context})")
+        if g.mode == "prompted":
+            _require(g.prompt_tokens + g.max_new_tokens <= m.context, "generation.max_new_tokens",
+                     f"prompt_tokens + max_new_tokens = {g.prompt_tokens + g.max_new_tokens} exceeds "
+                     f"model.context={m.context}")
+
+    _require(g.prompt_tokens >= 1, "generation.prompt_tokens", "must be at least 1")
+    _require(g.prompt_tokens <= d.block_size, "generation.prompt_tokens",
+             f"{g.prompt_tokens} is longer than a block (data.block_size={d.block_size})")
+    _require(g.max_new_tokens >= 1, "generation.max_new_tokens", "must be at least 1")
+    _require(g.num_samples is None or g.num_samples >= 1, "generation.num_samples", "must be >= 1 or null")
+    _require(g.num_beams >= 1, "generation.num_beams", f"must be at least 1, got {g.num_beams}")
+    _require(g.temperature > 0, "generation.temperature", f"must be positive, got {g.temperature}")
+    _require(g.top_k >= 0, "generation.top_k", "must be >= 0 (0 turns it off)")
+    _require(0 < g.top_p <= 1, "generation.top_p", f"must be in (0, 1], got {g.top_p}")
+    _require(0 <= g.min_p < 1, "generation.min_p", f"must be in [0, 1), got {g.min_p}")
+    _require(g.repetition_penalty > 0, "generation.repetition_penalty", "must be positive")
+    _require(g.batch_size >= 1, "generation.batch_size", "must be at least 1")
+
+    _require(0 <= x.human_fraction <= 1, "mixing.human_fraction",
+             f"must be a fraction in [0, 1], got {x.human_fraction}")
+
+    _require(t.epochs >= 1, "train.epochs", f"must be at least 1, got {t.epochs}")
+    _require(t.gen0_epochs is None or t.gen0_epochs >= 1, "train.gen0_epochs", "must be >= 1 or null")
+    _require(t.lr > 0, "train.lr", f"must be positive, got {t.lr}")
+    _require(0 <= t.min_lr <= t.lr, "train.min_lr", f"must be in [0, train.lr], got {t.min_lr}")
+    _require(t.warmup_steps >= 0, "train.warmup_steps", "must be >= 0")
+    _require(t.batch_size >= 1, "train.batch_size", f"must be at least 1, got {t.batch_size}")
+    _require(t.grad_accum >= 1, "train.grad_accum", "must be at least 1")
+    _require(t.weight_decay >= 0, "train.weight_decay", "must be >= 0")
+    _require(t.max_grad_norm >= 0, "train.max_grad_norm", "must be >= 0")
+    _require(t.eval_every >= 0, "train.eval_every", "must be >= 0")
+
+    _require(e.num_samples >= 2, "eval.num_samples", "must be at least 2 (self-BLEU needs references)")
+    _require(1 <= e.prompt_tokens <= d.block_size, "eval.prompt_tokens",
+             f"must be in [1, data.block_size={d.block_size}]")
+    _require(e.max_new_tokens >= 1, "eval.max_new_tokens", "must be at least 1")
+    _require(e.batch_size >= 1, "eval.batch_size", "must be at least 1")
+    _require(e.tail_rank >= 1, "eval.tail_rank", "must be at least 1")
+
+
+# ---------------------------------------------------------------------------------------------
+# Merging: type-directed, so errors name the key and what was expected.
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
+    if typing.get_origin(tp) in (Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1 and len(typing.get_args(tp)) == 2:
+            return args[0], True
+    return tp, False
+
+
+def _describe(tp: Any) -> str:
+    if typing.get_origin(tp) is Literal:
+        return "one of " + " | ".join(str(a) for a in typing.get_args(tp))
+    return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(tp, str(tp))
+
+
+def _coerce(value: Any, tp: Any, key: str, from_cli: bool) -> Any:
+    """Check (YAML) or parse (CLI string) `value` as type `tp`; raise ConfigError naming `key`."""
+    base, optional = _unwrap_optional(tp)
+    if from_cli and isinstance(value, str) and value.lower() in ("null", "none", "~") and optional:
+        return None
+    if value is None:
+        _require(optional, key, f"expected {_describe(base)}, got null")
+        return None
+    if from_cli and isinstance(value, str) and base is not str:
+        with contextlib.suppress(yaml.YAMLError):
+            value = yaml.safe_load(value)
+    if typing.get_origin(base) is Literal:
+        choices = typing.get_args(base)
+        if value not in choices:
+            hint = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
+            extra = f" (did you mean '{hint[0]}'?)" if hint else ""
+            raise ConfigError(f"config key '{key}': expected {_describe(base)}, got {value!r}{extra}")
+        return value
+    if base is bool:
+        _require(isinstance(value, bool), key, f"expected true or false, got {value!r}")
+        return value
+    if base is int:
+        _require(isinstance(value, int) and not isinstance(value, bool), key,
+                 f"expected an integer, got {value!r}")
+        return value
+    if base is float:
+        if isinstance(value, str):  # YAML 1.1 reads 2e-5 (no dot) as a string
+            with contextlib.suppress(ValueError):
+                value = float(value)
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        _require(ok, key, f"expected a number, got {value!r}")
+        return float(value)
+    if base is str:
+        if from_cli or isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+        _require(isinstance(value, str), key, f"expected a string, got {value!r}")
+        return value
+    raise TypeError(f"unsupported config type {tp} at {key}")  # a schema bug, not a user error
+
+
+def _merge(obj: Any, values: dict[str, Any], prefix: str, from_cli: bool) -> None:
+    hints = _hints(type(obj))
+    for name, value in values.items():
+        key = f"{prefix}{name}"
+        if name not in hints:
+            hint = difflib.get_close_matches(name, list(hints), n=1)
+            extra = f" (did you mean '{prefix}{hint[0]}'?)" if hint else ""
+            raise ConfigError(f"unknown config key '{key}'{extra}")
+        current = getattr(obj, name)
+        if dataclasses.is_dataclass(current):
+            _require(isinstance(value, dict), key, f"expected a mapping of sub-keys, got {value!r}")
+            _merge(current, value, key + ".", from_cli)
+        else:
+            setattr(obj, name, _coerce(value, hints[name], key, from_cli))
+
+
+def parse_overrides(overrides: list[str]) -> dict[str, str]:
+    """Turn ['train.lr=1e-3', ...] into {'train.lr': '1e-3', ...}."""
+    out: dict[str, str] = {}
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override {item!r} is not of the form key.sub=value")
+        out[key.strip()] = value
+    return out
+
+
+def _nest(flat: dict[str, Any]) -> dict[str, Any]:
+    nested: dict[str, Any] = {}
+    for key, value in flat.items():
+        node = nested
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"config key '{key}': '{p}' is not a section")
+        node[leaf] = value
+    return nested
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a config file with yaml.safe_load; a missing, unparsable or non-mapping file is a ConfigError."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigError(f"config file {path} is not valid YAML: {first}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of sections, got {type(data).__name__}")
+    return data
+
+
+def load(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Build a checked Config from defaults < YAML file < CLI overrides."""
+    cfg = Config()
+    file_values = read_yaml(path) if path is not None else {}
+    _merge(cfg, file_values, "", from_cli=False)
+    flat = parse_overrides(overrides or [])
+    _merge(cfg, _nest(flat), "", from_cli=True)
+    # Naming a directory of text files is unambiguous: it means source=files, unless a source is named
+    # on the command line too, or the file names both.
+    data_file = file_values.get("data") or {}
+    if cfg.data.path is not None and "data.source" not in flat and ("data.path" in flat or "source" not in data_file):
+        cfg.data.source = "files"
+    check(cfg)
+    return cfg
+
+
+def from_dict(values: dict[str, Any]) -> Config:
+    """Rebuild a Config from a resolved dict (e.g. a run directory's config.yaml), with checks."""
+    cfg = Config()
+    _merge(cfg, values, "", from_cli=False)
+    check(cfg)
+    return cfg
+
+
+def to_yaml(cfg: Config) -> str:
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+
+
+def diff(a: Config, b: Config) -> list[str]:
+    """Keys (dotted) whose values differ between two configs."""
+
+    def flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for k, v in d.items():
+            if isinstance(v, dict):
+                out.update(flat(v, f"{prefix}{k}."))
+            else:
+                out[f"{prefix}{k}"] = v
+        return out
+
+    fa, fb = flat(a.to_dict()), flat(b.to_dict())
+    return sorted(k for k in fa if fa[k] != fb.get(k))

@@ -1,0 +1,129 @@
+"""Human corpora (built-in language, local files, hub datasets) and packing token streams into blocks."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from testbed import language
+from testbed.config import DataConfig
+
+SPLITS = ("train", "valid", "test")
+
+
+class DataError(ValueError):
+    """A user error in the data: the message is one line naming the file or dataset."""
+
+
+@dataclass
+class HumanCorpus:
+    """Raw text lines of each split, before tokenization."""
+
+    train: list[str]
+    valid: list[str]
+    test: list[str]
+
+
+def read_text_file(path: Path) -> list[str]:
+    """Non-empty lines of a UTF-8 text file; missing, empty or non-UTF-8 files are DataErrors."""
+    if not path.is_file():
+        raise DataError(f"corpus file {path} does not exist")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"corpus file {path} is not UTF-8 text (byte {exc.start})") from None
+    lines = [line.strip() for line in text.splitlines()]
+    lines = [line for line in lines if line]
+    if not lines:
+        raise DataError(f"corpus file {path} is empty")
+    return lines
+
+
+def _from_hub(cfg: DataConfig) -> HumanCorpus:
+    import datasets
+
+    try:
+        ds = datasets.load_dataset(cfg.hf_name, cfg.hf_config)
+    except Exception as exc:  # offline, unknown name, ...: one line for the user
+        raise DataError(
+            f"could not load dataset '{cfg.hf_name}' ({cfg.hf_config}) from the hub: "
+            f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}. Offline? Use data.source=files "
+            "with data.path=DIR holding train.txt, valid.txt, test.txt"
+        ) from None
+    names = {"train": "train", "valid": "validation", "test": "test"}
+    out = {}
+    for split, name in names.items():
+        if name not in ds:
+            raise DataError(f"dataset '{cfg.hf_name}' has no '{name}' split")
+        lines = [t.strip() for t in ds[name][cfg.hf_text_column] if t.strip()]
+        if not lines:
+            raise DataError(f"dataset '{cfg.hf_name}' split '{name}' is empty")
+        out[split] = lines
+    return HumanCorpus(**out)
+
+
+def load_corpus(cfg: DataConfig, seed: int) -> HumanCorpus:
+    """The human text of the configured source."""
+    if cfg.source == "builtin":
+        return HumanCorpus(**language.corpus(cfg.language, seed))
+    if cfg.source == "files":
+        root = Path(cfg.path)  # type: ignore[arg-type]
+        if not root.is_dir():
+            raise DataError(f"data.path {root} is not a directory (it must hold train.txt, valid.txt, test.txt)")
+        return HumanCorpus(**{s: read_text_file(root / f"{s}.txt") for s in SPLITS})
+    return _from_hub(cfg)
+
+
+def tokenize_stream(tokenizer, lines: list[str]) -> np.ndarray:
+    """Token ids of all lines as one stream, each line followed by the end-of-text token."""
+    eos = [tokenizer.eos_token_id]
+    encoded = tokenizer(lines, add_special_tokens=False)["input_ids"]
+    return np.fromiter(itertools.chain.from_iterable(ids + eos for ids in encoded), dtype=np.int64)
+
+
+def to_blocks(stream: np.ndarray, block_size: int, name: str, keep_partial: bool = False) -> np.ndarray:
+    """Cut a stream into non-overlapping (n, block_size) blocks; the remainder is dropped or padded with -1."""
+    n = len(stream) // block_size
+    if n == 0 and not (keep_partial and len(stream) > 1):
+        raise DataError(
+            f"{name} has {len(stream)} tokens, shorter than one block (data.block_size={block_size})"
+        )
+    blocks = stream[: n * block_size].reshape(n, block_size)
+    rest = stream[n * block_size :]
+    if keep_partial and len(rest) > 1:
+        last = np.full((1, block_size), -1, dtype=stream.dtype)
+        last[0, : len(rest)] = rest
+        blocks = np.concatenate([blocks, last])
+    return blocks
+
+
+@dataclass
+class TokenizedCorpus:
+    """Blocks of token ids per split; test keeps its final partial block (padded with -1)."""
+
+    train: np.ndarray
+    valid: np.ndarray
+    test: np.ndarray
+
+
+def tokenize_corpus(corpus: HumanCorpus, tokenizer, cfg: DataConfig, names: dict[str, str]) -> TokenizedCorpus:
+    """Tokenize and block every split; `names` says what to call each split in errors (file or dataset)."""
+    out = {}
+    for split in SPLITS:
+        blocks = to_blocks(tokenize_stream(tokenizer, getattr(corpus, split)), cfg.block_size, names[split],
+                           keep_partial=split == "test")
+        cap = cfg.max_train_blocks if split == "train" else cfg.max_eval_blocks
+        out[split] = blocks[:cap] if cap else blocks
+    return TokenizedCorpus(**out)
+
+
+def split_names(cfg: DataConfig) -> dict[str, str]:
+    """How each split is named in user-facing errors."""
+    if cfg.source == "files":
+        return {s: str(Path(cfg.path) / f"{s}.txt") for s in SPLITS}  # type: ignore[arg-type]
+    if cfg.source == "hf":
+        return {s: f"dataset {cfg.hf_name} split {s}" for s in SPLITS}
+    return {s: f"built-in language split {s}" for s in SPLITS}

@@ -1,0 +1,171 @@
+"""The built-in reference language: a seeded probabilistic grammar with exactly known probabilities.
+
+Sentences follow a small grammar over disjoint word classes, so every sentence has one derivation and
+its probability is a product of known factors::
+
+    S  -> NP VERB [ NP [ PREP NP ] | ADV ] "."
+    NP -> DET [ADJ [ADJ]] NOUN
+
+Within each class words are Zipf-distributed (a long tail of rare words, and frequent words are
+short, as in natural languages). The object noun depends on the verb: each verb mixes the global noun
+distribution with a Zipf law over its own ranking of the nouns. Because all of this is known, the
+testbed can measure exactly what a model loses: the true log-probability of its samples and the
+probability mass of the words it no longer produces.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+from testbed.config import LanguageConfig
+
+# Rule probabilities: NP shapes by number of adjectives, VP shapes.
+NP_ADJECTIVES = np.array([0.6, 0.3, 0.1])  # 0, 1 or 2 adjectives
+VP_SHAPES = ("V", "VO", "VOP", "VR")  # intransitive, object, object + prepositional phrase, adverb
+VP_PROBS = np.array([0.25, 0.5, 0.15, 0.1])
+OBJECT_MIX = 0.5  # weight of the verb-specific noun ranking in the object noun distribution
+N_DETERMINERS = 6
+N_PREPOSITIONS = 8
+END = "."
+
+_CONSONANTS = list("bdfgklmnprstvz")
+_VOWELS = list("aeiou")
+
+
+def _zipf(n: int, exponent: float) -> np.ndarray:
+    p = 1.0 / np.arange(1, n + 1) ** exponent
+    return p / p.sum()
+
+
+@dataclass(frozen=True)
+class Language:
+    """Word lists and probabilities of each class; `object_rank[v]` ranks the nouns for verb v."""
+
+    words: dict[str, list[str]]  # class -> words, most probable first
+    probs: dict[str, np.ndarray]  # class -> probabilities aligned with words
+    object_rank: np.ndarray  # (verbs, nouns): rank of noun n in verb v's own ordering
+    lookup: dict[str, tuple[str, int]]  # word -> (class, index)
+
+    def object_probs(self, verb: int) -> np.ndarray:
+        """p(object noun | verb): the global law mixed with the verb's own Zipf ranking."""
+        own = self.probs["noun"][self.object_rank[verb]]
+        return (1 - OBJECT_MIX) * self.probs["noun"] + OBJECT_MIX * own
+
+
+def build(cfg: LanguageConfig) -> Language:
+    """Build the language deterministically from its seed and sizes."""
+    rng = np.random.default_rng(cfg.seed)
+    sizes = {"det": N_DETERMINERS, "prep": N_PREPOSITIONS, "noun": cfg.nouns, "verb": cfg.verbs,
+             "adj": cfg.adjectives, "adv": cfg.adverbs}
+    total = sum(sizes.values())
+    pool: set[str] = set()
+    while len(pool) < total:
+        syllables = int(rng.integers(1, 5))
+        pool.add("".join(rng.choice(_CONSONANTS) + rng.choice(_VOWELS) for _ in range(syllables)))
+    # Shuffle, then hand each class its words shortest first: frequent words are short.
+    pool_list = sorted(pool)
+    rng.shuffle(pool_list)
+    words: dict[str, list[str]] = {}
+    start = 0
+    for cls, n in sizes.items():
+        words[cls] = sorted(pool_list[start : start + n], key=len)
+        start += n
+    probs = {cls: _zipf(n, cfg.zipf_exponent) for cls, n in sizes.items()}
+    object_rank = np.argsort(rng.random((cfg.verbs, cfg.nouns)), axis=1)
+    lookup = {w: (cls, i) for cls, ws in words.items() for i, w in enumerate(ws)}
+    return Language(words=words, probs=probs, object_rank=object_rank, lookup=lookup)
+
+
+def _noun_phrases(lang: Language, rng: np.random.Generator, n: int, nouns: np.ndarray) -> list[str]:
+    n_adj = rng.choice(3, size=n, p=NP_ADJECTIVES)
+    det = rng.choice(N_DETERMINERS, size=n, p=lang.probs["det"])
+    adj = rng.choice(len(lang.words["adj"]), size=(n, 2), p=lang.probs["adj"])
+    W = lang.words
+    return [
+        " ".join([W["det"][det[i]], *(W["adj"][a] for a in adj[i, : n_adj[i]]), W["noun"][nouns[i]]])
+        for i in range(n)
+    ]
+
+
+def sample_sentences(lang: Language, n: int, rng: np.random.Generator) -> list[str]:
+    """Draw n sentences (each ends with ' .'). Draws are batched per slot, not per word."""
+    W, P = lang.words, lang.probs
+    subj = _noun_phrases(lang, rng, n, rng.choice(len(W["noun"]), size=n, p=P["noun"]))
+    verb = rng.choice(len(W["verb"]), size=n, p=P["verb"])
+    shape = rng.choice(len(VP_SHAPES), size=n, p=VP_PROBS)
+    # Object nouns depend on the verb: inverse-CDF draws against each sentence's own distribution.
+    obj_noun = np.empty(n, dtype=np.int64)
+    for v in np.unique(verb):
+        rows = np.nonzero(verb == v)[0]
+        cdf = np.cumsum(lang.object_probs(int(v)))
+        draws = np.searchsorted(cdf, rng.random(len(rows)) * cdf[-1], side="right")
+        obj_noun[rows] = np.minimum(draws, len(cdf) - 1)
+    obj = _noun_phrases(lang, rng, n, obj_noun)
+    prep = rng.choice(N_PREPOSITIONS, size=n, p=P["prep"])
+    pp = _noun_phrases(lang, rng, n, rng.choice(len(W["noun"]), size=n, p=P["noun"]))
+    adv = rng.choice(len(W["adv"]), size=n, p=P["adv"])
+    out = []
+    for i in range(n):
+        s = VP_SHAPES[shape[i]]
+        parts = [subj[i], W["verb"][verb[i]]]
+        if "O" in s:
+            parts.append(obj[i])
+        if "P" in s:
+            parts += [W["prep"][prep[i]], pp[i]]
+        if "R" in s:
+            parts.append(W["adv"][adv[i]])
+        parts.append(END)
+        out.append(" ".join(parts))
+    return out
+
+
+def corpus(cfg: LanguageConfig, seed: int) -> dict[str, list[str]]:
+    """Train/valid/test lines: each line is `sentences_per_line` sentences. `seed` is the run's seed."""
+    lang = build(cfg)
+    rng = np.random.default_rng([cfg.seed, seed])
+    out = {}
+    for split, n in (("train", cfg.train_sentences), ("valid", cfg.valid_sentences),
+                     ("test", cfg.test_sentences)):
+        sents = sample_sentences(lang, n, rng)
+        k = cfg.sentences_per_line
+        out[split] = [" ".join(sents[i : i + k]) for i in range(0, len(sents), k)]
+    return out
+
+
+_SHAPE = re.compile(r"^(DA{0,2}N)V(?:(DA{0,2}N)(?:P(DA{0,2}N))?|R)?$")
+_LETTER = {"det": "D", "adj": "A", "noun": "N", "verb": "V", "adv": "R", "prep": "P"}
+
+
+def sentence_logprob(lang: Language, words: list[str]) -> float:
+    """Exact natural-log probability of one sentence (without its final '.'); -inf if ungrammatical."""
+    try:
+        tagged = [lang.lookup[w] for w in words]
+    except KeyError:
+        return -math.inf
+    letters = "".join(_LETTER[c] for c, _ in tagged)
+    m = _SHAPE.match(letters)
+    if m is None:
+        return -math.inf
+    P = lang.probs
+    logp = 0.0
+    verb = tagged[m.end(1)][1]
+    vp_shape = "V" + ("O" if m.group(2) else "") + ("P" if m.group(3) else "") + ("R" if letters[-1] == "R" else "")
+    logp += math.log(VP_PROBS[VP_SHAPES.index(vp_shape)]) + math.log(P["verb"][verb])
+    for g, is_object in ((1, False), (2, True), (3, False)):
+        if m.group(g) is None:
+            continue
+        span = tagged[m.start(g) : m.end(g)]
+        logp += math.log(NP_ADJECTIVES[len(span) - 2]) + math.log(P["det"][span[0][1]])
+        logp += sum(math.log(P["adj"][i]) for _, i in span[1:-1])
+        noun = span[-1][1]
+        noun_p = lang.object_probs(verb)[noun] if is_object else P["noun"][noun]
+        logp += math.log(noun_p)
+    if m.group(3) is not None:
+        logp += math.log(P["prep"][tagged[m.start(3) - 1][1]])
+    if letters.endswith("R"):
+        logp += math.log(P["adv"][tagged[-1][1]])
+    return logp

@@ -1,0 +1,185 @@
+"""The recursive driver. For each generation: generate -> mix -> train -> evaluate -> save.
+
+Generation 0 trains the base model on human text. Generation g >= 1 lets model g-1 write a synthetic
+training set, mixes it with human text, trains model g on the mix and evaluates it. Every artefact is
+written atomically and a generation is marked complete last, so a killed run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from tqdm.auto import tqdm
+from transformers import AutoTokenizer
+
+from testbed import rundir
+from testbed.config import Config, to_yaml
+from testbed.data import load_corpus, split_names, tokenize_corpus
+from testbed.evaluation import decode, diversity, eval_set, human_baseline, sample
+from testbed.generate import generate, prompt_matrix
+from testbed.metrics import perplexity, sequence_perplexities, summarize
+from testbed.mixing import Examples, human_examples, mix, synthetic_examples
+from testbed.model import base_model, check_context, load_model, load_tokenizer
+from testbed.train import train
+
+GENERATE, TRAIN, EVAL = 1, 2, 3  # stage tags for per-stage seeds
+
+
+def seed_for(seed: int, *parts: int) -> int:
+    """A well-mixed 32-bit seed for one stage of one generation (stable across resumes)."""
+    return int(np.random.SeedSequence([seed, *parts]).generate_state(1)[0])
+
+
+def _finite(row: dict) -> dict:
+    """NaN/inf become null, so metrics.jsonl is strict JSON."""
+    return {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in row.items()}
+
+
+def write_synthetic(path: Path, synth: Examples, texts: list[str], ppl_gen0: np.ndarray) -> None:
+    rows = [{"index": i, "source": s, "generation": int(g), "text": t, "input_ids": ids[:n], "ppl_gen0": p}
+            for i, (s, g, t, ids, n, p) in enumerate(zip(synth.source, synth.generation, texts,
+                                                          synth.ids.tolist(), synth.lengths.tolist(),
+                                                          ppl_gen0.tolist()))]
+    rundir.write_jsonl(path, [_finite(r) for r in rows])
+
+
+def read_synthetic(path: Path, generation: int) -> Examples:
+    rows = rundir.read_jsonl(path)
+    lengths = np.array([len(r["input_ids"]) for r in rows], dtype=np.int64)
+    ids = np.zeros((len(rows), int(lengths.max())), dtype=np.int64)
+    for i, r in enumerate(rows):
+        ids[i, : lengths[i]] = r["input_ids"]
+    return synthetic_examples(ids, lengths, generation)
+
+
+def run(cfg: Config, run_dir: Path, resume: bool = False) -> tuple[list[dict], dict]:
+    """Run (or resume) every generation of `cfg` in `run_dir`; return the metrics rows and the human baseline."""
+    seed, N = cfg.run.seed, cfg.run.generations
+    accelerator = Accelerator(mixed_precision=cfg.train.precision, gradient_accumulation_steps=cfg.train.grad_accum)
+    device = accelerator.device
+
+    # Human text, tokenizer, base model and the fixed evaluation set.
+    corpus = load_corpus(cfg.data, seed)
+    saved_tokenizer = run_dir / "tokenizer"
+    if resume and saved_tokenizer.is_dir():
+        tokenizer = AutoTokenizer.from_pretrained(saved_tokenizer)
+        tokenizer.padding_side = "left"
+    else:
+        tokenizer = load_tokenizer(cfg, corpus.train)
+    tok = tokenize_corpus(corpus, tokenizer, cfg.data, split_names(cfg.data))
+    eos = tokenizer.eos_token_id
+    bos = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else eos
+    human = human_examples(tok.train)
+    es = eval_set(cfg, tok.test, corpus.train, bos)
+    model = base_model(cfg, tokenizer).to(device)
+    check_context(cfg, model)
+    base_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()} \
+        if cfg.train.init == "base" else None
+    g_cfg = cfg.generation
+    full_test = tok.test[(tok.test >= 0).all(axis=1)]
+    k = g_cfg.prompt_tokens if g_cfg.mode == "prompted" else 0
+    human_reference = full_test[:, k : k + g_cfg.max_new_tokens]  # held-out text shaped like synthetic data
+
+    if not resume:  # only now, once every input has loaded, does the run directory appear
+        rundir.create(run_dir)
+        rundir.write_text(run_dir / "config.yaml", to_yaml(cfg))
+        rundir.save_pretrained(saved_tokenizer, tokenizer)
+
+    # Resume: completed generations are read back, the newest model is reloaded.
+    start = rundir.completed(run_dir, N)
+    rows = [json.loads((rundir.gen_dir(run_dir, g) / "metrics.json").read_text()) for g in range(start)]
+    synthetic = [read_synthetic(rundir.gen_dir(run_dir, g) / "synthetic.jsonl", g) for g in range(1, start)]
+    gen0 = None
+    if start > 0:
+        model = load_model(str(rundir.gen_dir(run_dir, start - 1) / "model")).to(device)
+        gen0 = load_model(str(rundir.gen_dir(run_dir, 0) / "model")).to(device).eval()
+        tqdm.write(f"resuming {run_dir} at generation {start} ({start} complete)")
+    baseline_path = run_dir / "human_baseline.json"
+    baseline = json.loads(baseline_path.read_text()) if baseline_path.is_file() else {}
+
+    for g in range(start, N + 1):
+        out = rundir.gen_dir(run_dir, g)
+        out.mkdir(exist_ok=True)
+        seconds: dict[str, float] = {}
+
+        # 1. Generate: model g-1 writes this generation's synthetic set, scored under generation 0.
+        synth_ppl = None
+        if g == 0:
+            train_set = human
+        else:
+            t = time.perf_counter()
+            n = g_cfg.num_samples or len(human)
+            prompts = (prompt_matrix(tok.train, n, g_cfg.prompt_tokens) if g_cfg.mode == "prompted"
+                       else np.full((n, 1), bos, dtype=np.int64))
+            ids, lengths = generate(model, prompts, g_cfg, g_cfg.max_new_tokens, g_cfg.batch_size,
+                                    seed_for(seed, g, GENERATE), eos, desc=f"gen {g} generate")
+            synth = synthetic_examples(ids, lengths, g)
+            seconds["generate"] = time.perf_counter() - t
+            t = time.perf_counter()
+            synth_ppl = sequence_perplexities(gen0, ids, lengths, cfg.eval.batch_size, desc="score under gen 0")
+            write_synthetic(out / "synthetic.jsonl", synth, decode(tokenizer, ids, lengths), synth_ppl)
+            synthetic.append(synth)
+            seconds["score"] = time.perf_counter() - t
+
+            # 2. Mix: the strategy decides what model g trains on.
+            train_set = mix(cfg.mixing, human, synthetic, g, seed)
+            if base_state is not None:  # train.init: base
+                model.load_state_dict(base_state)
+
+        # 3. Train (in place), ending on the checkpoint best on human validation text.
+        epochs = cfg.train.gen0_epochs if g == 0 and cfg.train.gen0_epochs else cfg.train.epochs
+        result = train(model, train_set, tok.valid, cfg.train, cfg.data.block_size, accelerator,
+                       seed_for(seed, g, TRAIN), epochs, desc=f"gen {g} train")
+        model = accelerator.unwrap_model(model)
+        seconds["train"] = result.seconds
+        if g == 0:
+            gen0 = copy.deepcopy(model).eval()
+
+        # 4. Evaluate: perplexity on human test text; diversity of samples from fixed prompts and seed.
+        t = time.perf_counter()
+        ppl = perplexity(model, es.test_blocks, cfg.eval.batch_size, desc="ppl on human test")
+        prompt_texts, texts = sample(model, cfg, es, tokenizer, seed_for(seed, EVAL))
+        seconds["evaluate"] = time.perf_counter() - t
+        t = time.perf_counter()
+        row = {"generation": g, "ppl_human": ppl, **diversity(texts, es.tail),
+               **{key: (None if synth_ppl is None else v)
+                  for key, v in summarize(synth_ppl if synth_ppl is not None else [], "synthetic_ppl_gen0").items()},
+               "val_loss": result.val_loss, "train_loss": result.train_loss, "best_epoch": result.best_epoch,
+               "train_steps": result.steps, "train_tokens": result.tokens,
+               "train_tokens_per_s": result.tokens / max(result.seconds, 1e-9),
+               "train_composition": train_set.composition(),
+               "synthetic_mean_length": None if g == 0 else float(synth.lengths.mean())}
+        if g == 0:
+            human_ppl = sequence_perplexities(gen0, human_reference, batch_size=cfg.eval.batch_size)
+            baseline = {"generation": "human", **human_baseline(es, tokenizer),
+                        **summarize(human_ppl, "synthetic_ppl_gen0"), "ppl_gen0_per_sequence": human_ppl}
+        seconds["metrics"] = time.perf_counter() - t
+        row["seconds"] = seconds
+
+        # 5. Save: checkpoint, samples, metrics; the COMPLETE marker goes last.
+        rundir.save_pretrained(out / "model", model, tokenizer)
+        rundir.write_jsonl(out / "samples.jsonl", [{"index": i, "prompt": p, "text": s}
+                                                   for i, (p, s) in enumerate(zip(prompt_texts, texts))])
+        row = _finite(row)
+        rundir.write_json(out / "metrics.json", row)
+        if g == 0:
+            rundir.write_json(baseline_path, _finite(baseline))
+        rows.append(row)
+        rundir.write_jsonl(run_dir / "metrics.jsonl", rows)
+        rundir.mark_complete(run_dir, g)
+        rundir.prune_checkpoints(run_dir, g, cfg.run.keep_checkpoints)
+        tqdm.write(f"gen {g}/{N}: ppl_human {ppl:.2f}  distinct_4 {row['distinct_4']:.3f}  "
+                   f"self_bleu {row['self_bleu']:.3f}  "
+                   + "  ".join(f"{k} {v:.1f}s" for k, v in seconds.items()))
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    if cfg.run.keep_checkpoints == "none" and N >= 1:
+        rundir.prune_checkpoints(run_dir, N + 1, "none")
+    return rows, baseline

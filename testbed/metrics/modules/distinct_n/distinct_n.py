@@ -1,0 +1,7 @@
+"""testbed's distinct_n as an evaluate module: evaluate.load(testbed.metrics.hf.module_path("distinct_n"))."""
+
+import evaluate  # noqa: F401  (evaluate reads a module's imports to check its requirements)
+
+from testbed.metrics.hf import make_metric
+
+Metric = make_metric("distinct_n")

@@ -1,0 +1,85 @@
+"""Building each generation's training set from human and synthetic examples, with provenance.
+
+Every example carries `source` ("human" or "synthetic") and `generation` (the generation whose
+synthetic step produced it; human examples carry 0).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+import numpy as np
+
+from testbed.config import MixingConfig
+
+HUMAN, SYNTHETIC = "human", "synthetic"
+
+
+@dataclass
+class Examples:
+    """Token-id examples padded to a common width, with their true lengths and provenance."""
+
+    ids: np.ndarray  # (n, width) int64
+    lengths: np.ndarray  # (n,) int64
+    source: np.ndarray  # (n,) str
+    generation: np.ndarray  # (n,) int64
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def take(self, index: np.ndarray) -> Examples:
+        return Examples(self.ids[index], self.lengths[index], self.source[index], self.generation[index])
+
+    def composition(self) -> dict[str, int]:
+        """Counts per provenance, e.g. {'human': 100, 'synthetic@1': 50}."""
+        keys = [s if s == HUMAN else f"{s}@{g}" for s, g in zip(self.source, self.generation)]
+        return dict(sorted(Counter(keys).items()))
+
+
+def human_examples(blocks: np.ndarray) -> Examples:
+    n, width = blocks.shape
+    return Examples(blocks.astype(np.int64), np.full(n, width), np.full(n, HUMAN), np.zeros(n, dtype=np.int64))
+
+
+def synthetic_examples(ids: np.ndarray, lengths: np.ndarray, generation: int) -> Examples:
+    n = len(ids)
+    return Examples(ids.astype(np.int64), lengths.astype(np.int64), np.full(n, SYNTHETIC),
+                    np.full(n, generation, dtype=np.int64))
+
+
+def concat(parts: list[Examples]) -> Examples:
+    """Stack examples of possibly different widths (padding with 0 beyond each length)."""
+    width = max(p.ids.shape[1] for p in parts)
+    ids = np.zeros((sum(len(p) for p in parts), width), dtype=np.int64)
+    row = 0
+    for p in parts:
+        ids[row : row + len(p), : p.ids.shape[1]] = p.ids
+        row += len(p)
+    return Examples(ids, np.concatenate([p.lengths for p in parts]), np.concatenate([p.source for p in parts]),
+                    np.concatenate([p.generation for p in parts]))
+
+
+def mix(cfg: MixingConfig, human: Examples, synthetic: list[Examples], generation: int, seed: int) -> Examples:
+    """The training set of `generation` (>= 1) given all synthetic sets so far (synthetic[-1] is this one's).
+
+    replace: this generation's synthetic set. fixed_fraction: as many examples as that set, a share
+    `human_fraction` of them human (a fresh draw each generation, or one fixed subset).
+    accumulate: all human data plus every synthetic set so far. accumulate_subsample: that pool
+    subsampled to the size of the human set.
+    """
+    rng = np.random.default_rng([seed, generation, 17])
+    current = synthetic[-1]
+    if cfg.strategy == "replace":
+        return current
+    if cfg.strategy == "fixed_fraction":
+        total = len(current)
+        n_human = min(int(round(cfg.human_fraction * total)), len(human))
+        human_rng = np.random.default_rng([seed, 17]) if cfg.fixed_subset else rng
+        human_part = human.take(np.sort(human_rng.permutation(len(human))[:n_human]))
+        synth_part = current.take(np.sort(rng.permutation(total)[: total - n_human]))
+        return concat([human_part, synth_part])
+    pool = concat([human, *synthetic])
+    if cfg.strategy == "accumulate":
+        return pool
+    return pool.take(np.sort(rng.permutation(len(pool))[: len(human)]))

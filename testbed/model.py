@@ -1,0 +1,150 @@
+"""Loading or building tokenizers and causal LMs: hub names, local paths, or from a config offline."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast
+
+from testbed.config import Config, ConfigError, ModelConfig
+
+EOS = "<|endoftext|>"
+
+
+class ModelError(ValueError):
+    """A user error loading a model or tokenizer: one line naming the path or name."""
+
+
+def _is_local(name: str) -> bool:
+    return name.startswith((".", "/", "~")) or Path(name).expanduser().exists()
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
+
+
+def _load_error(key: str, name: str, exc: Exception) -> ModelError:
+    if _is_local(name):
+        path = Path(name).expanduser()
+        if not path.exists():
+            return ModelError(f"{key}: {name} does not exist")
+        return ModelError(f"{key}: {name} holds no loadable model or tokenizer ({type(exc).__name__})")
+    if _offline() or "connect" in str(exc).lower() or "offline" in str(exc).lower():
+        return ModelError(
+            f"{key}: '{name}' is a hub name, and the hub cannot be reached (offline). Download it once "
+            "online, or set it to a local directory saved with save_pretrained"
+        )
+    return ModelError(f"{key}: could not load '{name}': {str(exc).splitlines()[0] if str(exc) else exc!r}")
+
+
+def train_bpe(lines: list[str], vocab_size: int) -> PreTrainedTokenizerFast:
+    """A byte-level BPE trained on `lines`, with <|endoftext|> as bos/eos/pad (like GPT-2)."""
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[EOS],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(lines, trainer=trainer)
+    return _wrap(tok)
+
+
+def _wrap(tok: Tokenizer) -> PreTrainedTokenizerFast:
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=EOS, eos_token=EOS, pad_token=EOS)
+
+
+def bpe_from_files(directory: Path) -> PreTrainedTokenizerFast:
+    """A GPT-2-style byte-level BPE from a directory's vocab.json and merges.txt."""
+    bpe = models.BPE.from_file(str(directory / "vocab.json"), str(directory / "merges.txt"))
+    tok = Tokenizer(bpe)
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    if tok.token_to_id(EOS) is None:
+        raise ModelError(f"tokenizer.name_or_path: {directory}/vocab.json has no {EOS} token")
+    tok.add_special_tokens([EOS])
+    return _wrap(tok)
+
+
+def load_tokenizer(cfg: Config, train_lines: list[str]):
+    """The configured tokenizer (see TokenizerConfig), with a pad token and left padding for generation."""
+    name = cfg.tokenizer.name_or_path
+    key = "tokenizer.name_or_path"
+    if name is None and cfg.model.name_or_path is not None:
+        name, key = cfg.model.name_or_path, "model.name_or_path"
+    if name is None:
+        tokenizer = train_bpe(train_lines, cfg.tokenizer.vocab_size)
+    elif _is_local(name) and (Path(name) / "vocab.json").is_file() and (Path(name) / "merges.txt").is_file() \
+            and not (Path(name) / "tokenizer_config.json").is_file():
+        tokenizer = bpe_from_files(Path(name))
+    else:
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(name, trust_remote_code=cfg.model.trust_remote_code)
+        except (OSError, ValueError) as exc:
+            raise _load_error(key, name, exc) from None
+    if tokenizer.eos_token_id is None:
+        raise ModelError(f"{key}: tokenizer '{name}' has no end-of-text token")
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"
+    return tokenizer
+
+
+def _arch_kwargs(m: ModelConfig) -> dict:
+    if m.arch == "gpt2":
+        return dict(n_layer=m.layers, n_embd=m.width, n_head=m.heads, n_positions=m.context)
+    if m.arch == "opt":
+        return dict(num_hidden_layers=m.layers, hidden_size=m.width, word_embed_proj_dim=m.width,
+                    ffn_dim=4 * m.width, num_attention_heads=m.heads, max_position_embeddings=m.context)
+    return dict(num_hidden_layers=m.layers, hidden_size=m.width, intermediate_size=4 * m.width,
+                num_attention_heads=m.heads, num_key_value_heads=m.heads, max_position_embeddings=m.context)
+
+
+def build_model(m: ModelConfig, tokenizer, seed: int):
+    """A randomly initialised `m.arch` model sized by the config; the init is seeded."""
+    ids = dict(bos_token_id=tokenizer.bos_token_id or tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id,
+               pad_token_id=tokenizer.pad_token_id)
+    config = AutoConfig.for_model(m.arch, vocab_size=len(tokenizer), **ids, **_arch_kwargs(m))
+    torch.manual_seed(seed)
+    return AutoModelForCausalLM.from_config(config)
+
+
+def load_model(name: str, trust_remote_code: bool = False, key: str = "model.name_or_path"):
+    """A pretrained causal LM from a hub name or a local directory (safetensors preferred)."""
+    try:
+        return AutoModelForCausalLM.from_pretrained(name, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as exc:
+        raise _load_error(key, name, exc) from None
+
+
+def base_model(cfg: Config, tokenizer):
+    """The generation-0 starting point: the pretrained model, or a seeded random init."""
+    if cfg.model.name_or_path is None:
+        return build_model(cfg.model, tokenizer, cfg.run.seed)
+    model = load_model(cfg.model.name_or_path, cfg.model.trust_remote_code)
+    if model.get_input_embeddings().num_embeddings < len(tokenizer):
+        model.resize_token_embeddings(len(tokenizer))
+    return model
+
+
+def context_length(model) -> int | None:
+    c = model.config
+    for attr in ("n_positions", "max_position_embeddings"):
+        if getattr(c, attr, None):
+            return int(getattr(c, attr))
+    return None
+
+
+def check_context(cfg: Config, model) -> None:
+    """Block size and prompt + continuation must fit the model's context (pretrained models)."""
+    ctx = context_length(model)
+    if ctx is None:
+        return
+    if cfg.data.block_size > ctx:
+        raise ConfigError(f"config key 'data.block_size': {cfg.data.block_size} is larger than the model's "
+                          f"context ({ctx})")
+    g = cfg.generation
+    if g.mode == "prompted" and g.prompt_tokens + g.max_new_tokens > ctx:
+        raise ConfigError(f"config key 'generation.max_new_tokens': prompt_tokens + max_new_tokens = "
+                          f"{g.prompt_tokens + g.max_new_tokens} exceeds the model's context ({ctx})")

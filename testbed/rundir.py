@@ -1,0 +1,137 @@
+"""The run directory: naming, atomic writes, per-generation artefacts and completion markers.
+
+Every file is written to a temporary name and renamed into place, so a kill or a full disk leaves
+either the old file or the new one, never half of one. A generation counts as done only once its
+COMPLETE marker exists, which is written after all of its artefacts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+COMPLETE = "COMPLETE"
+
+
+class RunDirError(ValueError):
+    """A user error about the run directory: one line naming the path and what to do."""
+
+
+def default_name(config_path: str | None) -> str:
+    stem = Path(config_path).stem if config_path else "default"
+    return f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def run_path(out_dir: str, name: str) -> Path:
+    """out_dir/name, refusing names that would leave out_dir."""
+    root = Path(out_dir).resolve()
+    path = (root / name).resolve()
+    if path.parent != root:
+        raise RunDirError(f"run.name {name!r} would place the run outside run.out_dir {out_dir}")
+    return path
+
+
+def create(path: Path) -> None:
+    """Make a new run directory; an existing one is never reused without --resume."""
+    if path.exists():
+        raise RunDirError(f"run directory {path} already exists: pass --resume to continue it, "
+                          "or choose another run.name")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.mkdir()
+
+
+def _tmp(path: Path) -> Path:
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+
+
+def write_text(path: Path, text: str) -> None:
+    """Write atomically: a temporary file, flushed to disk, then renamed over `path`."""
+    tmp = _tmp(path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _default(o: Any) -> Any:
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.floating):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def dumps(obj: Any) -> str:
+    return json.dumps(obj, default=_default, allow_nan=True)
+
+
+def write_json(path: Path, obj: Any) -> None:
+    write_text(path, json.dumps(obj, default=_default, indent=2) + "\n")
+
+
+def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
+    write_text(path, "".join(dumps(r) + "\n" for r in rows))
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def save_pretrained(path: Path, *objects) -> None:
+    """save_pretrained each object (model: safetensors; tokenizer) into a temporary directory, then
+    rename it into place."""
+    tmp = _tmp(path)
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        for obj in objects:
+            obj.save_pretrained(tmp)
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def gen_dir(run: Path, generation: int) -> Path:
+    return run / f"gen_{generation:03d}"
+
+
+def is_complete(run: Path, generation: int) -> bool:
+    return (gen_dir(run, generation) / COMPLETE).is_file()
+
+
+def mark_complete(run: Path, generation: int) -> None:
+    write_text(gen_dir(run, generation) / COMPLETE, "")
+
+
+def completed(run: Path, generations: int) -> int:
+    """Number of leading generations (0, 1, ...) that are complete."""
+    g = 0
+    while g <= generations and is_complete(run, g):
+        g += 1
+    return g
+
+
+def prune_checkpoints(run: Path, generation: int, keep: str) -> None:
+    """Apply run.keep_checkpoints after `generation` is complete; gen_000 always stays (it scores data).
+
+    last: gen_000 and the newest. none: gen_000 only, once the run is over (the newest stays until then,
+    so a killed run can resume).
+    """
+    if keep == "all":
+        return
+    for g in range(1, generation):
+        shutil.rmtree(gen_dir(run, g) / "model", ignore_errors=True)

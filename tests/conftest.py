@@ -1,0 +1,47 @@
+"""Shared fixtures: everything offline, tiny models and corpora written by the tests."""
+
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+from testbed import config  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+
+# A run small enough for seconds on a CPU: a 1-layer width-32 GPT-2 on a few hundred sentences.
+TINY = [
+    "run.generations=2", "data.block_size=16", "data.language.train_sentences=400",
+    "data.language.valid_sentences=40", "data.language.test_sentences=60", "tokenizer.vocab_size=300",
+    "model.layers=1", "model.width=32", "model.heads=2", "model.context=64", "generation.prompt_tokens=8",
+    "generation.max_new_tokens=8", "train.gen0_epochs=2", "train.epochs=1", "train.batch_size=16",
+    "eval.num_samples=8", "eval.prompt_tokens=4", "eval.max_new_tokens=8", "eval.tail_rank=20",
+]
+
+
+@pytest.fixture
+def tiny_overrides(tmp_path: Path) -> list[str]:
+    return [*TINY, f"run.out_dir={tmp_path / 'runs'}"]
+
+
+@pytest.fixture
+def tiny_cfg(tiny_overrides: list[str]) -> config.Config:
+    return config.load(None, tiny_overrides)
+
+
+@pytest.fixture
+def text_corpus(tmp_path: Path) -> Path:
+    """A directory with train/valid/test.txt of plain English-like lines."""
+    root = tmp_path / "corpus"
+    root.mkdir()
+    words = ["the", "cat", "sat", "on", "a", "mat", "while", "dogs", "ran", "past", "quiet", "old", "houses",
+             "near", "green", "fields"]
+    for split, n in (("train", 120), ("valid", 20), ("test", 20)):
+        lines = [" ".join(words[(i * 7 + j) % len(words)] for j in range(12)) for i in range(n)]
+        (root / f"{split}.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return root

@@ -1,0 +1,112 @@
+from pathlib import Path
+
+import pytest
+
+from testbed import config
+from testbed.config import Config, ConfigError
+
+from .conftest import REPO
+
+
+def test_defaults_load_and_overrides_win():
+    cfg = config.load(None, ["train.lr=3e-4", "mixing.strategy=accumulate", "run.name=abc", "train.gen0_epochs=null"])
+    assert cfg.train.lr == pytest.approx(3e-4)
+    assert cfg.mixing.strategy == "accumulate"
+    assert cfg.run.name == "abc"
+    assert cfg.train.gen0_epochs is None
+    assert cfg.model.layers == Config().model.layers
+
+
+def test_yaml_then_cli(tmp_path: Path):
+    f = tmp_path / "c.yaml"
+    f.write_text("train:\n  lr: 2e-5\n  epochs: 3\nmixing:\n  human_fraction: 0.25\n")
+    cfg = config.load(f, ["train.epochs=4"])
+    assert cfg.train.lr == pytest.approx(2e-5)  # YAML 1.1 reads 2e-5 as a string; still a number here
+    assert cfg.train.epochs == 4
+    assert cfg.mixing.human_fraction == 0.25
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["train.lrr=1"], "unknown config key 'train.lrr' (did you mean 'train.lr'?)"),
+    (["nosuch.key=1"], "unknown config key 'nosuch'"),
+    (["train.epochs=two"], "config key 'train.epochs': expected an integer, got 'two'"),
+    (["train.epochs=1.5"], "config key 'train.epochs': expected an integer"),
+    (["mixing.human_fraction=1.5"], "config key 'mixing.human_fraction': must be a fraction in [0, 1], got 1.5"),
+    (["mixing.human_fraction=-0.1"], "config key 'mixing.human_fraction'"),
+    (["run.generations=0"], "config key 'run.generations': must be at least 1, got 0"),
+    (["data.block_size=512"], "config key 'data.block_size': 512 is larger than the model's context"),
+    (["mixing.strategy=replce"], "config key 'mixing.strategy': expected one of replace"),
+    (["generation.do_sample=maybe"], "config key 'generation.do_sample': expected true or false"),
+    (["run.name=../escape"], "config key 'run.name'"),
+    (["data.source=files"], "config key 'data.path': is required when data.source is 'files'"),
+    (["train.lr"], "is not of the form key.sub=value"),
+])
+def test_bad_values_name_the_key(overrides, message):
+    with pytest.raises(ConfigError) as exc:
+        config.load(None, overrides)
+    assert message in str(exc.value)
+    assert "\n" not in str(exc.value)
+
+
+def test_yaml_type_errors_and_sections(tmp_path: Path):
+    f = tmp_path / "c.yaml"
+    f.write_text("train: 3\n")
+    with pytest.raises(ConfigError, match="'train': expected a mapping"):
+        config.load(f)
+    f.write_text("train:\n  epochs: true\n")
+    with pytest.raises(ConfigError, match="'train.epochs': expected an integer, got True"):
+        config.load(f)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("- a\n- b\n", "must hold a mapping"),
+    ("train: [unclosed\n", "is not valid YAML"),
+])
+def test_bad_files(tmp_path: Path, text, message):
+    f = tmp_path / "c.yaml"
+    f.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        config.load(f)
+
+
+def test_missing_file():
+    with pytest.raises(ConfigError, match="does not exist"):
+        config.load("no/such/config.yaml")
+
+
+def test_data_path_implies_files(tmp_path: Path):
+    f = tmp_path / "c.yaml"
+    f.write_text("data:\n  source: hf\n  hf_name: wikitext\n")
+    assert config.load(f, ["data.path=/some/dir"]).data.source == "files"
+    assert config.load(f, ["data.path=/some/dir", "data.source=hf"]).data.source == "hf"
+    assert config.load(None, ["data.path=/x"]).data.source == "files"
+
+
+def test_round_trip_and_diff():
+    cfg = config.load(None, ["train.lr=0.01"])
+    again = config.from_dict(__import__("yaml").safe_load(config.to_yaml(cfg)))
+    assert again == cfg
+    assert config.diff(cfg, config.load(None, ["train.lr=0.02", "run.seed=3"])) == ["run.seed", "train.lr"]
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_config_validates(path: Path):
+    cfg = config.load(path)
+    assert cfg.run.generations >= 1
+
+
+def test_default_yaml_is_the_builtin_default():
+    assert config.load(REPO / "configs" / "default.yaml") == config.load(None)
+
+
+def test_paper_configs_match_the_paper():
+    for name, strategy, epochs in (("replace", "replace", 5), ("keep10", "fixed_fraction", 10)):
+        cfg = config.load(REPO / "configs" / f"shumailov2024-opt125m-{name}.yaml")
+        assert cfg.model.name_or_path == "facebook/opt-125m"
+        assert (cfg.data.hf_name, cfg.data.hf_config, cfg.data.block_size) == ("wikitext", "wikitext-2-raw-v1", 64)
+        assert (cfg.train.lr, cfg.train.min_lr, cfg.train.batch_size, cfg.train.schedule) == (2e-5, 1e-6, 128, "cosine")
+        assert (cfg.train.epochs, cfg.mixing.strategy, cfg.run.generations) == (epochs, strategy, 10)
+        assert (cfg.generation.num_beams, cfg.generation.repetition_penalty) == (5, 3.0)
+        assert (cfg.generation.prompt_tokens, cfg.generation.max_new_tokens) == (64, 64)
+        assert cfg.train.select_best
+    assert config.load(REPO / "configs" / "shumailov2024-opt125m-keep10.yaml").mixing.human_fraction == 0.1

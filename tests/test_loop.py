@@ -1,0 +1,76 @@
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from testbed.cli import main
+
+ROW_KEYS = {"generation", "ppl_human", "distinct_1", "distinct_2", "distinct_3", "distinct_4", "self_bleu",
+            "rep_4", "entropy", "tail_coverage", "synthetic_ppl_gen0_mean", "synthetic_ppl_gen0_median",
+            "synthetic_ppl_gen0_std", "synthetic_ppl_gen0_p05", "synthetic_ppl_gen0_p95"}
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    from .conftest import TINY
+
+    out = tmp_path_factory.mktemp("runs")
+    assert main(["run", *TINY, f"run.out_dir={out}", "run.name=e2e", "mixing.strategy=fixed_fraction",
+                 "mixing.human_fraction=0.5"]) == 0
+    return out / "e2e"
+
+
+def test_run_directory_layout(finished_run: Path):
+    for name in ("config.yaml", "metrics.jsonl", "human_baseline.json", "tokenizer"):
+        assert (finished_run / name).exists(), name
+    for g in range(3):
+        d = finished_run / f"gen_{g:03d}"
+        assert (d / "COMPLETE").exists() and (d / "samples.jsonl").exists()
+        assert (d / "model" / "model.safetensors").exists()
+        assert not list((d / "model").glob("*.bin"))
+    assert not (finished_run / "gen_000" / "synthetic.jsonl").exists()
+    synth = [json.loads(x) for x in (finished_run / "gen_002" / "synthetic.jsonl").read_text().splitlines()]
+    assert {r["source"] for r in synth} == {"synthetic"} and {r["generation"] for r in synth} == {2}
+    assert all(r["ppl_gen0"] is None or r["ppl_gen0"] > 1 for r in synth)
+
+
+def test_metrics_rows_are_finite(finished_run: Path):
+    rows = [json.loads(x) for x in (finished_run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["generation"] for r in rows] == [0, 1, 2]
+    for r in rows:
+        assert set(r) >= ROW_KEYS
+        for key in ROW_KEYS - {"generation"}:
+            if r["generation"] == 0 and key.startswith("synthetic_ppl"):
+                assert r[key] is None  # generation 0 trains on human text only
+            elif key != "tail_coverage":
+                assert math.isfinite(r[key]) and r[key] >= 0, (key, r[key])
+        assert r["ppl_human"] > 1
+    assert rows[1]["train_composition"]["human"] == rows[1]["train_composition"]["synthetic@1"]
+    baseline = json.loads((finished_run / "human_baseline.json").read_text())
+    assert baseline["generation"] == "human" and 0 < baseline["distinct_1"] <= 1
+
+
+def test_parameters_changed_and_checkpoint_reloads(finished_run: Path):
+    gen0 = load_file(finished_run / "gen_000" / "model" / "model.safetensors")
+    gen2 = load_file(finished_run / "gen_002" / "model" / "model.safetensors")
+    assert any(not torch.equal(gen0[k], gen2[k]) for k in gen0)
+    model = AutoModelForCausalLM.from_pretrained(finished_run / "gen_002" / "model")
+    tok = AutoTokenizer.from_pretrained(finished_run / "gen_002" / "model")
+    ids = tok("hello", return_tensors="pt")["input_ids"]
+    assert model(ids).logits.shape[-1] == len(tok)
+    for k, v in model.state_dict().items():
+        if k in gen2:
+            assert torch.equal(v, gen2[k])
+
+
+def test_existing_run_is_never_overwritten(finished_run: Path, capsys):
+    from .conftest import TINY
+
+    before = (finished_run / "metrics.jsonl").read_bytes()
+    assert main(["run", *TINY, f"run.out_dir={finished_run.parent}", "run.name=e2e"]) == 2
+    assert "already exists: pass --resume" in capsys.readouterr().err
+    assert (finished_run / "metrics.jsonl").read_bytes() == before
