@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import signal
 import sys
 from pathlib import Path
 
@@ -59,6 +60,9 @@ def cmd_run(ns: argparse.Namespace) -> int:
         if changed and not ns.allow_config_change:
             raise ConfigError(f"config differs from the one saved in {run_dir} at: {', '.join(changed)} "
                               "(pass --allow-config-change to resume with it anyway)")
+        if changed:
+            print(f"resuming with a changed config: {', '.join(changed)}", flush=True)
+            rundir.write_text(run_dir / "config.yaml", config.to_yaml(cfg))
     elif run_dir.exists():
         raise rundir.RunDirError(f"run directory {run_dir} already exists: pass --resume to continue it, "
                                  "or choose another run.name")
@@ -110,6 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()  # keep the terminal for progress bars and results
+    # A pre-empted job gets SIGTERM: leave like Ctrl-C (writes are atomic; finished generations are kept).
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         return ns.func(ns)
     except USER_ERRORS as exc:
@@ -124,7 +130,8 @@ def main(argv: list[str] | None = None) -> int:
               "are intact; free space and continue with --resume", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("\ninterrupted: finished generations are kept; continue with --resume", file=sys.stderr)
+        print("\ninterrupted: finished generations are kept; continue with: testbed run RUN_DIR --resume",
+              file=sys.stderr)
         return 130
 
 

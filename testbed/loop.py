@@ -87,12 +87,16 @@ def run(cfg: Config, run_dir: Path, resume: bool = False) -> tuple[list[dict], d
     human_reference = full_test[:, k : k + g_cfg.max_new_tokens]  # held-out text shaped like synthetic data
 
     if not resume:  # only now, once every input has loaded, does the run directory appear
-        rundir.create(run_dir)
-        rundir.write_text(run_dir / "config.yaml", to_yaml(cfg))
-        rundir.save_pretrained(saved_tokenizer, tokenizer)
+
+        def first_files(d: Path) -> None:
+            (d / "config.yaml").write_text(to_yaml(cfg), encoding="utf-8")
+            tokenizer.save_pretrained(d / "tokenizer")
+
+        rundir.create(run_dir, first_files)
 
     # Resume: completed generations are read back, the newest model is reloaded.
     start = rundir.completed(run_dir, N)
+    rundir.remove_partial_writes(run_dir)
     rows = [json.loads((rundir.gen_dir(run_dir, g) / "metrics.json").read_text()) for g in range(start)]
     synthetic = [read_synthetic(rundir.gen_dir(run_dir, g) / "synthetic.jsonl", g) for g in range(1, start)]
     gen0 = None
@@ -152,7 +156,6 @@ def run(cfg: Config, run_dir: Path, resume: bool = False) -> tuple[list[dict], d
                   for key, v in summarize(synth_ppl if synth_ppl is not None else [], "synthetic_ppl_gen0").items()},
                "val_loss": result.val_loss, "train_loss": result.train_loss, "best_epoch": result.best_epoch,
                "train_steps": result.steps, "train_tokens": result.tokens,
-               "train_tokens_per_s": result.tokens / max(result.seconds, 1e-9),
                "train_composition": train_set.composition(),
                "synthetic_mean_length": None if g == 0 else float(synth.lengths.mean())}
         if g == 0:
@@ -160,14 +163,16 @@ def run(cfg: Config, run_dir: Path, resume: bool = False) -> tuple[list[dict], d
             baseline = {"generation": "human", **human_baseline(es, tokenizer),
                         **summarize(human_ppl, "synthetic_ppl_gen0"), "ppl_gen0_per_sequence": human_ppl}
         seconds["metrics"] = time.perf_counter() - t
-        row["seconds"] = seconds
 
-        # 5. Save: checkpoint, samples, metrics; the COMPLETE marker goes last.
+        # 5. Save: checkpoint, samples, metrics; the COMPLETE marker goes last. Wall times go beside the
+        # metrics, not in them, so a resumed run's metrics.jsonl equals an uninterrupted one's.
         rundir.save_pretrained(out / "model", model, tokenizer)
         rundir.write_jsonl(out / "samples.jsonl", [{"index": i, "prompt": p, "text": s}
                                                    for i, (p, s) in enumerate(zip(prompt_texts, texts))])
         row = _finite(row)
         rundir.write_json(out / "metrics.json", row)
+        rundir.write_json(out / "timing.json", {"seconds": seconds,
+                                                 "train_tokens_per_s": result.tokens / max(result.seconds, 1e-9)})
         if g == 0:
             rundir.write_json(baseline_path, _finite(baseline))
         rows.append(row)

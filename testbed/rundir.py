@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,13 +38,21 @@ def run_path(out_dir: str, name: str) -> Path:
     return path
 
 
-def create(path: Path) -> None:
-    """Make a new run directory; an existing one is never reused without --resume."""
+def create(path: Path, fill: Callable[[Path], None]) -> None:
+    """Make a new run directory: `fill` writes its first files into a temporary folder, which is then
+    renamed into place, so the directory either does not exist or holds them. Never reuses one."""
     if path.exists():
         raise RunDirError(f"run directory {path} already exists: pass --resume to continue it, "
                           "or choose another run.name")
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.mkdir()
+    tmp = _tmp(path)
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        tmp.mkdir()
+        fill(tmp)
+        os.rename(tmp, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _tmp(path: Path) -> Path:
@@ -103,6 +112,15 @@ def save_pretrained(path: Path, *objects) -> None:
         os.replace(tmp, path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def remove_partial_writes(run: Path) -> None:
+    """Delete temporary files and folders left by a write that was killed half-way."""
+    for tmp in run.rglob(".*.tmp-*"):
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            tmp.unlink(missing_ok=True)
 
 
 def gen_dir(run: Path, generation: int) -> Path:

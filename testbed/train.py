@@ -64,6 +64,7 @@ def train(model, examples: Examples, valid_blocks: np.ndarray, cfg: TrainConfig,
           accelerator: Accelerator, seed: int, epochs: int, desc: str = "train") -> TrainResult:
     """Train `model` in place on `examples` for `epochs`; with select_best, end on the weights best on
     validation (evaluated at every epoch end, and every `eval_every` steps)."""
+    torch.manual_seed(seed)  # dropout draws from the global generator: fix it, so a resumed run matches
     blocks = torch.as_tensor(pack(examples, block_size, seed))
     generator = torch.Generator().manual_seed(seed)
     loader = torch.utils.data.DataLoader(blocks, batch_size=cfg.batch_size, shuffle=True, generator=generator,
