@@ -56,7 +56,8 @@ def cmd_run(ns: argparse.Namespace) -> int:
         if not (run_dir / "config.yaml").is_file():
             raise rundir.RunDirError(f"{run_dir} is not a run directory (no config.yaml): nothing to resume")
         saved = config.from_dict(config.read_yaml(run_dir / "config.yaml"))
-        changed = config.diff(saved, cfg)
+        # Where a run lives is not what it is: a moved run directory resumes.
+        changed = [k for k in config.diff(saved, cfg) if k not in ("run.out_dir", "run.name")]
         if changed and not ns.allow_config_change:
             raise ConfigError(f"config differs from the one saved in {run_dir} at: {', '.join(changed)} "
                               "(pass --allow-config-change to resume with it anyway)")
@@ -90,6 +91,28 @@ def cmd_validate(ns: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sweep(ns: argparse.Namespace) -> int:
+    from testbed import sweep
+
+    return sweep.run_all(ns.config, ns.axes, ns.out, ns.list)
+
+
+def cmd_report(ns: argparse.Namespace) -> int:
+    from testbed.report import write_report
+
+    for path in write_report([Path(p) for p in ns.dirs], Path(ns.out) if ns.out else None):
+        print(f"wrote {path}")
+    return 0
+
+
+def cmd_gaussian(ns: argparse.Namespace) -> int:
+    from testbed import gaussian
+
+    out = Path(ns.out or f"runs/gaussian-M{ns.samples}-N{ns.generations}-R{ns.repeats}-seed{ns.seed}")
+    gaussian.run(ns.samples, ns.generations, ns.repeats, ns.seed, out)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="testbed", description="Recursive fine-tuning and model-collapse metrics.")
     p.add_argument("--debug", action="store_true", help="show tracebacks for user errors")
@@ -106,6 +129,26 @@ def build_parser() -> argparse.ArgumentParser:
     v = sub.add_parser("validate", help="check a config without running it")
     v.add_argument("args", nargs="*", metavar="CONFIG key.sub=value")
     v.set_defaults(func=cmd_validate)
+
+    s = sub.add_parser("sweep", help="run the grid of runs of a config (its sweep section and key=v1,v2 axes)")
+    s.add_argument("config", help="a YAML config; its optional sweep: section lists settings and a grid")
+    s.add_argument("axes", nargs="*", metavar="key.sub=v1,v2", help="more axes of the grid")
+    s.add_argument("--out", help="the sweep directory (default: <run.out_dir>/<config stem>-sweep)")
+    s.add_argument("--list", action="store_true", help="print one `testbed run` command per run, run nothing")
+    s.set_defaults(func=cmd_sweep)
+
+    rp = sub.add_parser("report", help="report.md and plots over runs and sweeps (mean ± 95%% CI over seeds)")
+    rp.add_argument("dirs", nargs="+", metavar="RUN_OR_SWEEP_DIR")
+    rp.add_argument("--out", help="where to write (default: the directory given, or the parent of the first)")
+    rp.set_defaults(func=cmd_report)
+
+    gp = sub.add_parser("gaussian", help="the Gaussian refit toy against its closed forms")
+    gp.add_argument("--samples", type=int, default=100, help="M: samples per generation")
+    gp.add_argument("--generations", type=int, default=50, help="N")
+    gp.add_argument("--repeats", type=int, default=10000, help="R: independent chains")
+    gp.add_argument("--seed", type=int, default=0)
+    gp.add_argument("--out", help="output directory (default runs/gaussian-M..-N..-R..-seed..)")
+    gp.set_defaults(func=cmd_gaussian)
     return p
 
 

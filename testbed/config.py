@@ -132,6 +132,15 @@ class EvalConfig:
 
 
 @dataclass
+class SweepConfig:
+    """Used by `testbed sweep` only (`testbed run` ignores it): runs = settings x grid."""
+
+    # Named alternatives, each a mapping of dotted keys to values, e.g. {mixing.strategy: replace}.
+    settings: list[dict[str, Any]] = field(default_factory=list)
+    grid: dict[str, list[Any]] = field(default_factory=dict)  # dotted key -> values: the cross product
+
+
+@dataclass
 class Config:
     run: RunConfig = field(default_factory=RunConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -141,6 +150,7 @@ class Config:
     mixing: MixingConfig = field(default_factory=MixingConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    sweep: SweepConfig = field(default_factory=SweepConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -283,6 +293,10 @@ def _coerce(value: Any, tp: Any, key: str, from_cli: bool) -> Any:
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
         _require(ok, key, f"expected a number, got {value!r}")
         return float(value)
+    if typing.get_origin(base) in (list, dict):  # sweep specs: checked when the sweep expands them
+        container = typing.get_origin(base)
+        _require(isinstance(value, container), key, f"expected a {container.__name__}, got {value!r}")
+        return value
     if base is str:
         if from_cli or isinstance(value, (int, float)) and not isinstance(value, bool):
             return str(value)

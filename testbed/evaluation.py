@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from testbed import metrics
+from testbed import language, metrics
 from testbed.config import Config
 from testbed.generate import generate, prompt_matrix
 from testbed.metrics.text import Tail
@@ -59,7 +59,56 @@ def sample(model, cfg: Config, es: EvalSet, tokenizer, seed: int) -> tuple[list[
     return prompts, decode(tokenizer, ids, lengths)
 
 
-def human_baseline(es: EvalSet, tokenizer) -> dict[str, float]:
-    """The diversity metrics of the human continuations of the evaluation prompts."""
+def human_texts(es: EvalSet, tokenizer) -> list[str]:
+    """The human continuations of the evaluation prompts: the baseline for the sample metrics."""
     ids = es.human_continuations
-    return diversity(decode(tokenizer, ids, np.full(len(ids), ids.shape[1])), es.tail)
+    return decode(tokenizer, ids, np.full(len(ids), ids.shape[1]))
+
+
+@dataclass
+class GroundTruth:
+    """What the built-in language makes exact: its word distribution, and test sentences with log P."""
+
+    lang: language.Language
+    vocab: np.ndarray  # every word of the language
+    word_p: np.ndarray  # its exact unigram probability
+    sentence_ids: np.ndarray  # (n, L) token ids of test sentences, each after an end-of-text, padded -1
+    sentence_logp: np.ndarray  # exact log P of each test sentence
+    sentence_words: np.ndarray  # words per test sentence, the '.' included
+
+
+def ground_truth_set(cfg: Config, test_lines: list[str], tokenizer, max_sentences: int = 1000) -> GroundTruth:
+    lang = language.build(cfg.data.language)
+    probs = language.word_probabilities(lang)
+    sents = [s for line in test_lines for s in language.complete_sentences(line, leading_fragment=False)]
+    sents = sents[:max_sentences]
+    encoded = tokenizer([" ".join([*s, language.END]) for s in sents], add_special_tokens=False)["input_ids"]
+    ids = np.full((len(sents), 1 + max(map(len, encoded))), -1, dtype=np.int64)
+    ids[:, 0] = tokenizer.eos_token_id  # a sentence at the start of a line follows an end-of-text
+    for i, row in enumerate(encoded):
+        ids[i, 1 : 1 + len(row)] = row
+    return GroundTruth(lang, np.array(list(probs)), np.array(list(probs.values())), ids,
+                       np.array([language.sentence_logprob(lang, s) for s in sents]),
+                       np.array([len(s) + 1 for s in sents]))
+
+
+def sample_quality(texts: list[str], gt: GroundTruth, prompted: bool) -> dict[str, float]:
+    """True NLL per word of the samples' whole sentences under the language, the share of them that are
+    grammatical, and the true probability mass of the words the samples no longer produce."""
+    sents = [s for t in texts for s in language.complete_sentences(t, leading_fragment=prompted)]
+    logp = np.array([language.sentence_logprob(gt.lang, s) for s in sents])
+    ok = np.isfinite(logp)
+    words = np.array([len(s) + 1 for s in sents])
+    produced = np.unique(np.asarray(" ".join(texts).split(), dtype=str))
+    return {
+        "true_nll_per_word": float(-logp[ok].sum() / words[ok].sum()) if ok.any() else float("nan"),
+        "grammatical_rate": float(ok.mean()) if len(ok) else float("nan"),
+        "tail_mass_lost": float(gt.word_p[~np.isin(gt.vocab, produced)].sum()),
+    }
+
+
+def kl_per_word(model, gt: GroundTruth, batch_size: int) -> float:
+    """Monte-Carlo KL(language || model) per word: mean of log P(s) - log Q(s) over test sentences s, where
+    Q(s) is the model's probability of s as the first sentence of a line."""
+    nll_q, _ = metrics.sequence_nll(model, gt.sentence_ids, batch_size=batch_size)
+    return float((gt.sentence_logp + nll_q).sum() / gt.sentence_words.sum())

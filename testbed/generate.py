@@ -2,20 +2,89 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 from tqdm.auto import tqdm
+from transformers import LogitsProcessor, LogitsProcessorList
 
 from testbed.config import GenerationConfig
 
 
-def decoding_kwargs(g: GenerationConfig) -> dict:
-    """`generate` keyword arguments for the configured decoding: greedy, beam search or sampling."""
-    kwargs = dict(do_sample=g.do_sample, num_beams=g.num_beams, repetition_penalty=g.repetition_penalty)
-    if g.do_sample:
-        kwargs.update(temperature=g.temperature, top_k=g.top_k, top_p=g.top_p, min_p=g.min_p or None)
-    else:  # the model's own generation_config may carry sampling defaults; switch them off
-        kwargs.update(temperature=None, top_k=None, top_p=None)
+def candidates(scores: torch.Tensor, g: GenerationConfig) -> tuple[torch.Tensor | None, torch.Tensor]:
+    """The tokens that temperature / top-k / top-p / min-p leave, and their (unnormalised) probabilities.
+
+    Same result as transformers' warpers in that order, without their full-vocabulary sort: top-p only
+    needs the largest probabilities, so `topk` grows until it holds the nucleus of every row. Returns
+    (token ids, weights) with ids None when the candidates are the whole vocabulary.
+    """
+    probs = (scores.float() / g.temperature).softmax(dim=-1)
+    vocab = probs.shape[-1]
+    if g.top_k == 0 and g.top_p >= 1.0:
+        ids, weights = None, probs
+    else:
+        k = min(g.top_k or 64, vocab)
+        while True:
+            if k > vocab // 8:  # a large top-k costs more than the full sort transformers does
+                weights, ids = probs.sort(dim=-1, descending=True)
+                keep = g.top_k or vocab
+                weights, ids = weights[:, :keep], ids[:, :keep]
+                break
+            weights, ids = probs.topk(k, dim=-1)  # descending
+            if g.top_k or g.top_p >= 1.0 or (weights.sum(dim=-1) >= g.top_p).all():
+                break  # every row's nucleus lies in the top k
+            k *= 4
+        if g.top_p < 1.0:
+            # Keep a token if the probability ranked strictly above it is below top_p (renormalised after
+            # top-k, as transformers does); the most probable token always stays.
+            mass = weights / weights.sum(dim=-1, keepdim=True) if g.top_k else weights
+            weights = weights * ((mass.cumsum(dim=-1) - mass) < g.top_p)
+    if g.min_p > 0:
+        top = weights.max(dim=-1, keepdim=True).values
+        weights = weights * (weights >= g.min_p * top)
+    return ids, weights
+
+
+class InverseCDFSampler(LogitsProcessor):
+    """Draws the next token itself and leaves only that token finite, so greedy decoding takes it.
+
+    Truncation by `candidates`, then one uniform per row through the candidates' CDF (cumsum +
+    searchsorted): the same distribution as transformers' warpers + torch.multinomial, which on a CPU
+    cost most of a small model's decode step. Runs after transformers' own processors (e.g. the
+    repetition penalty).
+    """
+
+    def __init__(self, g: GenerationConfig, generator: torch.Generator):
+        self.g = g
+        self.generator = generator
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        ids, weights = candidates(scores, self.g)
+        cdf = weights.cumsum(dim=-1)
+        u = torch.rand(len(cdf), 1, generator=self.generator, device=cdf.device) * cdf[:, -1:]
+        pick = torch.searchsorted(cdf, u, right=True).clamp_(max=cdf.shape[-1] - 1)
+        token = pick if ids is None else ids.gather(1, pick)
+        return torch.full_like(scores, -math.inf).scatter_(1, token, 0.0)
+
+
+def decoding_kwargs(g: GenerationConfig, seed: int, device: torch.device) -> dict:
+    """`generate` keyword arguments for the configured decoding: greedy, beam search or sampling.
+
+    Plain sampling (one beam) goes through InverseCDFSampler on top of greedy decoding; beam sampling
+    keeps transformers' own sampler.
+    """
+    kwargs = dict(num_beams=g.num_beams, repetition_penalty=g.repetition_penalty)
+    # The model's own generation_config may carry sampling defaults: name every knob.
+    off = dict(do_sample=False, temperature=None, top_k=None, top_p=None)
+    if g.do_sample and g.num_beams == 1:
+        generator = torch.Generator(device).manual_seed(seed)
+        kwargs.update(off, logits_processor=LogitsProcessorList([InverseCDFSampler(g, generator)]))
+    elif g.do_sample:
+        kwargs.update(do_sample=True, temperature=g.temperature, top_k=g.top_k, top_p=g.top_p,
+                      min_p=g.min_p or None)
+    else:
+        kwargs.update(off)
     return kwargs
 
 
@@ -44,7 +113,7 @@ def generate(model, prompts: np.ndarray, g: GenerationConfig, max_new_tokens: in
     torch.manual_seed(seed)
     n = len(prompts)
     out = np.full((n, max_new_tokens), eos, dtype=np.int64)
-    kwargs = decoding_kwargs(g)
+    kwargs = decoding_kwargs(g, seed, device)
     for start in tqdm(range(0, n, batch_size), desc=desc, unit="batch", leave=False):
         batch = torch.as_tensor(prompts[start : start + batch_size], device=device)
         result = model.generate(

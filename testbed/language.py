@@ -169,3 +169,36 @@ def sentence_logprob(lang: Language, words: list[str]) -> float:
     if letters.endswith("R"):
         logp += math.log(P["adv"][tagged[-1][1]])
     return logp
+
+
+def word_probabilities(lang: Language) -> dict[str, float]:
+    """The exact unigram distribution of the language: expected count of each word per sentence over the
+    expected sentence length (the '.' included)."""
+    P = lang.probs
+    p_object = VP_PROBS[1] + VP_PROBS[2]  # VO, VOP
+    p_pp = VP_PROBS[2]
+    noun_phrases = 1 + p_object + p_pp
+    adjectives_per_np = float(NP_ADJECTIVES @ np.arange(3))
+    object_nouns = sum(P["verb"][v] * lang.object_probs(v) for v in range(len(P["verb"])))
+    expected = {
+        "det": noun_phrases * P["det"],
+        "adj": noun_phrases * adjectives_per_np * P["adj"],
+        "noun": (1 + p_pp) * P["noun"] + p_object * object_nouns,
+        "verb": P["verb"],
+        "adv": VP_PROBS[3] * P["adv"],
+        "prep": p_pp * P["prep"],
+    }
+    length = 1.0 + sum(float(v.sum()) for v in expected.values())  # + the '.'
+    out = {w: float(c) / length for cls, counts in expected.items() for w, c in zip(lang.words[cls], counts)}
+    out[END] = 1.0 / length
+    return out
+
+
+def complete_sentences(text: str, leading_fragment: bool = True) -> list[list[str]]:
+    """The whole sentences in a text (words, without the '.'): the words after the last '.' are cut off,
+    and with `leading_fragment`, so are those before the first '.' (a continuation starts mid-sentence)."""
+    parts = text.split(f" {END}")
+    words = [p.split() for p in parts[:-1]]
+    if leading_fragment and words:
+        words = words[1:]
+    return [w for w in words if w]

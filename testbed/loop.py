@@ -21,7 +21,16 @@ from transformers import AutoTokenizer
 from testbed import rundir
 from testbed.config import Config, to_yaml
 from testbed.data import load_corpus, split_names, tokenize_corpus
-from testbed.evaluation import decode, diversity, eval_set, human_baseline, sample
+from testbed.evaluation import (
+    decode,
+    diversity,
+    eval_set,
+    ground_truth_set,
+    human_texts,
+    kl_per_word,
+    sample,
+    sample_quality,
+)
 from testbed.generate import generate, prompt_matrix
 from testbed.metrics import perplexity, sequence_perplexities, summarize
 from testbed.mixing import Examples, human_examples, mix, synthetic_examples
@@ -61,6 +70,7 @@ def read_synthetic(path: Path, generation: int) -> Examples:
 def run(cfg: Config, run_dir: Path, resume: bool = False) -> tuple[list[dict], dict]:
     """Run (or resume) every generation of `cfg` in `run_dir`; return the metrics rows and the human baseline."""
     seed, N = cfg.run.seed, cfg.run.generations
+    g_cfg = cfg.generation
     accelerator = Accelerator(mixed_precision=cfg.train.precision, gradient_accumulation_steps=cfg.train.grad_accum)
     device = accelerator.device
 
@@ -77,13 +87,14 @@ def run(cfg: Config, run_dir: Path, resume: bool = False) -> tuple[list[dict], d
     bos = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else eos
     human = human_examples(tok.train)
     es = eval_set(cfg, tok.test, corpus.train, bos)
+    gt = ground_truth_set(cfg, corpus.test, tokenizer) if cfg.data.source == "builtin" else None
+    prompted = g_cfg.mode == "prompted"
     model = base_model(cfg, tokenizer).to(device)
     check_context(cfg, model)
     base_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()} \
         if cfg.train.init == "base" else None
-    g_cfg = cfg.generation
     full_test = tok.test[(tok.test >= 0).all(axis=1)]
-    k = g_cfg.prompt_tokens if g_cfg.mode == "prompted" else 0
+    k = g_cfg.prompt_tokens if prompted else 0
     human_reference = full_test[:, k : k + g_cfg.max_new_tokens]  # held-out text shaped like synthetic data
 
     if not resume:  # only now, once every input has loaded, does the run directory appear
@@ -119,7 +130,7 @@ def run(cfg: Config, run_dir: Path, resume: bool = False) -> tuple[list[dict], d
         else:
             t = time.perf_counter()
             n = g_cfg.num_samples or len(human)
-            prompts = (prompt_matrix(tok.train, n, g_cfg.prompt_tokens) if g_cfg.mode == "prompted"
+            prompts = (prompt_matrix(tok.train, n, g_cfg.prompt_tokens) if prompted
                        else np.full((n, 1), bos, dtype=np.int64))
             ids, lengths = generate(model, prompts, g_cfg, g_cfg.max_new_tokens, g_cfg.batch_size,
                                     seed_for(seed, g, GENERATE), eos, desc=f"gen {g} generate")
@@ -158,9 +169,13 @@ def run(cfg: Config, run_dir: Path, resume: bool = False) -> tuple[list[dict], d
                "train_steps": result.steps, "train_tokens": result.tokens,
                "train_composition": train_set.composition(),
                "synthetic_mean_length": None if g == 0 else float(synth.lengths.mean())}
+        if gt is not None:  # the built-in language's exact probabilities: quality, divergence, tail lost
+            row.update(sample_quality(texts, gt, prompted), kl_per_word=kl_per_word(model, gt, cfg.eval.batch_size))
         if g == 0:
             human_ppl = sequence_perplexities(gen0, human_reference, batch_size=cfg.eval.batch_size)
-            baseline = {"generation": "human", **human_baseline(es, tokenizer),
+            reference_texts = human_texts(es, tokenizer)
+            baseline = {"generation": "human", **diversity(reference_texts, es.tail),
+                        **(sample_quality(reference_texts, gt, prompted) if gt is not None else {}),
                         **summarize(human_ppl, "synthetic_ppl_gen0"), "ppl_gen0_per_sequence": human_ppl}
         seconds["metrics"] = time.perf_counter() - t
 

@@ -1,10 +1,19 @@
-"""Human-readable results: the per-generation table printed at the end of a run."""
+"""Human-readable results: the terminal table of a run, and `testbed report` (markdown + PNG plots) over
+runs and sweeps. Runs that differ only in `run.seed` are one setting; seeds give mean ± 95% CI."""
 
 from __future__ import annotations
 
+import json
 import math
+from dataclasses import dataclass
+from pathlib import Path
 
-# (row key, column header, format) in the order shown.
+import numpy as np
+import yaml
+
+from testbed.rundir import RunDirError
+
+# (row key, column header, format) of the terminal table, in the order shown.
 COLUMNS = [
     ("generation", "gen", "{}"),
     ("ppl_human", "ppl_human", "{:.2f}"),
@@ -17,7 +26,29 @@ COLUMNS = [
     ("tail_coverage", "tail_cov", "{:.3f}"),
     ("synthetic_ppl_gen0_mean", "syn_ppl@g0", "{:.1f}"),
     ("synthetic_ppl_gen0_p95", "p95", "{:.1f}"),
+    ("kl_per_word", "KL/word", "{:.2f}"),
+    ("tail_mass_lost", "tail_lost", "{:.3f}"),
 ]
+
+# (row key, title, unit, higher is better) of the report's tables and plots.
+METRICS = [
+    ("ppl_human", "Perplexity on human test text", "perplexity", False),
+    ("distinct_1", "Distinct-1 of samples", "unique / total unigrams", True),
+    ("distinct_2", "Distinct-2 of samples", "unique / total bigrams", True),
+    ("distinct_4", "Distinct-4 of samples", "unique / total 4-grams", True),
+    ("self_bleu", "Self-BLEU-4 of samples", "BLEU", False),
+    ("rep_4", "Repetition rate rep-4", "share of repeated 4-grams", False),
+    ("entropy", "Unigram entropy of samples", "bits", True),
+    ("tail_coverage", "Tail coverage", "share of rare human words produced", True),
+    ("synthetic_ppl_gen0_mean", "Synthetic data under generation 0 (mean)", "perplexity", None),
+    ("synthetic_ppl_gen0_p95", "Synthetic data under generation 0 (95th percentile)", "perplexity", None),
+    ("kl_per_word", "KL(language || model), estimated", "nats / word", False),
+    ("true_nll_per_word", "True NLL of samples under the language", "nats / word", None),
+    ("grammatical_rate", "Grammatical sentences in samples", "share", True),
+    ("tail_mass_lost", "True probability mass of words no longer produced", "probability", False),
+]
+
+IGNORED_KEYS = {"run.name", "run.out_dir", "run.seed"}
 
 
 def _cell(value, fmt: str) -> str:
@@ -28,10 +59,234 @@ def _cell(value, fmt: str) -> str:
 
 def format_table(rows: list[dict], baseline: dict | None = None) -> str:
     """A fixed-width table, one row per generation, the human baseline first (ppl_human does not apply)."""
+    columns = [c for c in COLUMNS if any(c[0] in r for r in rows)]
     body = ([{**baseline, "ppl_human": None}] if baseline else []) + rows
-    cells = [[header for _, header, _ in COLUMNS]]
-    cells += [[_cell(r.get(key), fmt) for key, _, fmt in COLUMNS] for r in body]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(COLUMNS))]
+    cells = [[header for _, header, _ in columns]]
+    cells += [[_cell(r.get(key), fmt) for key, _, fmt in columns] for r in body]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
     lines = ["  ".join(c.rjust(w) for c, w in zip(row, widths)) for row in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading runs and grouping them into settings.
+
+
+@dataclass
+class Run:
+    path: Path
+    config: dict  # flat: dotted key -> value
+    rows: list[dict]
+    baseline: dict
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and k != "sweep":
+            out.update(_flatten(v, f"{prefix}{k}."))
+        elif k != "sweep":
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def load_run(path: Path) -> Run:
+    rows = [json.loads(line) for line in (path / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    baseline_file = path / "human_baseline.json"
+    baseline = json.loads(baseline_file.read_text()) if baseline_file.is_file() else {}
+    cfg = yaml.safe_load((path / "config.yaml").read_text())
+    return Run(path, _flatten(cfg), rows, baseline)
+
+
+def find_runs(paths: list[Path]) -> list[Run]:
+    """Run directories given directly, or found one level below (a sweep directory)."""
+    found: list[Path] = []
+    for p in paths:
+        if (p / "metrics.jsonl").is_file():
+            found.append(p)
+        else:
+            found += sorted(q.parent for q in p.glob("*/metrics.jsonl"))
+    if not found:
+        raise RunDirError(f"no run directories (with metrics.jsonl) in {', '.join(map(str, paths))}")
+    return [load_run(p) for p in found]
+
+
+def differing_keys(runs: list[Run]) -> list[str]:
+    keys = sorted(set().union(*(r.config for r in runs)) - IGNORED_KEYS)
+    return [k for k in keys if len({json.dumps(r.config.get(k)) for r in runs}) > 1]
+
+
+def group_settings(runs: list[Run]) -> dict[str, list[Run]]:
+    """Setting label (its differing values) -> the runs of that setting (its seeds)."""
+    keys = differing_keys(runs)
+    groups: dict[str, list[Run]] = {}
+    for r in runs:
+        label = ", ".join(f"{k.split('.')[-1]}={r.config.get(k)}" for k in keys) or "run"
+        groups.setdefault(label, []).append(r)
+    return groups
+
+
+def mean_ci(values: list[float]) -> tuple[float, float]:
+    """Mean and the half-width of its 95% t-interval (NaN with one value)."""
+    from scipy import stats
+
+    v = np.asarray([x for x in values if x is not None and np.isfinite(x)], dtype=float)
+    if len(v) == 0:
+        return math.nan, math.nan
+    if len(v) == 1:
+        return float(v[0]), math.nan
+    return float(v.mean()), float(stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v)))
+
+
+def series(runs: list[Run], key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Generations, mean and CI half-width of a metric over the runs of one setting."""
+    generations = sorted({row["generation"] for r in runs for row in r.rows})
+    stats_ = [mean_ci([row.get(key) for r in runs for row in r.rows if row["generation"] == g]) for g in generations]
+    return np.array(generations), np.array([s[0] for s in stats_]), np.array([s[1] for s in stats_])
+
+
+# ---------------------------------------------------------------------------------------------
+# Markdown.
+
+
+def _fmt(mean: float, ci: float) -> str:
+    if math.isnan(mean):
+        return "-"
+    digits = 2 if abs(mean) >= 10 else 3
+    return f"{mean:.{digits}f}" + ("" if math.isnan(ci) else f" ± {ci:.{digits}f}")
+
+
+def markdown(groups: dict[str, list[Run]], runs: list[Run]) -> str:
+    keys = differing_keys(runs)
+    seeds = sorted({r.config.get("run.seed") for r in runs})
+    lines = ["# Model-collapse report", "",
+             f"{len(runs)} runs, {len(groups)} settings, seeds {seeds}. Cells: mean ± 95% CI over seeds "
+             "(t-interval).", "", "## Settings", "", "| setting | runs | " + " | ".join(keys) + " |",
+             "|---|---|" + "---|" * len(keys)]
+    for label, rs in groups.items():
+        lines.append(f"| {label} | {len(rs)} | " + " | ".join(str(rs[0].config.get(k)) for k in keys) + " |")
+    metrics_present = [m for m in METRICS if any(m[0] in row for r in runs for row in r.rows)]
+    last = max(row["generation"] for r in runs for row in r.rows)
+    lines += ["", f"## Summary: generation 0 → {last}", "", "| setting | " +
+              " | ".join(title.split(" (")[0] for _, title, _, _ in metrics_present[:8]) + " |",
+              "|---|" + "---|" * min(8, len(metrics_present))]
+    for label, rs in groups.items():
+        cells = []
+        for key, _, _, _ in metrics_present[:8]:
+            _, mean, _ = series(rs, key)
+            finite = mean[np.isfinite(mean)]
+            cells.append(f"{finite[0]:.3g} → {finite[-1]:.3g}" if len(finite) else "-")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    for key, title, unit, better in metrics_present:
+        arrow = {True: " (higher is better)", False: " (lower is better)", None: ""}[better]
+        lines += ["", f"## {title}", "", f"`{key}`, {unit}{arrow}.", "",
+                  "| generation | " + " | ".join(groups) + " | human |", "|---|" + "---|" * (len(groups) + 1)]
+        by_setting = {label: series(rs, key) for label, rs in groups.items()}
+        human = mean_ci([r.baseline.get(key) for r in runs])
+        for i, g in enumerate(by_setting[next(iter(groups))][0]):
+            cells = [_fmt(by_setting[label][1][i], by_setting[label][2][i]) if i < len(by_setting[label][0])
+                     else "-" for label in groups]
+            lines.append(f"| {g} | " + " | ".join(cells) + f" | {_fmt(*human) if i == 0 else ''} |")
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------------------------
+# Plots (matplotlib, headless).
+
+
+def plot_metrics(groups: dict[str, list[Run]], runs: list[Run], out: Path) -> Path:
+    """Each metric against generation: a line per setting, a 95% CI band over seeds, human dashed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    present = [m for m in METRICS if any(m[0] in row for r in runs for row in r.rows)]
+    cols = 4
+    nrows = math.ceil(len(present) / cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(4.2 * cols, 3.3 * nrows), squeeze=False)
+    colors = plt.cm.tab10(np.arange(len(groups)) % 10)
+    for ax, (key, title, unit, _) in zip(axes.flat, present):
+        for color, (label, rs) in zip(colors, groups.items()):
+            g, mean, ci = series(rs, key)
+            ok = np.isfinite(mean)
+            ax.plot(g[ok], mean[ok], marker="o", ms=3, color=color, label=label)
+            band = ok & np.isfinite(ci)
+            if band.any():
+                ax.fill_between(g[band], (mean - ci)[band], (mean + ci)[band], color=color, alpha=0.2, lw=0)
+        human, _ = mean_ci([r.baseline.get(key) for r in runs])
+        if np.isfinite(human):
+            ax.axhline(human, color="black", ls="--", lw=1, label="human text")
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("generation")
+        ax.set_ylabel(unit, fontsize=8)
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(present):]:
+        ax.axis("off")
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(5, len(labels)), fontsize=9, frameon=False)
+    fig.suptitle("Model collapse across generations (mean and 95% CI over seeds)")
+    fig.tight_layout(rect=(0, 0.06, 1, 0.97))
+    path = out / "metrics.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _synthetic_ppl(run: Run, generation: int) -> np.ndarray:
+    f = run.path / f"gen_{generation:03d}" / "synthetic.jsonl"
+    if not f.is_file():
+        return np.zeros(0)
+    values = [json.loads(line).get("ppl_gen0") for line in f.read_text().splitlines() if line.strip()]
+    return np.array([v for v in values if v is not None], dtype=float)
+
+
+def plot_perplexity_histograms(groups: dict[str, list[Run]], out: Path) -> Path:
+    """The paper's figure: per generation, the density of per-sequence perplexities of that generation's
+    synthetic data under the generation-0 model (human text in black), one panel per setting."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(groups), figsize=(4.5 * len(groups), 3.6), squeeze=False, sharey=True)
+    for ax, (label, rs) in zip(axes.flat, groups.items()):
+        last = max(row["generation"] for r in rs for row in r.rows)
+        data = {g: np.concatenate([_synthetic_ppl(r, g) for r in rs]) for g in range(1, last + 1)}
+        human = np.concatenate([np.asarray(r.baseline.get("ppl_gen0_per_sequence") or [], dtype=float) for r in rs])
+        human = human[np.isfinite(human)]
+        pooled = np.concatenate([*data.values(), human])
+        if not len(pooled):
+            continue
+        bins = np.geomspace(max(pooled.min(), 1.0), pooled.max() * 1.01, 40)
+        colors = plt.cm.viridis(np.linspace(0, 0.9, max(len(data), 1)))
+        for color, (g, values) in zip(colors, data.items()):
+            if len(values):
+                ax.hist(values, bins=bins, density=True, histtype="step", lw=1.4, color=color, label=f"gen {g}")
+        if len(human):
+            ax.hist(human, bins=bins, density=True, histtype="step", lw=1.6, ls="--", color="black",
+                    label="human text")
+        ax.set_xscale("log")
+        ax.set_title(label, fontsize=9)
+        ax.set_xlabel("perplexity under the generation-0 model")
+        ax.grid(alpha=0.3)
+    axes.flat[0].set_ylabel("density")
+    axes.flat[-1].legend(fontsize=8)
+    fig.suptitle("Per-sequence perplexity of each generation's training data under generation 0")
+    fig.tight_layout()
+    path = out / "synthetic_ppl_gen0.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def write_report(paths: list[Path], out: Path | None = None) -> list[Path]:
+    """report.md and PNG plots for the runs found under `paths`, written to `out` (default: the one
+    directory given, or the parent of the first)."""
+    runs = find_runs(paths)
+    out = out or (paths[0] if len(paths) == 1 else paths[0].parent)
+    groups = group_settings(runs)
+    md = out / "report.md"
+    md.write_text(markdown(groups, runs), encoding="utf-8")
+    return [md, plot_metrics(groups, runs, out), plot_perplexity_histograms(groups, out)]

@@ -1,8 +1,10 @@
 import numpy as np
+import pytest
 import torch
+from transformers import MinPLogitsWarper, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
 
 from testbed.config import GenerationConfig, ModelConfig
-from testbed.generate import continuation_lengths, generate, prompt_matrix
+from testbed.generate import InverseCDFSampler, candidates, continuation_lengths, generate, prompt_matrix
 from testbed.model import build_model, train_bpe
 
 
@@ -44,3 +46,39 @@ def test_beam_search_runs():
     out, _ = generate(model, prompts, GenerationConfig(do_sample=False, num_beams=3, repetition_penalty=3.0),
                       6, 4, seed=0, eos=tok.eos_token_id)
     assert out.shape == (4, 6)
+
+
+@pytest.mark.parametrize("temperature, top_k, top_p, min_p", [
+    (1.0, 0, 0.9, 0.0), (0.7, 0, 0.95, 0.0), (1.0, 10, 1.0, 0.0), (1.3, 20, 0.8, 0.0), (1.0, 0, 1.0, 0.1),
+    (0.8, 0, 0.9, 0.05), (1.0, 0, 1.0, 0.0), (1.0, 0, 0.999, 0.0),
+])
+def test_candidates_equal_transformers_warpers(temperature, top_k, top_p, min_p):
+    g = GenerationConfig(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p)
+    scores = torch.randn(64, 500, generator=torch.Generator().manual_seed(0)) * 3
+    warpers = [make(v) for make, v, on in ((TemperatureLogitsWarper, temperature, temperature != 1.0),
+                                           (TopKLogitsWarper, top_k, top_k > 0), (TopPLogitsWarper, top_p, top_p < 1),
+                                           (MinPLogitsWarper, min_p, min_p > 0)) if on]
+    expected = scores.clone()
+    for w in warpers:
+        expected = w(None, expected)
+    expected = expected.softmax(dim=-1)
+    ids, weights = candidates(scores, g)
+    got = torch.zeros_like(expected)
+    if ids is None:
+        got = weights
+    else:
+        got.scatter_(1, ids, weights)
+    got = got / got.sum(dim=-1, keepdim=True)
+    assert torch.equal(got > 0, expected > 0)
+    assert torch.allclose(got, expected, atol=1e-6)
+
+
+def test_inverse_cdf_sampler_draws_the_warped_distribution():
+    g = GenerationConfig(top_p=0.9)
+    logits = torch.randn(1, 20, generator=torch.Generator().manual_seed(1))
+    out = InverseCDFSampler(g, torch.Generator().manual_seed(0))(None, logits.repeat(100000, 1))
+    assert torch.isfinite(out).sum(dim=1).eq(1).all()  # exactly one token left per row
+    freq = torch.bincount(out.argmax(dim=1), minlength=20) / 100000
+    expected = TopPLogitsWarper(0.9)(None, logits.clone()).softmax(dim=-1)[0]
+    assert (freq[expected == 0] == 0).all()
+    assert torch.allclose(freq, expected, atol=0.005)

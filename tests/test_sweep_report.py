@@ -1,0 +1,108 @@
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from testbed import config
+from testbed.cli import main
+from testbed.report import find_runs, group_settings, mean_ci
+from testbed.sweep import expand, parse_axes
+
+from .conftest import TINY
+
+
+def test_mean_ci_hand_worked():
+    mean, half = mean_ci([1.0, 2.0, 3.0])
+    assert mean == 2.0
+    assert half == pytest.approx(4.302653 / math.sqrt(3), rel=1e-5)  # t(0.975, 2) * s / sqrt(n), s = 1
+    assert math.isnan(mean_ci([5.0])[1])
+
+
+def test_expand_settings_times_grid():
+    cfg = config.load(None)
+    cfg.sweep.settings = [{"mixing.strategy": "replace"},
+                          {"mixing.strategy": "fixed_fraction", "mixing.human_fraction": 0.1}]
+    cfg.sweep.grid = {"run.seed": [0, 1]}
+    runs = expand(cfg, parse_axes(["train.lr=0.001,0.002"]))
+    assert len(runs) == 8
+    assert runs[0].name == "mixing.strategy=replace,run.seed=0,train.lr=0.001"
+    assert runs[-1].overrides == ["mixing.strategy=fixed_fraction", "mixing.human_fraction=0.1", "run.seed=1",
+                                  "train.lr=0.002"]
+
+
+def test_bad_sweep_values_name_the_key(tmp_path: Path, capsys):
+    f = tmp_path / "s.yaml"
+    f.write_text("sweep:\n  grid:\n    mixing.human_fraction: [0.1, 2]\n")
+    assert main(["sweep", str(f), "--list"]) == 2
+    assert "config key 'mixing.human_fraction': must be a fraction" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def sweep_dir(tmp_path_factory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("sweep")
+    values: dict = {}
+    for item in TINY:
+        key, value = item.split("=")
+        node = values
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = yaml.safe_load(value)
+    values["sweep"] = {"settings": [{"mixing.strategy": "replace"}, {"mixing.strategy": "accumulate"}],
+                       "grid": {"run.seed": [0, 1]}}
+    cfg = root / "tiny-sweep.yaml"
+    cfg.write_text(yaml.safe_dump(values))
+    out = root / "out"
+    assert main(["sweep", str(cfg), "--out", str(out)]) == 0
+    return cfg, out
+
+
+def test_sweep_runs_every_setting_and_skips_finished_runs(sweep_dir, capsys):
+    cfg, out = sweep_dir
+    assert sorted(p.name for p in out.iterdir()) == [
+        "mixing.strategy=accumulate,run.seed=0", "mixing.strategy=accumulate,run.seed=1",
+        "mixing.strategy=replace,run.seed=0", "mixing.strategy=replace,run.seed=1"]
+    capsys.readouterr()
+    assert main(["sweep", str(cfg), "--out", str(out)]) == 0
+    assert capsys.readouterr().out.count("done, skipped") == 4
+
+
+def test_stopped_sweep_finishes_only_what_is_missing(sweep_dir, capsys, tmp_path):
+    import shutil
+
+    cfg, out = sweep_dir
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    (copy / "mixing.strategy=replace,run.seed=1" / "gen_002" / "COMPLETE").unlink()
+    shutil.rmtree(copy / "mixing.strategy=accumulate,run.seed=1")
+    assert main(["sweep", str(cfg), "--out", str(copy)]) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("done, skipped") == 2 and "replace,run.seed=1: resuming" in printed
+    assert "accumulate,run.seed=1: running" in printed
+    assert (copy / "mixing.strategy=replace,run.seed=1" / "gen_002" / "COMPLETE").exists()
+
+
+def test_list_prints_one_command_per_run(sweep_dir):
+    cfg, out = sweep_dir
+    printed = subprocess.run([sys.executable, "-m", "testbed.cli", "sweep", str(cfg), "--out", str(out), "--list"],
+                             capture_output=True, text=True).stdout.splitlines()
+    assert len(printed) == 4 and all(line.startswith("testbed run ") for line in printed)
+    assert "run.name=mixing.strategy=replace,run.seed=1" in printed[1]
+
+
+def test_report_tables_and_plots(sweep_dir):
+    _, out = sweep_dir
+    runs = find_runs([out])
+    groups = group_settings(runs)
+    assert sorted(groups) == ["strategy=accumulate", "strategy=replace"]
+    assert all(len(rs) == 2 for rs in groups.values())
+    assert main(["report", str(out)]) == 0
+    md = (out / "report.md").read_text()
+    assert "| strategy=replace | 2 | replace |" in md
+    assert "## Perplexity on human test text" in md and " ± " in md
+    for png in ("metrics.png", "synthetic_ppl_gen0.png"):
+        data = (out / png).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20000
