@@ -49,6 +49,8 @@ METRICS = [
 ]
 
 IGNORED_KEYS = {"run.name", "run.out_dir", "run.seed"}
+SUMMARY = ["ppl_human", "distinct_2", "self_bleu", "entropy", "tail_coverage", "synthetic_ppl_gen0_mean",
+           "kl_per_word", "tail_mass_lost"]
 
 
 def _cell(value, fmt: str) -> str:
@@ -117,12 +119,24 @@ def differing_keys(runs: list[Run]) -> list[str]:
     return [k for k in keys if len({json.dumps(r.config.get(k)) for r in runs}) > 1]
 
 
+def _sweep_label(run: Run) -> str | None:
+    """A sweep run's name lists its own overrides (key=value,...): the label, without the seed."""
+    parts = run.path.name.split(",")
+    if not all("=" in p and "." in p.partition("=")[0] for p in parts):
+        return None
+    kept = [p.partition("=") for p in parts if not p.startswith("run.seed=")]
+    return ", ".join(f"{k.split('.')[-1]}={v}" for k, _, v in kept) or "run"
+
+
 def group_settings(runs: list[Run]) -> dict[str, list[Run]]:
-    """Setting label (its differing values) -> the runs of that setting (its seeds)."""
-    keys = differing_keys(runs)
+    """Setting label -> the runs of that setting (its seeds). Sweep runs are labelled by the values
+    their sweep set; other runs by the config values that differ between runs."""
+    labels = [_sweep_label(r) for r in runs]
+    if None in labels:
+        keys = differing_keys(runs)
+        labels = [", ".join(f"{k.split('.')[-1]}={r.config.get(k)}" for k in keys) or "run" for r in runs]
     groups: dict[str, list[Run]] = {}
-    for r in runs:
-        label = ", ".join(f"{k.split('.')[-1]}={r.config.get(k)}" for k in keys) or "run"
+    for label, r in zip(labels, runs):
         groups.setdefault(label, []).append(r)
     return groups
 
@@ -167,13 +181,13 @@ def markdown(groups: dict[str, list[Run]], runs: list[Run]) -> str:
     for label, rs in groups.items():
         lines.append(f"| {label} | {len(rs)} | " + " | ".join(str(rs[0].config.get(k)) for k in keys) + " |")
     metrics_present = [m for m in METRICS if any(m[0] in row for r in runs for row in r.rows)]
+    summary = [k for k in SUMMARY if any(k == m[0] for m in metrics_present)]
     last = max(row["generation"] for r in runs for row in r.rows)
-    lines += ["", f"## Summary: generation 0 → {last}", "", "| setting | " +
-              " | ".join(title.split(" (")[0] for _, title, _, _ in metrics_present[:8]) + " |",
-              "|---|" + "---|" * min(8, len(metrics_present))]
+    lines += ["", f"## Summary: mean at the first → last generation (0 → {last})", "",
+              "| setting | " + " | ".join(f"`{k}`" for k in summary) + " |", "|---|" + "---|" * len(summary)]
     for label, rs in groups.items():
         cells = []
-        for key, _, _, _ in metrics_present[:8]:
+        for key in summary:
             _, mean, _ = series(rs, key)
             finite = mean[np.isfinite(mean)]
             cells.append(f"{finite[0]:.3g} → {finite[-1]:.3g}" if len(finite) else "-")
@@ -273,7 +287,7 @@ def plot_perplexity_histograms(groups: dict[str, list[Run]], out: Path) -> Path:
         ax.grid(alpha=0.3)
     axes.flat[0].set_ylabel("density")
     axes.flat[-1].legend(fontsize=8)
-    fig.suptitle("Per-sequence perplexity of each generation's training data under generation 0")
+    fig.suptitle("Per-sequence perplexity of each generation's synthetic data under the generation-0 model")
     fig.tight_layout()
     path = out / "synthetic_ppl_gen0.png"
     fig.savefig(path, dpi=110)

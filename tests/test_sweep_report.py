@@ -102,6 +102,7 @@ def test_report_tables_and_plots(sweep_dir):
     assert main(["report", str(out)]) == 0
     md = (out / "report.md").read_text()
     assert "| strategy=replace | 2 | replace |" in md
+    assert "## Summary" in md and "`ppl_human`" in md
     assert "## Perplexity on human test text" in md and " ± " in md
     for png in ("metrics.png", "synthetic_ppl_gen0.png"):
         data = (out / png).read_bytes()
