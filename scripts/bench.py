@@ -76,7 +76,9 @@ def bench_testbed_train(model, blocks: np.ndarray, cfg: TrainConfig, block: int,
     return result.tokens / result.seconds
 
 
-def bench_trainer(model, blocks: np.ndarray, cfg: TrainConfig, device: torch.device) -> float:
+def bench_trainer(model, blocks: np.ndarray, cfg: TrainConfig, device: torch.device, repeats: int = 1) -> float:
+    """Tokens/s of Trainer.train() on `blocks` (the last of `repeats` calls on the same model: with
+    torch_compile, the first call compiles)."""
     import datasets
     from transformers import Trainer, TrainingArguments
 
@@ -85,12 +87,14 @@ def bench_trainer(model, blocks: np.ndarray, cfg: TrainConfig, device: torch.dev
             output_dir=tmp, per_device_train_batch_size=cfg.batch_size, num_train_epochs=1, learning_rate=cfg.lr,
             lr_scheduler_type="cosine", weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm,
             logging_strategy="no", save_strategy="no", report_to="none", disable_tqdm=True,
-            dataloader_num_workers=0, use_cpu=device.type == "cpu", bf16=cfg.precision == "bf16", seed=0)
+            dataloader_num_workers=0, use_cpu=device.type == "cpu", bf16=cfg.precision == "bf16", seed=0,
+            torch_compile=cfg.compile)
         data = datasets.Dataset.from_dict({"input_ids": blocks.tolist(), "labels": blocks.tolist()})
-        trainer = Trainer(model=model, args=args, train_dataset=data)
-        t = time.perf_counter()
-        trainer.train()
-        sync(device)
+        for _ in range(repeats):
+            trainer = Trainer(model=model, args=args, train_dataset=data)
+            t = time.perf_counter()
+            trainer.train()
+            sync(device)
         return blocks.size / (time.perf_counter() - t)
 
 
@@ -137,6 +141,8 @@ def main() -> None:
     p.add_argument("--eval-blocks", type=int, default=512)
     p.add_argument("--precision", default="auto", choices=["auto", "no", "bf16"], help="auto: bf16 on GPU")
     p.add_argument("--peak-n", type=int, default=0, help="matmul size for the peak (default 4096 CPU, 8192 GPU)")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile both training loops; steady state after a compiling warm-up call")
     p.add_argument("--skip-e2e", action="store_true")
     p.add_argument("--json", default="bench.json")
     a = p.parse_args()
@@ -150,21 +156,28 @@ def main() -> None:
     blocks = rng.integers(1, a.vocab, size=(a.train_blocks, a.block))
     mcfg = ModelConfig(arch=a.arch, layers=a.layers, width=a.width, heads=a.heads, context=max(2 * a.block, 128))
     base = build_model(mcfg, IdTokenizer(a.vocab), seed=0).to(device)
-    tcfg = TrainConfig(epochs=1, lr=1e-4, batch_size=a.batch, select_best=False, precision=precision)
+    tcfg = TrainConfig(epochs=1, lr=1e-4, batch_size=a.batch, select_best=False, precision=precision,
+                       compile=a.compile)
     out: dict = {"machine": platform.processor() or platform.machine(), "device": str(device),
                  "torch": torch.__version__, "threads": torch.get_num_threads(), "precision": precision,
                  "model": vars(mcfg) | {"vocab": a.vocab, "params": sum(p.numel() for p in base.parameters())}}
     if device.type == "cuda":
         out["device_name"] = torch.cuda.get_device_name()
 
-    # 1. Training: alternate the two loops twice, best of each (the machine is shared and noisy).
+    # 1. Training: best tokens/s of each loop.
     peak = matmul_peak(device, torch.bfloat16 if precision == "bf16" else torch.float32,
                        a.peak_n or (8192 if device.type == "cuda" else 4096))
-    bench_testbed_train(copy.deepcopy(base), blocks[: 4 * a.batch], tcfg, a.block, accelerator)  # warm up
     ours, theirs = [], []
-    for _ in range(2):
-        ours.append(bench_testbed_train(copy.deepcopy(base), blocks, tcfg, a.block, accelerator))
-        theirs.append(bench_trainer(copy.deepcopy(base), blocks, tcfg, device))
+    if a.compile:  # compile once per loop (warm-up call), then time the same model again
+        mine = copy.deepcopy(base)
+        bench_testbed_train(mine, blocks[: 4 * a.batch], tcfg, a.block, accelerator)
+        ours.append(bench_testbed_train(mine, blocks, tcfg, a.block, accelerator))
+        theirs.append(bench_trainer(copy.deepcopy(base), blocks, tcfg, device, repeats=2))
+    else:
+        bench_testbed_train(copy.deepcopy(base), blocks[: 4 * a.batch], tcfg, a.block, accelerator)  # warm up
+        for _ in range(3):  # alternate the two loops: the machine is shared and noisy
+            ours.append(bench_testbed_train(copy.deepcopy(base), blocks, tcfg, a.block, accelerator))
+            theirs.append(bench_trainer(copy.deepcopy(base), blocks, tcfg, device))
     flops = train_flops_per_token(base, a.block)
     out["train"] = {"testbed_tokens_per_s": max(ours), "trainer_tokens_per_s": max(theirs),
                     "flops_per_token": flops, "peak_flops": peak, "all_testbed": ours, "all_trainer": theirs}

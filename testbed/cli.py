@@ -48,6 +48,8 @@ def _resolve(args: list[str], resume: bool) -> tuple[config.Config, Path, str | 
 
 
 def cmd_run(ns: argparse.Namespace) -> int:
+    from accelerate import PartialState
+
     from testbed import loop
     from testbed.report import format_table
 
@@ -69,6 +71,8 @@ def cmd_run(ns: argparse.Namespace) -> int:
                                  "or choose another run.name")
     print(f"run directory: {run_dir}", flush=True)
     rows, baseline = loop.run(cfg, run_dir, resume=ns.resume)
+    if not PartialState().is_main_process:  # accelerate launch: the main process reports
+        return 0
     print()
     print(format_table(rows, baseline))
     print(f"\nresults: {run_dir}/metrics.jsonl (one row per generation), {run_dir}/human_baseline.json")

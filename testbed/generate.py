@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import torch
+from accelerate.utils import gather_object
 from tqdm.auto import tqdm
 from transformers import LogitsProcessor, LogitsProcessorList
 
@@ -124,3 +125,16 @@ def generate(model, prompts: np.ndarray, g: GenerationConfig, max_new_tokens: in
         out[start : start + len(new), : new.shape[1]] = new
     model.train(was_training)
     return out, continuation_lengths(out, eos)
+
+
+def generate_sharded(model, prompts: np.ndarray, g: GenerationConfig, max_new_tokens: int, batch_size: int,
+                     seed: int, eos: int, accelerator, desc: str = "generate") -> tuple[np.ndarray, np.ndarray]:
+    """`generate` with the prompts split across processes (accelerate launch); every process gets all results.
+
+    Process r generates its contiguous share with seed + r, so one process reproduces `generate` exactly.
+    """
+    share = np.array_split(np.arange(len(prompts)), accelerator.num_processes)[accelerator.process_index]
+    ids, lengths = generate(model, prompts[share], g, max_new_tokens, batch_size, seed + accelerator.process_index,
+                            eos, desc)
+    parts = gather_object([(ids, lengths)])  # in process order; a no-op with one process
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])

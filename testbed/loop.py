@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import time
 from pathlib import Path
 
@@ -31,7 +32,7 @@ from testbed.evaluation import (
     sample,
     sample_quality,
 )
-from testbed.generate import generate, prompt_matrix
+from testbed.generate import generate_sharded, prompt_matrix
 from testbed.metrics import perplexity, sequence_perplexities, summarize
 from testbed.mixing import Examples, human_examples, mix, synthetic_examples
 from testbed.model import base_model, check_context, load_model, load_tokenizer
@@ -73,6 +74,11 @@ def run(cfg: Config, run_dir: Path, resume: bool = False) -> tuple[list[dict], d
     g_cfg = cfg.generation
     accelerator = Accelerator(mixed_precision=cfg.train.precision, gradient_accumulation_steps=cfg.train.grad_accum)
     device = accelerator.device
+    # Under `accelerate launch`, every process generates a share and trains data-parallel; the main
+    # process alone evaluates and writes.
+    main = accelerator.is_main_process
+    if not main:
+        os.environ["TQDM_DISABLE"] = "1"
 
     # Human text, tokenizer, base model and the fixed evaluation set.
     corpus = load_corpus(cfg.data, seed)
@@ -97,17 +103,19 @@ def run(cfg: Config, run_dir: Path, resume: bool = False) -> tuple[list[dict], d
     k = g_cfg.prompt_tokens if prompted else 0
     human_reference = full_test[:, k : k + g_cfg.max_new_tokens]  # held-out text shaped like synthetic data
 
-    if not resume:  # only now, once every input has loaded, does the run directory appear
+    if not resume and main:  # only now, once every input has loaded, does the run directory appear
 
         def first_files(d: Path) -> None:
             (d / "config.yaml").write_text(to_yaml(cfg), encoding="utf-8")
             tokenizer.save_pretrained(d / "tokenizer")
 
         rundir.create(run_dir, first_files)
+    accelerator.wait_for_everyone()
 
     # Resume: completed generations are read back, the newest model is reloaded.
     start = rundir.completed(run_dir, N)
-    rundir.remove_partial_writes(run_dir)
+    if main:
+        rundir.remove_partial_writes(run_dir)
     rows = [json.loads((rundir.gen_dir(run_dir, g) / "metrics.json").read_text()) for g in range(start)]
     synthetic = [read_synthetic(rundir.gen_dir(run_dir, g) / "synthetic.jsonl", g) for g in range(1, start)]
     gen0 = None
@@ -132,15 +140,16 @@ def run(cfg: Config, run_dir: Path, resume: bool = False) -> tuple[list[dict], d
             n = g_cfg.num_samples or len(human)
             prompts = (prompt_matrix(tok.train, n, g_cfg.prompt_tokens) if prompted
                        else np.full((n, 1), bos, dtype=np.int64))
-            ids, lengths = generate(model, prompts, g_cfg, g_cfg.max_new_tokens, g_cfg.batch_size,
-                                    seed_for(seed, g, GENERATE), eos, desc=f"gen {g} generate")
+            ids, lengths = generate_sharded(model, prompts, g_cfg, g_cfg.max_new_tokens, g_cfg.batch_size,
+                                            seed_for(seed, g, GENERATE), eos, accelerator, desc=f"gen {g} generate")
             synth = synthetic_examples(ids, lengths, g)
-            seconds["generate"] = time.perf_counter() - t
-            t = time.perf_counter()
-            synth_ppl = sequence_perplexities(gen0, ids, lengths, cfg.eval.batch_size, desc="score under gen 0")
-            write_synthetic(out / "synthetic.jsonl", synth, decode(tokenizer, ids, lengths), synth_ppl)
             synthetic.append(synth)
-            seconds["score"] = time.perf_counter() - t
+            seconds["generate"] = time.perf_counter() - t
+            if main:
+                t = time.perf_counter()
+                synth_ppl = sequence_perplexities(gen0, ids, lengths, cfg.eval.batch_size, desc="score under gen 0")
+                write_synthetic(out / "synthetic.jsonl", synth, decode(tokenizer, ids, lengths), synth_ppl)
+                seconds["score"] = time.perf_counter() - t
 
             # 2. Mix: the strategy decides what model g trains on.
             train_set = mix(cfg.mixing, human, synthetic, g, seed)
@@ -151,10 +160,12 @@ def run(cfg: Config, run_dir: Path, resume: bool = False) -> tuple[list[dict], d
         epochs = cfg.train.gen0_epochs if g == 0 and cfg.train.gen0_epochs else cfg.train.epochs
         result = train(model, train_set, tok.valid, cfg.train, cfg.data.block_size, accelerator,
                        seed_for(seed, g, TRAIN), epochs, desc=f"gen {g} train")
-        model = accelerator.unwrap_model(model)
         seconds["train"] = result.seconds
         if g == 0:
             gen0 = copy.deepcopy(model).eval()
+        if not main:
+            accelerator.wait_for_everyone()  # the main process evaluates and saves this generation
+            continue
 
         # 4. Evaluate: perplexity on human test text; diversity of samples from fixed prompts and seed.
         t = time.perf_counter()
@@ -194,12 +205,13 @@ def run(cfg: Config, run_dir: Path, resume: bool = False) -> tuple[list[dict], d
         rundir.write_jsonl(run_dir / "metrics.jsonl", rows)
         rundir.mark_complete(run_dir, g)
         rundir.prune_checkpoints(run_dir, g, cfg.run.keep_checkpoints)
+        accelerator.wait_for_everyone()
         tqdm.write(f"gen {g}/{N}: ppl_human {ppl:.2f}  distinct_4 {row['distinct_4']:.3f}  "
                    f"self_bleu {row['self_bleu']:.3f}  "
                    + "  ".join(f"{k} {v:.1f}s" for k, v in seconds.items()))
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
 
-    if cfg.run.keep_checkpoints == "none" and N >= 1:
+    if cfg.run.keep_checkpoints == "none" and N >= 1 and main:
         rundir.prune_checkpoints(run_dir, N + 1, "none")
     return rows, baseline

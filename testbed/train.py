@@ -70,7 +70,11 @@ def train(model, examples: Examples, valid_blocks: np.ndarray, cfg: TrainConfig,
     loader = torch.utils.data.DataLoader(blocks, batch_size=cfg.batch_size, shuffle=True, generator=generator,
                                          drop_last=False)
     optimizer = _optimizer(model, cfg, accelerator.device)
-    model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
+    # `trained` runs the steps (DDP-wrapped and/or compiled); `model` stays the plain module, which
+    # validation, the kept state and the caller use.
+    trained, optimizer, loader = accelerator.prepare(torch.compile(model) if cfg.compile else model, optimizer,
+                                                     loader)
+    model = accelerator.unwrap_model(trained, keep_torch_compile=False)
     steps_per_epoch = math.ceil(len(loader) / cfg.grad_accum)
     total = steps_per_epoch * epochs
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, total, cfg))
@@ -80,23 +84,23 @@ def train(model, examples: Examples, valid_blocks: np.ndarray, cfg: TrainConfig,
 
     def evaluate_and_keep(epoch: float) -> None:
         nonlocal best_loss, best_state, best_epoch
+        # Every process evaluates the same weights on the same blocks, outside the DDP wrapper.
         loss = validation_loss(model, valid_blocks, cfg.batch_size)
         if not cfg.select_best or loss < best_loss:
             best_loss, best_epoch = loss, epoch
             if cfg.select_best:  # a CPU copy, so later steps cannot change it
-                best_state = {k: v.detach().to("cpu", copy=True) for k, v in
-                              accelerator.unwrap_model(model).state_dict().items()}
+                best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
-    model.train()
+    trained.train()
     bar = tqdm(total=total, desc=desc, unit="step", leave=False)
     for epoch in range(epochs):
         epoch_loss, epoch_batches = 0.0, 0
         for batch in loader:
-            with accelerator.accumulate(model):
-                loss = model(input_ids=batch, labels=batch).loss
+            with accelerator.accumulate(trained):
+                loss = trained(input_ids=batch, labels=batch).loss
                 accelerator.backward(loss)
                 if accelerator.sync_gradients and cfg.max_grad_norm > 0:
-                    accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+                    accelerator.clip_grad_norm_(trained.parameters(), cfg.max_grad_norm)
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
             epoch_loss += loss.item()
@@ -109,16 +113,15 @@ def train(model, examples: Examples, valid_blocks: np.ndarray, cfg: TrainConfig,
                 bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
                 if cfg.eval_every and step % cfg.eval_every == 0 and step % steps_per_epoch:
                     evaluate_and_keep(step / steps_per_epoch)
-                    model.train()
+                    trained.train()
         evaluate_and_keep(epoch + 1.0)
-        model.train()
+        trained.train()
     bar.close()
     seconds = time.perf_counter() - t0
 
-    unwrapped = accelerator.unwrap_model(model)
     if best_state is not None:
-        unwrapped.load_state_dict(best_state)
-    unwrapped.eval()
+        model.load_state_dict(best_state)
+    model.eval()
     accelerator.free_memory()  # drop accelerate's references so nothing outlives this generation
     return TrainResult(steps=step, tokens=tokens, seconds=seconds, train_loss=epoch_loss / max(epoch_batches, 1),
                        val_loss=best_loss, best_epoch=best_epoch)

@@ -1,5 +1,6 @@
 """Kill real runs with real signals at several points; the resumed result must equal an uninterrupted one."""
 
+import json
 import os
 import signal
 import subprocess
@@ -14,6 +15,21 @@ from testbed.cli import main
 from .conftest import TINY
 
 MIX = ["mixing.strategy=accumulate_subsample"]  # reads earlier generations back on resume
+
+
+def assert_same_metrics(got: bytes, reference: bytes) -> None:
+    """Equal rows. Numbers may differ in the last bits between two processes (MKL picks kernels by memory
+    alignment; seen once in ~30 runs here), never by a different random stream: rel 1e-4 tells them apart."""
+    a = [json.loads(x) for x in got.splitlines()]
+    b = [json.loads(x) for x in reference.splitlines()]
+    assert len(a) == len(b)
+    for ra, rb in zip(a, b):
+        assert ra.keys() == rb.keys()
+        for k in ra:
+            if isinstance(rb[k], float):
+                assert ra[k] == pytest.approx(rb[k], rel=1e-4), (ra["generation"], k)
+            else:
+                assert ra[k] == rb[k], (ra["generation"], k)
 
 
 def _start(out: Path, name: str, *extra: str) -> subprocess.Popen:
@@ -59,7 +75,7 @@ def test_killed_run_resumes_to_the_same_metrics(tmp_path: Path, reference: bytes
 
     resumed = _resume(run_dir)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert (run_dir / "metrics.jsonl").read_bytes() == reference
+    assert_same_metrics((run_dir / "metrics.jsonl").read_bytes(), reference)
     assert not list(run_dir.rglob(".*.tmp-*"))
 
 
@@ -73,7 +89,7 @@ def test_half_written_generation_is_redone(tmp_path: Path, reference: bytes):
     lines = (run_dir / "metrics.jsonl").read_bytes().splitlines(keepends=True)
     (run_dir / "metrics.jsonl").write_bytes(b"".join(lines[:2]))
     assert main(["run", str(run_dir), "--resume"]) == 0
-    assert (run_dir / "metrics.jsonl").read_bytes() == reference
+    assert_same_metrics((run_dir / "metrics.jsonl").read_bytes(), reference)
     assert not (run_dir / "gen_002" / ".samples.jsonl.tmp-99999").exists()
 
 

@@ -64,3 +64,15 @@ def test_select_best_restores_the_best_epoch(tiny, monkeypatch):
     assert result.best_epoch == 2.0 and result.val_loss == 1.0
     assert all(torch.equal(v, states[1][k]) for k, v in model.state_dict().items())
     assert not all(torch.equal(v, states[2][k]) for k, v in model.state_dict().items())
+
+
+@pytest.mark.slow
+def test_compiled_training_keeps_plain_state(tiny):
+    tok, blocks = tiny
+    model = build_model(ModelConfig(layers=1, width=32, heads=2, context=32), tok, seed=0)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    train(model, human_examples(blocks), blocks[:4], TrainConfig(epochs=2, lr=5e-3, batch_size=8, compile=True), 16,
+          Accelerator(cpu=True), seed=0, epochs=2)
+    state = model.state_dict()
+    assert set(state) == set(before)  # no "_orig_mod." prefixes: checkpoints stay loadable
+    assert any(not torch.equal(state[k], before[k]) for k in before)
