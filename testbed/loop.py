@@ -132,7 +132,7 @@ def run(cfg: Config, run_dir: Path, resume: bool = False) -> tuple[list[dict], d
         seconds: dict[str, float] = {}
 
         # 1. Generate: model g-1 writes this generation's synthetic set, scored under generation 0.
-        synth_ppl = None
+        synth_ppl = np.zeros(0)  # generation 0 has no synthetic data: its statistics are null
         if g == 0:
             train_set = human
         else:
@@ -174,8 +174,7 @@ def run(cfg: Config, run_dir: Path, resume: bool = False) -> tuple[list[dict], d
         seconds["evaluate"] = time.perf_counter() - t
         t = time.perf_counter()
         row = {"generation": g, "ppl_human": ppl, **diversity(texts, es.tail),
-               **{key: (None if synth_ppl is None else v)
-                  for key, v in summarize(synth_ppl if synth_ppl is not None else [], "synthetic_ppl_gen0").items()},
+               **summarize(synth_ppl, "synthetic_ppl_gen0"),
                "val_loss": result.val_loss, "train_loss": result.train_loss, "best_epoch": result.best_epoch,
                "train_steps": result.steps, "train_tokens": result.tokens,
                "train_composition": train_set.composition(),
