@@ -51,7 +51,7 @@ def cmd_run(ns: argparse.Namespace) -> int:
     from accelerate import PartialState
 
     from testbed import loop
-    from testbed.report import format_table
+    from testbed.report import format_table, write_report
 
     cfg, run_dir, _ = _resolve(ns.args, ns.resume)
     if ns.resume:
@@ -66,29 +66,27 @@ def cmd_run(ns: argparse.Namespace) -> int:
         if changed:
             print(f"resuming with a changed config: {', '.join(changed)}", flush=True)
             rundir.write_text(run_dir / "config.yaml", config.to_yaml(cfg))
-    elif run_dir.exists():
-        raise rundir.RunDirError(f"run directory {run_dir} already exists: pass --resume to continue it, "
-                                 "or choose another run.name")
+    else:
+        rundir.refuse_existing(run_dir)  # before any work; rundir.create checks again when it makes it
     print(f"run directory: {run_dir}", flush=True)
     rows, baseline = loop.run(cfg, run_dir, resume=ns.resume)
     if not PartialState().is_main_process:  # accelerate launch: the main process reports
         return 0
     print()
     print(format_table(rows, baseline))
+    written = write_report([run_dir])
     print(f"\nresults: {run_dir}/metrics.jsonl (one row per generation), {run_dir}/human_baseline.json")
+    print("report and plots: " + ", ".join(str(p) for p in written))
     return 0
 
 
 def cmd_validate(ns: argparse.Namespace) -> int:
     path, overrides = _split_args(ns.args)
     cfg = config.load(path, overrides)
-    if cfg.data.source == "files":
-        from testbed.data import SPLITS
+    if cfg.data.source == "files":  # the loader's own checks: present, UTF-8, not empty
+        from testbed.data import load_corpus
 
-        for split in SPLITS:
-            f = Path(cfg.data.path) / f"{split}.txt"
-            if not f.is_file() or f.stat().st_size == 0:
-                raise DataError(f"corpus file {f} is {'empty' if f.is_file() else 'missing'}")
+        load_corpus(cfg.data, cfg.run.seed)
     model = cfg.model.name_or_path or f"{cfg.model.arch} {cfg.model.layers}x{cfg.model.width} (from scratch)"
     print(f"ok: {path or 'built-in default'}: {cfg.run.generations} generations, data {cfg.data.source}, "
           f"model {model}, mixing {cfg.mixing.strategy}")

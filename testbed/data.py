@@ -100,6 +100,15 @@ def to_blocks(stream: np.ndarray, block_size: int, name: str, keep_partial: bool
     return blocks
 
 
+def pad_rows(rows: list[list[int]], fill: int = -1, width: int | None = None, offset: int = 0) -> np.ndarray:
+    """Token-id lists as one (n, width) matrix, each row starting at column `offset`, the rest `fill`."""
+    width = width or offset + max(map(len, rows), default=0)
+    out = np.full((len(rows), width), fill, dtype=np.int64)
+    for i, row in enumerate(rows):  # one copy per row, not per token
+        out[i, offset : offset + len(row)] = row
+    return out
+
+
 @dataclass
 class TokenizedCorpus:
     """Blocks of token ids per split; test keeps its final partial block (padded with -1)."""

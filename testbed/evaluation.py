@@ -8,6 +8,7 @@ import numpy as np
 
 from testbed import language, metrics
 from testbed.config import Config
+from testbed.data import pad_rows
 from testbed.generate import generate, prompt_matrix
 from testbed.metrics.text import Tail
 
@@ -83,10 +84,8 @@ def ground_truth_set(cfg: Config, test_lines: list[str], tokenizer, max_sentence
     sents = [s for line in test_lines for s in language.complete_sentences(line, leading_fragment=False)]
     sents = sents[:max_sentences]
     encoded = tokenizer([" ".join([*s, language.END]) for s in sents], add_special_tokens=False)["input_ids"]
-    ids = np.full((len(sents), 1 + max(map(len, encoded))), -1, dtype=np.int64)
+    ids = pad_rows(encoded, offset=1)
     ids[:, 0] = tokenizer.eos_token_id  # a sentence at the start of a line follows an end-of-text
-    for i, row in enumerate(encoded):
-        ids[i, 1 : 1 + len(row)] = row
     return GroundTruth(lang, np.array(list(probs)), np.array(list(probs.values())), ids,
                        np.array([language.sentence_logprob(lang, s) for s in sents]),
                        np.array([len(s) + 1 for s in sents]))

@@ -21,7 +21,7 @@ from transformers import AutoTokenizer
 
 from testbed import rundir
 from testbed.config import Config, to_yaml
-from testbed.data import load_corpus, split_names, tokenize_corpus
+from testbed.data import load_corpus, pad_rows, split_names, tokenize_corpus
 from testbed.evaluation import (
     decode,
     diversity,
@@ -60,12 +60,8 @@ def write_synthetic(path: Path, synth: Examples, texts: list[str], ppl_gen0: np.
 
 
 def read_synthetic(path: Path, generation: int) -> Examples:
-    rows = rundir.read_jsonl(path)
-    lengths = np.array([len(r["input_ids"]) for r in rows], dtype=np.int64)
-    ids = np.zeros((len(rows), int(lengths.max())), dtype=np.int64)
-    for i, r in enumerate(rows):
-        ids[i, : lengths[i]] = r["input_ids"]
-    return synthetic_examples(ids, lengths, generation)
+    rows = [r["input_ids"] for r in rundir.read_jsonl(path)]
+    return synthetic_examples(pad_rows(rows, fill=0), np.array([len(r) for r in rows]), generation)
 
 
 def run(cfg: Config, run_dir: Path, resume: bool = False) -> tuple[list[dict], dict]:

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from testbed.config import flatten
 from testbed.rundir import RunDirError
 
 # (row key, column header, format) of the terminal table, in the order shown.
@@ -83,22 +84,13 @@ class Run:
     baseline: dict
 
 
-def _flatten(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict) and k != "sweep":
-            out.update(_flatten(v, f"{prefix}{k}."))
-        elif k != "sweep":
-            out[f"{prefix}{k}"] = v
-    return out
-
-
 def load_run(path: Path) -> Run:
     rows = [json.loads(line) for line in (path / "metrics.jsonl").read_text().splitlines() if line.strip()]
     baseline_file = path / "human_baseline.json"
     baseline = json.loads(baseline_file.read_text()) if baseline_file.is_file() else {}
     cfg = yaml.safe_load((path / "config.yaml").read_text())
-    return Run(path, _flatten(cfg), rows, baseline)
+    cfg.pop("sweep", None)  # the sweep spec is the same for every run of a sweep
+    return Run(path, flatten(cfg), rows, baseline)
 
 
 def find_runs(paths: list[Path]) -> list[Run]:

@@ -38,12 +38,16 @@ def run_path(out_dir: str, name: str) -> Path:
     return path
 
 
-def create(path: Path, fill: Callable[[Path], None]) -> None:
-    """Make a new run directory: `fill` writes its first files into a temporary folder, which is then
-    renamed into place, so the directory either does not exist or holds them. Never reuses one."""
+def refuse_existing(path: Path) -> None:
     if path.exists():
         raise RunDirError(f"run directory {path} already exists: pass --resume to continue it, "
                           "or choose another run.name")
+
+
+def create(path: Path, fill: Callable[[Path], None]) -> None:
+    """Make a new run directory: `fill` writes its first files into a temporary folder, which is then
+    renamed into place, so the directory either does not exist or holds them. Never reuses one."""
+    refuse_existing(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _tmp(path)
     shutil.rmtree(tmp, ignore_errors=True)

@@ -21,6 +21,7 @@ from testbed.config import ConfigError
 class SweepRun:
     name: str
     overrides: list[str]  # key=value, in a stable order
+    generations: int = 0  # filled in by plan(), from the run's checked config
 
 
 def _value(v) -> str:
@@ -61,7 +62,7 @@ def plan(path: str, cli_items: list[str], out: str | None) -> tuple[Path, list[S
     cfg = config.load(path)
     runs = expand(cfg, parse_axes(cli_items))
     for r in runs:
-        config.load(path, r.overrides)
+        r.generations = config.load(path, r.overrides).run.generations
     sweep_dir = Path(out) if out else Path(cfg.run.out_dir) / f"{Path(path).stem}-sweep"
     return sweep_dir, runs
 
@@ -71,12 +72,12 @@ def command(path: str, run: SweepRun, sweep_dir: Path, resume: bool = False) -> 
     return [*args, "--resume"] if resume else args
 
 
-def status(sweep_dir: Path, run: SweepRun, generations: int) -> str:
+def status(sweep_dir: Path, run: SweepRun) -> str:
     """'done', 'partial' (resume it) or 'new'."""
     d = sweep_dir / run.name
     if not (d / "config.yaml").is_file():
         return "new"
-    return "done" if rundir.completed(d, generations) > generations else "partial"
+    return "done" if rundir.completed(d, run.generations) > run.generations else "partial"
 
 
 def run_all(path: str, cli_items: list[str], out: str | None, list_only: bool) -> int:
@@ -88,8 +89,7 @@ def run_all(path: str, cli_items: list[str], out: str | None, list_only: bool) -
     print(f"sweep: {len(runs)} runs in {sweep_dir}", flush=True)
     failed = []
     for i, r in enumerate(runs, 1):
-        generations = config.load(path, r.overrides).run.generations
-        state = status(sweep_dir, r, generations)
+        state = status(sweep_dir, r)
         if state == "done":
             print(f"[{i}/{len(runs)}] {r.name}: done, skipped", flush=True)
             continue

@@ -25,7 +25,8 @@ def finished_run(tmp_path_factory):
 
 
 def test_run_directory_layout(finished_run: Path):
-    for name in ("config.yaml", "metrics.jsonl", "human_baseline.json", "tokenizer"):
+    for name in ("config.yaml", "metrics.jsonl", "human_baseline.json", "tokenizer", "report.md", "metrics.png",
+                 "synthetic_ppl_gen0.png"):
         assert (finished_run / name).exists(), name
     for g in range(3):
         d = finished_run / f"gen_{g:03d}"

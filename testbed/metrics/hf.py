@@ -33,20 +33,16 @@ def _perplexity(predictions: list[str], model_path: str, batch_size: int = 32) -
     """Per-text perplexities and their token-weighted aggregate under a local model."""
     from transformers import AutoTokenizer
 
-    from testbed.metrics.perplexity import sequence_nll
+    from testbed.data import pad_rows
+    from testbed.metrics.perplexity import per_sequence, sequence_nll
     from testbed.model import load_model
 
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     model = load_model(model_path, key="model_path")
-    encoded = tokenizer(predictions, add_special_tokens=False)["input_ids"]
-    width = max(map(len, encoded))
-    ids = np.full((len(encoded), width), -1, dtype=np.int64)
-    for i, row in enumerate(encoded):
-        ids[i, : len(row)] = row
+    ids = pad_rows(tokenizer(predictions, add_special_tokens=False)["input_ids"])
     nll, count = sequence_nll(model, ids, batch_size=batch_size)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        per = np.where(count > 0, np.exp(nll / np.maximum(count, 1)), np.nan)
-    return {"perplexities": per.tolist(), "perplexity": float(np.exp(nll.sum() / max(count.sum(), 1)))}
+    return {"perplexities": per_sequence(nll, count).tolist(),
+            "perplexity": float(np.exp(nll.sum() / max(count.sum(), 1)))}
 
 
 def _compute(name: str, predictions: list[str], **kwargs) -> dict:

@@ -51,6 +51,10 @@ def perplexity(model, blocks: np.ndarray, batch_size: int = 64, desc: str | None
 def sequence_perplexities(model, ids: np.ndarray, lengths: np.ndarray | None = None, batch_size: int = 64,
                           desc: str | None = None) -> np.ndarray:
     """exp(mean NLL) of each sequence on its own; NaN for sequences with fewer than two tokens."""
-    nll, count = sequence_nll(model, ids, lengths, batch_size, desc)
+    return per_sequence(*sequence_nll(model, ids, lengths, batch_size, desc))
+
+
+def per_sequence(nll: np.ndarray, count: np.ndarray) -> np.ndarray:
+    """exp(nll / count) per row of sequence_nll's output; NaN where nothing was predicted."""
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(count > 0, np.exp(nll / np.maximum(count, 1)), np.nan)
