@@ -230,9 +230,13 @@ def plot_metrics(groups: dict[str, list[Run]], runs: list[Run], out: Path) -> Pa
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(present):]:
         ax.axis("off")
-    handles, labels = axes.flat[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=min(5, len(labels)), fontsize=9, frameon=False)
-    fig.suptitle("Model collapse across generations (mean and 95% CI over seeds)")
+    legend = {}  # label -> handle, over every panel (only some have the human line)
+    for ax in axes.flat:
+        legend.update(zip(*reversed(ax.get_legend_handles_labels())))
+    fig.legend(list(legend.values()), list(legend), loc="lower center", ncol=min(5, len(legend)), fontsize=9,
+               frameon=False)
+    seeds = max(len(rs) for rs in groups.values())
+    fig.suptitle("Model collapse across generations" + (" (mean and 95% CI over seeds)" if seeds > 1 else ""))
     fig.tight_layout(rect=(0, 0.06, 1, 0.97))
     path = out / "metrics.png"
     fig.savefig(path, dpi=110)
@@ -292,6 +296,7 @@ def write_report(paths: list[Path], out: Path | None = None) -> list[Path]:
     directory given, or the parent of the first)."""
     runs = find_runs(paths)
     out = out or (paths[0] if len(paths) == 1 else paths[0].parent)
+    out.mkdir(parents=True, exist_ok=True)
     groups = group_settings(runs)
     md = out / "report.md"
     md.write_text(markdown(groups, runs), encoding="utf-8")

@@ -107,3 +107,6 @@ def test_report_tables_and_plots(sweep_dir):
     for png in ("metrics.png", "synthetic_ppl_gen0.png"):
         data = (out / png).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20000
+    elsewhere = out.parent / "new" / "place"
+    assert main(["report", str(out), "--out", str(elsewhere)]) == 0
+    assert (elsewhere / "report.md").read_text() == md
