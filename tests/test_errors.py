@@ -130,3 +130,24 @@ def test_memory_stays_flat_across_generations(tmp_path: Path):
         assert out.returncode == 0, out.stderr[-2000:]
         peaks[n] = int(out.stdout.strip().splitlines()[-1]) / 1024  # MB
     assert peaks[6] - peaks[1] < 0.05 * peaks[1], peaks
+
+
+def test_no_tensors_outlive_their_generation(tmp_path: Path, monkeypatch):
+    """The live tensors after each generation are the same in number: nothing from earlier generations is kept."""
+    import gc
+
+    import torch
+
+    from testbed import config, loop
+
+    counts = []
+    real = rundir.mark_complete
+
+    def count_after(run, generation):
+        real(run, generation)
+        gc.collect()
+        counts.append(sum(isinstance(o, torch.Tensor) for o in gc.get_objects()))
+
+    monkeypatch.setattr(rundir, "mark_complete", count_after)
+    loop.run(config.load(None, [*TINY, "run.generations=4"]), tmp_path / "run")
+    assert len(counts) == 5 and len(set(counts)) == 1, counts
