@@ -1,4 +1,4 @@
-"""Command line: testbed run | validate.
+"""Command line: testbed run | validate | sweep | report | paper-check | gaussian.
 
 User errors (config, data, model, run directory, a full disk) print one line and exit with code 2;
 --debug shows the traceback instead.
@@ -107,6 +107,12 @@ def cmd_report(ns: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_paper_check(ns: argparse.Namespace) -> int:
+    from testbed.paper import paper_check
+
+    return paper_check([Path(p) for p in ns.dirs])
+
+
 def cmd_gaussian(ns: argparse.Namespace) -> int:
     from testbed import gaussian
 
@@ -143,6 +149,11 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("dirs", nargs="+", metavar="RUN_OR_SWEEP_DIR")
     rp.add_argument("--out", help="where to write (default: the directory given, or the parent of the first)")
     rp.set_defaults(func=cmd_report)
+
+    pc = sub.add_parser("paper-check", help="a Shumailov et al. (2024) run or sweep beside the paper's numbers; "
+                                            "exit 0 only when all hold")
+    pc.add_argument("dirs", nargs="+", metavar="RUN_OR_SWEEP_DIR")
+    pc.set_defaults(func=cmd_paper_check)
 
     gp = sub.add_parser("gaussian", help="the Gaussian refit toy against its closed forms")
     gp.add_argument("--samples", type=int, default=100, help="M: samples per generation")

@@ -58,6 +58,10 @@ class DataConfig:
     block_size: int = 64  # training/evaluation blocks (the paper: 64 tokens)
     max_train_blocks: int | None = None  # cap the human training set (quick runs); null = all
     max_eval_blocks: int | None = None  # cap the validation and test blocks; null = all
+    # How lines become a token stream. clean: lines stripped, empty ones dropped, end-of-text after each,
+    # no special tokens. shumailov2024 (the authors' code): every raw line tokenized on its own with the
+    # tokenizer's own special tokens (OPT's BOS before each), empty lines and the newline kept, no EOS added.
+    preprocessing: Literal["clean", "shumailov2024"] = "clean"
     language: LanguageConfig = field(default_factory=LanguageConfig)
 
 
@@ -86,6 +90,7 @@ class GenerationConfig:
     mode: Literal["prompted", "unconditional"] = "prompted"
     prompt_tokens: int = 32  # prompted: the first k tokens of each human training block
     max_new_tokens: int = 32
+    min_new_tokens: int = 0  # = max_new_tokens: end-of-text is never chosen, every example has that length
     num_samples: int | None = None  # synthetic examples per generation; null = as many as human ones
     do_sample: bool = True  # false: greedy (num_beams 1) or beam search
     num_beams: int = 1
@@ -111,15 +116,26 @@ class TrainConfig:
     lr: float = 2e-3
     min_lr: float = 0.0  # cosine decays to this
     schedule: Literal["cosine", "constant", "linear"] = "cosine"
+    # step: the schedule advances every optimizer step; epoch: it is held within an epoch and advances per
+    # epoch (torch's CosineAnnealingLR(T_max=epochs) stepped once an epoch, as the paper's code does)
+    schedule_interval: Literal["step", "epoch"] = "step"
     warmup_steps: int = 0
     batch_size: int = 32
     grad_accum: int = 1
     weight_decay: float = 0.0
+    weight_decay_all: bool = False  # false: decay weight matrices only; true: biases and norms too (torch's default)
     max_grad_norm: float = 1.0  # 0: no clipping
-    init: Literal["previous", "base"] = "previous"
+    # Where generation g >= 1 starts: previous: model g-1 (drift compounds in the weights); base: the
+    # pretrained (or freshly initialised) base model; gen0: the generation-0 model
+    init: Literal["previous", "base", "gen0"] = "previous"
+    # Packing: put an end-of-text between consecutive synthetic examples that do not end with one
+    # (unrelated continuations are otherwise glued together)
+    eos_between_examples: bool = False
     select_best: bool = True  # keep the checkpoint best on human validation (evaluated every epoch)
     eval_every: int = 0  # also evaluate every N optimizer steps (0: only at epoch ends)
-    precision: Literal["no", "bf16", "fp16"] = "no"  # mixed precision through accelerate (GPU)
+    # Weights are always fp32 master weights; bf16/fp16 autocast the forward passes of training, evaluation,
+    # generation and scoring alike (fp16 adds a gradient scaler). On a CPU measure before choosing bf16.
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     compile: bool = False  # torch.compile the training model (pays off on long runs; compiling takes ~1 min)
 
 
@@ -198,17 +214,14 @@ def check(cfg: Config) -> None:
         for key in ("layers", "width", "heads", "context"):
             _require(getattr(m, key) >= 1, f"model.{key}", "must be at least 1")
         _require(m.width % m.heads == 0, "model.width", f"{m.width} is not divisible by model.heads={m.heads}")
-        _require(d.block_size <= m.context, "data.block_size",
-                 f"{d.block_size} is larger than the model's context (model.context={m.context})")
-        if g.mode == "prompted":
-            _require(g.prompt_tokens + g.max_new_tokens <= m.context, "generation.max_new_tokens",
-                     f"prompt_tokens + max_new_tokens = {g.prompt_tokens + g.max_new_tokens} exceeds "
-                     f"model.context={m.context}")
+        check_lengths(cfg, m.context, "model.context")
 
     _require(g.prompt_tokens >= 1, "generation.prompt_tokens", "must be at least 1")
     _require(g.prompt_tokens <= d.block_size, "generation.prompt_tokens",
              f"{g.prompt_tokens} is longer than a block (data.block_size={d.block_size})")
     _require(g.max_new_tokens >= 1, "generation.max_new_tokens", "must be at least 1")
+    _require(0 <= g.min_new_tokens <= g.max_new_tokens, "generation.min_new_tokens",
+             f"must be in [0, generation.max_new_tokens={g.max_new_tokens}], got {g.min_new_tokens}")
     _require(g.num_samples is None or g.num_samples >= 1, "generation.num_samples", "must be >= 1 or null")
     _require(g.num_beams >= 1, "generation.num_beams", f"must be at least 1, got {g.num_beams}")
     _require(g.temperature > 0, "generation.temperature", f"must be positive, got {g.temperature}")
@@ -238,6 +251,28 @@ def check(cfg: Config) -> None:
     _require(e.max_new_tokens >= 1, "eval.max_new_tokens", "must be at least 1")
     _require(e.batch_size >= 1, "eval.batch_size", "must be at least 1")
     _require(e.tail_rank >= 1, "eval.tail_rank", "must be at least 1")
+
+
+def check_lengths(cfg: Config, context: int, source: str) -> None:
+    """Every sequence the run feeds the model fits its `context` positions: training and evaluation
+    blocks, prompt + continuation of generation and of evaluation samples (a start token + continuation
+    when unconditional). `source` says where the context comes from, for the message."""
+    d, g, e = cfg.data, cfg.generation, cfg.eval
+    unconditional = g.mode == "unconditional"
+    start = "a start token" if unconditional else "prompt_tokens"
+    lengths = [
+        ("data.block_size", d.block_size, ""),
+        ("generation.max_new_tokens", (1 if unconditional else g.prompt_tokens) + g.max_new_tokens,
+         f"{start} + max_new_tokens = "),
+        ("eval.max_new_tokens", (1 if unconditional else e.prompt_tokens) + e.max_new_tokens,
+         f"{start} + max_new_tokens = "),
+    ]
+    for key, length, what in lengths:
+        _require(length <= context, key, f"{what}{length} exceeds the model's context ({source}={context})")
+
+
+# Values a key no longer takes, with the one to use instead. YAML 1.1 reads a bare `no` as false.
+_RENAMED = {"train.precision": {"no": "fp32", False: "fp32"}}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -275,6 +310,11 @@ def _coerce(value: Any, tp: Any, key: str, from_cli: bool) -> Any:
             value = yaml.safe_load(value)
     if typing.get_origin(base) is Literal:
         choices = typing.get_args(base)
+        renamed = _RENAMED.get(key, {})
+        if isinstance(value, (str, bool)) and value in renamed:
+            shown = "no (YAML reads it as false)" if value is False else repr(value)
+            raise ConfigError(f"config key '{key}': {shown} is no longer a value; use '{renamed[value]}' "
+                              f"(one of {' | '.join(map(str, choices))})")
         if value not in choices:
             hint = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
             extra = f" (did you mean '{hint[0]}'?)" if hint else ""

@@ -28,18 +28,25 @@ class HumanCorpus:
 
 
 def read_text_file(path: Path) -> list[str]:
-    """Non-empty lines of a UTF-8 text file; missing, empty or non-UTF-8 files are DataErrors."""
+    """The lines of a UTF-8 text file, as they are; missing, blank or non-UTF-8 files are DataErrors."""
     if not path.is_file():
         raise DataError(f"corpus file {path} does not exist")
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
         raise DataError(f"corpus file {path} is not UTF-8 text (byte {exc.start})") from None
-    lines = [line.strip() for line in text.splitlines()]
-    lines = [line for line in lines if line]
-    if not lines:
+    if not text.strip():
         raise DataError(f"corpus file {path} is empty")
-    return lines
+    return text.splitlines()
+
+
+def prepare_lines(lines: list[str], preprocessing: str) -> list[str]:
+    """The text units tokenized one by one (see DataConfig.preprocessing): stripped non-empty lines
+    (clean), or every line with its newline, blank lines as empty strings (shumailov2024, as the Hugging
+    Face wikitext loader gives them)."""
+    if preprocessing == "clean":
+        return [line.strip() for line in lines if line.strip()]
+    return [line + "\n" if line.strip() else "" for line in lines]
 
 
 def _from_hub(cfg: DataConfig) -> HumanCorpus:
@@ -58,10 +65,10 @@ def _from_hub(cfg: DataConfig) -> HumanCorpus:
     for split, name in names.items():
         if name not in ds:
             raise DataError(f"dataset '{cfg.hf_name}' has no '{name}' split")
-        lines = [t.strip() for t in ds[name][cfg.hf_text_column] if t.strip()]
-        if not lines:
+        lines = [t.rstrip("\n") for t in ds[name][cfg.hf_text_column]]
+        if not any(t.strip() for t in lines):
             raise DataError(f"dataset '{cfg.hf_name}' split '{name}' is empty")
-        out[split] = lines
+        out[split] = prepare_lines(lines, cfg.preprocessing)
     return HumanCorpus(**out)
 
 
@@ -73,15 +80,20 @@ def load_corpus(cfg: DataConfig, seed: int) -> HumanCorpus:
         root = Path(cfg.path)  # type: ignore[arg-type]
         if not root.is_dir():
             raise DataError(f"data.path {root} is not a directory (it must hold train.txt, valid.txt, test.txt)")
-        return HumanCorpus(**{s: read_text_file(root / f"{s}.txt") for s in SPLITS})
+        return HumanCorpus(**{s: prepare_lines(read_text_file(root / f"{s}.txt"), cfg.preprocessing)
+                              for s in SPLITS})
     return _from_hub(cfg)
 
 
-def tokenize_stream(tokenizer, lines: list[str]) -> np.ndarray:
-    """Token ids of all lines as one stream, each line followed by the end-of-text token."""
-    eos = [tokenizer.eos_token_id]
-    encoded = tokenizer(lines, add_special_tokens=False)["input_ids"]
-    return np.fromiter(itertools.chain.from_iterable(ids + eos for ids in encoded), dtype=np.int64)
+def tokenize_stream(tokenizer, lines: list[str], preprocessing: str = "clean") -> np.ndarray:
+    """Token ids of all lines as one stream: clean puts the end-of-text token after each line and no
+    other special token; shumailov2024 adds what the tokenizer itself adds (OPT: a BOS before each)."""
+    if preprocessing == "clean":
+        eos = [tokenizer.eos_token_id]
+        encoded = tokenizer(lines, add_special_tokens=False)["input_ids"]
+        return np.fromiter(itertools.chain.from_iterable(ids + eos for ids in encoded), dtype=np.int64)
+    encoded = tokenizer(lines)["input_ids"]
+    return np.fromiter(itertools.chain.from_iterable(encoded), dtype=np.int64)
 
 
 def to_blocks(stream: np.ndarray, block_size: int, name: str, keep_partial: bool = False) -> np.ndarray:
@@ -111,22 +123,40 @@ def pad_rows(rows: list[list[int]], fill: int = -1, width: int | None = None, of
 
 @dataclass
 class TokenizedCorpus:
-    """Blocks of token ids per split; test keeps its final partial block (padded with -1)."""
+    """Blocks of token ids per split; test keeps its final partial block (padded with -1), and its
+    stream, from which the human text after each evaluation prompt is read."""
 
     train: np.ndarray
     valid: np.ndarray
     test: np.ndarray
+    test_stream: np.ndarray
 
 
 def tokenize_corpus(corpus: HumanCorpus, tokenizer, cfg: DataConfig, names: dict[str, str]) -> TokenizedCorpus:
     """Tokenize and block every split; `names` says what to call each split in errors (file or dataset)."""
     out = {}
     for split in SPLITS:
-        blocks = to_blocks(tokenize_stream(tokenizer, getattr(corpus, split)), cfg.block_size, names[split],
-                           keep_partial=split == "test")
+        stream = tokenize_stream(tokenizer, getattr(corpus, split), cfg.preprocessing)
+        blocks = to_blocks(stream, cfg.block_size, names[split], keep_partial=split == "test")
         cap = cfg.max_train_blocks if split == "train" else cfg.max_eval_blocks
         out[split] = blocks[:cap] if cap else blocks
+        if split == "test":
+            out["test_stream"] = stream[: len(out[split]) * cfg.block_size]
     return TokenizedCorpus(**out)
+
+
+def windows(stream: np.ndarray, block_size: int, prompt_tokens: int, new_tokens: int,
+            name: str) -> tuple[np.ndarray, np.ndarray]:
+    """(prompts, continuations) at each block start of `stream`: the block's first `prompt_tokens`, and
+    the `new_tokens` that follow them in the stream, which may run into the next block (as they must when
+    prompt_tokens == block_size). Starts without a full continuation are left out."""
+    starts = np.arange(0, len(stream), block_size)
+    starts = starts[starts + prompt_tokens + new_tokens <= len(stream)]
+    if not len(starts):
+        raise DataError(f"{name} has {len(stream)} tokens: too short for one prompt of {prompt_tokens} tokens "
+                        f"followed by {new_tokens} tokens of human text")
+    window = stream[starts[:, None] + np.arange(prompt_tokens + new_tokens)]
+    return window[:, :prompt_tokens], window[:, prompt_tokens:]
 
 
 def split_names(cfg: DataConfig) -> dict[str, str]:

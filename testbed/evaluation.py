@@ -8,8 +8,8 @@ import numpy as np
 
 from testbed import language, metrics
 from testbed.config import Config
-from testbed.data import pad_rows
-from testbed.generate import generate, prompt_matrix
+from testbed.data import TokenizedCorpus, pad_rows, windows
+from testbed.generate import generate
 from testbed.metrics.text import Tail
 
 
@@ -23,16 +23,14 @@ class EvalSet:
     tail: Tail  # rare words of the human training text
 
 
-def eval_set(cfg: Config, test_blocks: np.ndarray, train_lines: list[str], bos: int) -> EvalSet:
+def eval_set(cfg: Config, tok: TokenizedCorpus, train_lines: list[str], bos: int) -> EvalSet:
+    """The evaluation prompts (the starts of test blocks) and the human text that follows each of them."""
     e = cfg.eval
-    full = test_blocks[(test_blocks >= 0).all(axis=1)]
-    if cfg.generation.mode == "prompted":
-        prompts = prompt_matrix(full, e.num_samples, e.prompt_tokens)
-    else:
-        prompts = np.full((e.num_samples, 1), bos, dtype=np.int64)
-    rows = np.arange(e.num_samples) % len(full)
-    human = full[rows, e.prompt_tokens : e.prompt_tokens + e.max_new_tokens]
-    return EvalSet(test_blocks, prompts, human, metrics.rare_ngrams(train_lines, e.tail_rank))
+    k = e.prompt_tokens if cfg.generation.mode == "prompted" else 0
+    prompts, human = windows(tok.test_stream, cfg.data.block_size, k, e.max_new_tokens, "the human test split")
+    rows = np.arange(e.num_samples) % len(prompts)
+    prompts = prompts[rows] if k else np.full((e.num_samples, 1), bos, dtype=np.int64)
+    return EvalSet(tok.test, prompts, human[rows], metrics.rare_ngrams(train_lines, e.tail_rank))
 
 
 def diversity(texts: list[str], tail: Tail) -> dict[str, float]:

@@ -119,7 +119,8 @@ def generate(model, prompts: np.ndarray, g: GenerationConfig, max_new_tokens: in
         batch = torch.as_tensor(prompts[start : start + batch_size], device=device)
         result = model.generate(
             input_ids=batch, attention_mask=torch.ones_like(batch), max_new_tokens=max_new_tokens,
-            pad_token_id=eos, eos_token_id=eos, use_cache=True, **kwargs,
+            min_new_tokens=min(g.min_new_tokens, max_new_tokens) or None, pad_token_id=eos, eos_token_id=eos,
+            use_cache=True, **kwargs,
         )
         new = result[:, batch.shape[1] :].cpu().numpy()
         out[start : start + len(new), : new.shape[1]] = new

@@ -21,7 +21,7 @@ from transformers import AutoTokenizer
 
 from testbed import rundir
 from testbed.config import Config, to_yaml
-from testbed.data import load_corpus, pad_rows, split_names, tokenize_corpus
+from testbed.data import load_corpus, pad_rows, split_names, tokenize_corpus, windows
 from testbed.evaluation import (
     decode,
     diversity,
@@ -35,7 +35,7 @@ from testbed.evaluation import (
 from testbed.generate import generate_sharded, prompt_matrix
 from testbed.metrics import perplexity, sequence_perplexities, summarize
 from testbed.mixing import Examples, human_examples, mix, synthetic_examples
-from testbed.model import base_model, check_context, load_model, load_tokenizer
+from testbed.model import autocast, base_model, check_context, load_model, load_tokenizer
 from testbed.train import train
 
 GENERATE, TRAIN, EVAL = 1, 2, 3  # stage tags for per-stage seeds
@@ -49,6 +49,10 @@ def seed_for(seed: int, *parts: int) -> int:
 def _finite(row: dict) -> dict:
     """NaN/inf become null, so metrics.jsonl is strict JSON."""
     return {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in row.items()}
+
+
+def _cpu_state(model) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
 
 def write_synthetic(path: Path, synth: Examples, texts: list[str], ppl_gen0: np.ndarray) -> None:
@@ -68,8 +72,14 @@ def run(cfg: Config, run_dir: Path, resume: bool = False) -> tuple[list[dict], d
     """Run (or resume) every generation of `cfg` in `run_dir`; return the metrics rows and the human baseline."""
     seed, N = cfg.run.seed, cfg.run.generations
     g_cfg = cfg.generation
-    accelerator = Accelerator(mixed_precision=cfg.train.precision, gradient_accumulation_steps=cfg.train.grad_accum)
+    # accelerate's own mixed precision would patch the trained model's forward only; one explicit
+    # autocast context (train.precision) covers every forward of the run instead.
+    accelerator = Accelerator(mixed_precision="no", gradient_accumulation_steps=cfg.train.grad_accum)
     device = accelerator.device
+
+    def amp():
+        return autocast(cfg.train.precision, device)
+
     # Under `accelerate launch`, every process generates a share and trains data-parallel; the main
     # process alone evaluates and writes.
     main = accelerator.is_main_process
@@ -87,17 +97,16 @@ def run(cfg: Config, run_dir: Path, resume: bool = False) -> tuple[list[dict], d
     tok = tokenize_corpus(corpus, tokenizer, cfg.data, split_names(cfg.data))
     eos = tokenizer.eos_token_id
     bos = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else eos
+    separator = eos if cfg.train.eos_between_examples else None
     human = human_examples(tok.train)
-    es = eval_set(cfg, tok.test, corpus.train, bos)
+    model = base_model(cfg, tokenizer).to(device)
+    check_context(cfg, model)  # every length is checked before any work
+    es = eval_set(cfg, tok, corpus.train, bos)
     gt = ground_truth_set(cfg, corpus.test, tokenizer) if cfg.data.source == "builtin" else None
     prompted = g_cfg.mode == "prompted"
-    model = base_model(cfg, tokenizer).to(device)
-    check_context(cfg, model)
-    base_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()} \
-        if cfg.train.init == "base" else None
-    full_test = tok.test[(tok.test >= 0).all(axis=1)]
-    k = g_cfg.prompt_tokens if prompted else 0
-    human_reference = full_test[:, k : k + g_cfg.max_new_tokens]  # held-out text shaped like synthetic data
+    # Held-out human text shaped like synthetic data: what follows a generation prompt in the test stream.
+    _, human_reference = windows(tok.test_stream, cfg.data.block_size, g_cfg.prompt_tokens if prompted else 0,
+                                 g_cfg.max_new_tokens, "the human test split")
 
     if not resume and main:  # only now, once every input has loaded, does the run directory appear
 
@@ -119,6 +128,10 @@ def run(cfg: Config, run_dir: Path, resume: bool = False) -> tuple[list[dict], d
         model = load_model(str(rundir.gen_dir(run_dir, start - 1) / "model")).to(device)
         gen0 = load_model(str(rundir.gen_dir(run_dir, 0) / "model")).to(device).eval()
         tqdm.write(f"resuming {run_dir} at generation {start} ({start} complete)")
+    # train.init: the weights every generation g >= 1 starts from (previous: model g-1, as it is).
+    init_state = {"base": lambda: _cpu_state(base_model(cfg, tokenizer)), "gen0": lambda: _cpu_state(gen0),
+                  "previous": lambda: None}[cfg.train.init]
+    start_state = init_state() if start > 0 else None
     baseline_path = run_dir / "human_baseline.json"
     baseline = json.loads(baseline_path.read_text()) if baseline_path.is_file() else {}
 
@@ -131,54 +144,67 @@ def run(cfg: Config, run_dir: Path, resume: bool = False) -> tuple[list[dict], d
         synth_ppl = np.zeros(0)  # generation 0 has no synthetic data: its statistics are null
         if g == 0:
             train_set = human
+            if main:
+                with amp():  # the base model before any training: the zero-shot row
+                    zero_shot = perplexity(model, es.test_blocks, cfg.eval.batch_size, desc="zero-shot ppl")
         else:
             t = time.perf_counter()
             n = g_cfg.num_samples or len(human)
             prompts = (prompt_matrix(tok.train, n, g_cfg.prompt_tokens) if prompted
                        else np.full((n, 1), bos, dtype=np.int64))
-            ids, lengths = generate_sharded(model, prompts, g_cfg, g_cfg.max_new_tokens, g_cfg.batch_size,
-                                            seed_for(seed, g, GENERATE), eos, accelerator, desc=f"gen {g} generate")
+            with amp():
+                ids, lengths = generate_sharded(model, prompts, g_cfg, g_cfg.max_new_tokens, g_cfg.batch_size,
+                                                seed_for(seed, g, GENERATE), eos, accelerator,
+                                                desc=f"gen {g} generate")
             synth = synthetic_examples(ids, lengths, g)
             synthetic.append(synth)
             seconds["generate"] = time.perf_counter() - t
             if main:
                 t = time.perf_counter()
-                synth_ppl = sequence_perplexities(gen0, ids, lengths, cfg.eval.batch_size, desc="score under gen 0")
+                with amp():
+                    synth_ppl = sequence_perplexities(gen0, ids, lengths, cfg.eval.batch_size,
+                                                      desc="score under gen 0")
                 write_synthetic(out / "synthetic.jsonl", synth, decode(tokenizer, ids, lengths), synth_ppl)
                 seconds["score"] = time.perf_counter() - t
 
             # 2. Mix: the strategy decides what model g trains on.
             train_set = mix(cfg.mixing, human, synthetic, g, seed)
-            if base_state is not None:  # train.init: base
-                model.load_state_dict(base_state)
+            if start_state is not None:
+                model.load_state_dict(start_state)
 
         # 3. Train (in place), ending on the checkpoint best on human validation text.
         epochs = cfg.train.gen0_epochs if g == 0 and cfg.train.gen0_epochs else cfg.train.epochs
         result = train(model, train_set, tok.valid, cfg.train, cfg.data.block_size, accelerator,
-                       seed_for(seed, g, TRAIN), epochs, desc=f"gen {g} train")
+                       seed_for(seed, g, TRAIN), epochs, desc=f"gen {g} train", separator=separator)
         seconds["train"] = result.seconds
         if g == 0:
             gen0 = copy.deepcopy(model).eval()
+            start_state = init_state()
         if not main:
             accelerator.wait_for_everyone()  # the main process evaluates and saves this generation
             continue
 
         # 4. Evaluate: perplexity on human test text; diversity of samples from fixed prompts and seed.
         t = time.perf_counter()
-        ppl = perplexity(model, es.test_blocks, cfg.eval.batch_size, desc="ppl on human test")
-        prompt_texts, texts = sample(model, cfg, es, tokenizer, seed_for(seed, EVAL))
+        with amp():
+            ppl = perplexity(model, es.test_blocks, cfg.eval.batch_size, desc="ppl on human test")
+            prompt_texts, texts = sample(model, cfg, es, tokenizer, seed_for(seed, EVAL))
         seconds["evaluate"] = time.perf_counter() - t
         t = time.perf_counter()
-        row = {"generation": g, "ppl_human": ppl, **diversity(texts, es.tail),
+        row = {"generation": g, "ppl_human": ppl, **({"ppl_human_zero_shot": zero_shot} if g == 0 else {}),
+               **diversity(texts, es.tail),
                **summarize(synth_ppl, "synthetic_ppl_gen0"),
                "val_loss": result.val_loss, "train_loss": result.train_loss, "best_epoch": result.best_epoch,
                "train_steps": result.steps, "train_tokens": result.tokens,
                "train_composition": train_set.composition(),
                "synthetic_mean_length": None if g == 0 else float(synth.lengths.mean())}
         if gt is not None:  # the built-in language's exact probabilities: quality, divergence, tail lost
-            row.update(sample_quality(texts, gt, prompted), kl_per_word=kl_per_word(model, gt, cfg.eval.batch_size))
+            with amp():
+                kl = kl_per_word(model, gt, cfg.eval.batch_size)
+            row.update(sample_quality(texts, gt, prompted), kl_per_word=kl)
         if g == 0:
-            human_ppl = sequence_perplexities(gen0, human_reference, batch_size=cfg.eval.batch_size)
+            with amp():
+                human_ppl = sequence_perplexities(gen0, human_reference, batch_size=cfg.eval.batch_size)
             reference_texts = human_texts(es, tokenizer)
             baseline = {"generation": "human", **diversity(reference_texts, es.tail),
                         **(sample_quality(reference_texts, gt, prompted) if gt is not None else {}),

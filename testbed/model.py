@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast
 
-from testbed.config import Config, ConfigError, ModelConfig
+from testbed.config import Config, ModelConfig, check_lengths
 
 EOS = "<|endoftext|>"
 
@@ -111,11 +112,29 @@ def build_model(m: ModelConfig, tokenizer, seed: int):
 
 
 def load_model(name: str, trust_remote_code: bool = False, key: str = "model.name_or_path"):
-    """A pretrained causal LM from a hub name or a local directory (safetensors preferred)."""
+    """A pretrained causal LM from a hub name or a local directory (safetensors preferred), in fp32.
+
+    transformers 5 would keep the stored dtype (OPT-125m is stored in fp16): training those weights
+    directly loses 2e-5 updates to rounding, and a CPU cannot run them at all. fp32 weights are the
+    master copy; lower precision comes from `autocast`.
+    """
     try:
-        return AutoModelForCausalLM.from_pretrained(name, trust_remote_code=trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(name, trust_remote_code=trust_remote_code, dtype=torch.float32)
     except (OSError, ValueError) as exc:
         raise _load_error(key, name, exc) from None
+    return model.float()  # remote code may ignore `dtype`
+
+
+_AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
+    """The one mixed-precision context of a run (train.precision): training forwards, validation,
+    evaluation, generation and scoring all run under it, so no number depends on which code path (or a
+    resume) produced the model. fp32: no autocast."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=_AUTOCAST_DTYPES[precision])
 
 
 def base_model(cfg: Config, tokenizer):
@@ -137,14 +156,7 @@ def context_length(model) -> int | None:
 
 
 def check_context(cfg: Config, model) -> None:
-    """Block size and prompt + continuation must fit the model's context (pretrained models)."""
+    """Every sequence of the run must fit a pretrained model's context (see config.check_lengths)."""
     ctx = context_length(model)
-    if ctx is None:
-        return
-    if cfg.data.block_size > ctx:
-        raise ConfigError(f"config key 'data.block_size': {cfg.data.block_size} is larger than the model's "
-                          f"context ({ctx})")
-    g = cfg.generation
-    if g.mode == "prompted" and g.prompt_tokens + g.max_new_tokens > ctx:
-        raise ConfigError(f"config key 'generation.max_new_tokens': prompt_tokens + max_new_tokens = "
-                          f"{g.prompt_tokens + g.max_new_tokens} exceeds the model's context ({ctx})")
+    if ctx is not None:
+        check_lengths(cfg, ctx, f"{cfg.model.name_or_path} max positions")

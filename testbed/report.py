@@ -63,7 +63,9 @@ def _cell(value, fmt: str) -> str:
 def format_table(rows: list[dict], baseline: dict | None = None) -> str:
     """A fixed-width table, one row per generation, the human baseline first (ppl_human does not apply)."""
     columns = [c for c in COLUMNS if any(c[0] in r for r in rows)]
-    body = ([{**baseline, "ppl_human": None}] if baseline else []) + rows
+    zero_shot = [{"generation": "base", "ppl_human": r["ppl_human_zero_shot"]} for r in rows[:1]
+                 if r.get("ppl_human_zero_shot") is not None]  # the base model before training
+    body = ([{**baseline, "ppl_human": None}] if baseline else []) + zero_shot + rows
     cells = [[header for _, header, _ in columns]]
     cells += [[_cell(r.get(key), fmt) for key, _, fmt in columns] for r in body]
     widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
@@ -133,11 +135,15 @@ def group_settings(runs: list[Run]) -> dict[str, list[Run]]:
     return groups
 
 
-def mean_ci(values: list[float]) -> tuple[float, float]:
+def _finite_values(values: list[float | None]) -> np.ndarray:
+    return np.asarray([x for x in values if x is not None and np.isfinite(x)], dtype=float)
+
+
+def mean_ci(values: list[float | None]) -> tuple[float, float]:
     """Mean and the half-width of its 95% t-interval (NaN with one value)."""
     from scipy import stats
 
-    v = np.asarray([x for x in values if x is not None and np.isfinite(x)], dtype=float)
+    v = _finite_values(values)
     if len(v) == 0:
         return math.nan, math.nan
     if len(v) == 1:
@@ -145,10 +151,19 @@ def mean_ci(values: list[float]) -> tuple[float, float]:
     return float(v.mean()), float(stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v)))
 
 
-def series(runs: list[Run], key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Generations, mean and CI half-width of a metric over the runs of one setting."""
+def mean_std(values: list[float | None]) -> tuple[float, float]:
+    """Mean and sample standard deviation (ddof 1; NaN with one value): the paper's mean ± std over runs."""
+    v = _finite_values(values)
+    if len(v) == 0:
+        return math.nan, math.nan
+    return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else math.nan
+
+
+def series(runs: list[Run], key: str, spread=mean_ci) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Generations, mean and spread (`mean_ci`: CI half-width, or `mean_std`) of a metric over the runs of
+    one setting."""
     generations = sorted({row["generation"] for r in runs for row in r.rows})
-    stats_ = [mean_ci([row.get(key) for r in runs for row in r.rows if row["generation"] == g]) for g in generations]
+    stats_ = [spread([row.get(key) for r in runs for row in r.rows if row["generation"] == g]) for g in generations]
     return np.array(generations), np.array([s[0] for s in stats_]), np.array([s[1] for s in stats_])
 
 
@@ -167,9 +182,9 @@ def markdown(groups: dict[str, list[Run]], runs: list[Run]) -> str:
     keys = differing_keys(runs)
     seeds = sorted({r.config.get("run.seed") for r in runs})
     lines = ["# Model-collapse report", "",
-             f"{len(runs)} runs, {len(groups)} settings, seeds {seeds}. Cells: mean ± 95% CI over seeds "
-             "(t-interval).", "", "## Settings", "", "| setting | runs | " + " | ".join(keys) + " |",
-             "|---|---|" + "---|" * len(keys)]
+             f"{len(runs)} runs, {len(groups)} settings, seeds {seeds}. Cells: mean ± standard deviation over "
+             "seeds (the plots shade the 95% t-interval of the mean).", "", "## Settings", "",
+             "| setting | runs | " + " | ".join(keys) + " |", "|---|---|" + "---|" * len(keys)]
     for label, rs in groups.items():
         lines.append(f"| {label} | {len(rs)} | " + " | ".join(str(rs[0].config.get(k)) for k in keys) + " |")
     metrics_present = [m for m in METRICS if any(m[0] in row for r in runs for row in r.rows)]
@@ -188,8 +203,8 @@ def markdown(groups: dict[str, list[Run]], runs: list[Run]) -> str:
         arrow = {True: " (higher is better)", False: " (lower is better)", None: ""}[better]
         lines += ["", f"## {title}", "", f"`{key}`, {unit}{arrow}.", "",
                   "| generation | " + " | ".join(groups) + " | human |", "|---|" + "---|" * (len(groups) + 1)]
-        by_setting = {label: series(rs, key) for label, rs in groups.items()}
-        human = mean_ci([r.baseline.get(key) for r in runs])
+        by_setting = {label: series(rs, key, mean_std) for label, rs in groups.items()}
+        human = mean_std([r.baseline.get(key) for r in runs])
         for i, g in enumerate(by_setting[next(iter(groups))][0]):
             cells = [_fmt(by_setting[label][1][i], by_setting[label][2][i]) if i < len(by_setting[label][0])
                      else "-" for label in groups]
@@ -253,8 +268,9 @@ def _synthetic_ppl(run: Run, generation: int) -> np.ndarray:
 
 
 def plot_perplexity_histograms(groups: dict[str, list[Run]], out: Path) -> Path:
-    """The paper's figure: per generation, the density of per-sequence perplexities of that generation's
-    synthetic data under the generation-0 model (human text in black), one panel per setting."""
+    """The paper's figure: the density of per-sequence perplexities, under the generation-0 model, of the
+    data each model k produced (gen_{k+1}/synthetic; as in the paper, labelled by the producing model),
+    human text dashed, one panel per setting."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -273,7 +289,8 @@ def plot_perplexity_histograms(groups: dict[str, list[Run]], out: Path) -> Path:
         colors = plt.cm.viridis(np.linspace(0, 0.9, max(len(data), 1)))
         for color, (g, values) in zip(colors, data.items()):
             if len(values):
-                ax.hist(values, bins=bins, density=True, histtype="step", lw=1.4, color=color, label=f"gen {g}")
+                ax.hist(values, bins=bins, density=True, histtype="step", lw=1.4, color=color,
+                        label=f"data of model {g - 1}")
         if len(human):
             ax.hist(human, bins=bins, density=True, histtype="step", lw=1.6, ls="--", color="black",
                     label="human text")
@@ -283,7 +300,7 @@ def plot_perplexity_histograms(groups: dict[str, list[Run]], out: Path) -> Path:
         ax.grid(alpha=0.3)
     axes.flat[0].set_ylabel("density")
     axes.flat[-1].legend(fontsize=8)
-    fig.suptitle("Per-sequence perplexity of each generation's synthetic data under the generation-0 model")
+    fig.suptitle("Per-sequence perplexity, under the generation-0 model, of the data each model produced")
     fig.tight_layout()
     path = out / "synthetic_ppl_gen0.png"
     fig.savefig(path, dpi=110)

@@ -14,7 +14,8 @@ from tqdm.auto import tqdm
 from testbed.config import TrainConfig
 from testbed.data import to_blocks
 from testbed.metrics.perplexity import sequence_nll
-from testbed.mixing import Examples
+from testbed.mixing import SYNTHETIC, Examples
+from testbed.model import autocast
 
 
 @dataclass
@@ -27,31 +28,48 @@ class TrainResult:
     best_epoch: float  # epoch (fractional for mid-epoch evaluations) of the kept checkpoint
 
 
-def pack(examples: Examples, block_size: int, seed: int) -> np.ndarray:
-    """Shuffle examples, concatenate their tokens and cut the stream into full blocks: no padding."""
+def pack(examples: Examples, block_size: int, seed: int, separator: int | None = None) -> np.ndarray:
+    """Shuffle examples, concatenate their tokens and cut the stream into full blocks: no padding.
+
+    With a `separator` token id, synthetic examples that do not end with it get it appended, so two
+    unrelated continuations are not read as one text.
+    """
     order = np.random.default_rng(seed).permutation(len(examples))
     ids, lengths = examples.ids[order], examples.lengths[order]
+    if separator is not None:
+        last = ids[np.arange(len(ids)), np.maximum(lengths - 1, 0)]
+        add = (examples.source[order] == SYNTHETIC) & (last != separator) & (lengths > 0)
+        ids = np.concatenate([ids, np.full((len(ids), 1), separator, dtype=ids.dtype)], axis=1)
+        ids[np.flatnonzero(add), lengths[add]] = separator
+        lengths = lengths + add
     stream = ids[np.arange(ids.shape[1])[None, :] < lengths[:, None]]
     return to_blocks(stream, block_size, "the training set")
 
 
-def lr_factor(step: int, total: int, cfg: TrainConfig) -> float:
-    """Multiplier of cfg.lr at optimizer step `step`: linear warmup, then cosine/linear decay or constant."""
+def lr_factor(step: int, total: int, cfg: TrainConfig, steps_per_epoch: int = 1) -> float:
+    """Multiplier of cfg.lr at optimizer step `step` of `total`: linear warmup, then cosine/linear decay or
+    constant. With schedule_interval=epoch the decay is held within an epoch and advances per epoch, like
+    torch's CosineAnnealingLR(T_max=epochs, eta_min=min_lr) stepped once an epoch."""
     if step < cfg.warmup_steps:
         return (step + 1) / cfg.warmup_steps
     if cfg.schedule == "constant":
         return 1.0
-    progress = min(1.0, (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps))
+    if cfg.schedule_interval == "epoch":
+        progress = (step // steps_per_epoch) / max(1, total // steps_per_epoch)
+    else:
+        progress = min(1.0, (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps))
     floor = cfg.min_lr / cfg.lr
     shape = 0.5 * (1 + math.cos(math.pi * progress)) if cfg.schedule == "cosine" else 1 - progress
     return floor + (1 - floor) * shape
 
 
 def _optimizer(model, cfg: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
-    # Decay matrices only; biases and norms are left alone (the usual GPT recipe).
-    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
-    rest = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": rest, "weight_decay": 0.0}]
+    params = [p for p in model.parameters() if p.requires_grad]
+    if cfg.weight_decay_all:  # torch's AdamW default, the paper's code
+        groups = [{"params": params, "weight_decay": cfg.weight_decay}]
+    else:  # the usual GPT recipe: decay matrices only, leave biases and norms alone
+        groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
+                  {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
     return torch.optim.AdamW(groups, lr=cfg.lr, fused=device.type == "cuda")
 
 
@@ -60,16 +78,22 @@ def validation_loss(model, blocks: np.ndarray, batch_size: int) -> float:
     return float(nll.sum() / max(count.sum(), 1))
 
 
+LOG_EVERY = 25  # optimizer steps between progress-bar updates: reading the loss waits for the device
+
+
 def train(model, examples: Examples, valid_blocks: np.ndarray, cfg: TrainConfig, block_size: int,
-          accelerator: Accelerator, seed: int, epochs: int, desc: str = "train") -> TrainResult:
-    """Train `model` in place on `examples` for `epochs`; with select_best, end on the weights best on
-    validation (evaluated at every epoch end, and every `eval_every` steps)."""
+          accelerator: Accelerator, seed: int, epochs: int, desc: str = "train",
+          separator: int | None = None) -> TrainResult:
+    """Train `model` (fp32 weights) in place on `examples` for `epochs`, forwards under cfg.precision's
+    autocast; with select_best, end on the weights best on validation (evaluated at every epoch end, and
+    every `eval_every` steps). `separator`: see `pack` (train.eos_between_examples)."""
     torch.manual_seed(seed)  # dropout draws from the global generator: fix it, so a resumed run matches
-    blocks = torch.as_tensor(pack(examples, block_size, seed))
+    blocks = torch.as_tensor(pack(examples, block_size, seed, separator))
     generator = torch.Generator().manual_seed(seed)
     loader = torch.utils.data.DataLoader(blocks, batch_size=cfg.batch_size, shuffle=True, generator=generator,
                                          drop_last=False)
-    optimizer = _optimizer(model, cfg, accelerator.device)
+    device = accelerator.device
+    optimizer = _optimizer(model, cfg, device)
     # `trained` runs the steps (DDP-wrapped and/or compiled); `model` stays the plain module, which
     # validation, the kept state and the caller use.
     trained, optimizer, loader = accelerator.prepare(torch.compile(model) if cfg.compile else model, optimizer,
@@ -77,51 +101,74 @@ def train(model, examples: Examples, valid_blocks: np.ndarray, cfg: TrainConfig,
     model = accelerator.unwrap_model(trained, keep_torch_compile=False)
     steps_per_epoch = math.ceil(len(loader) / cfg.grad_accum)
     total = steps_per_epoch * epochs
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, total, cfg))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, total, cfg, steps_per_epoch))
+    # fp16 gradients underflow without loss scaling; a disabled scaler is a no-op.
+    scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
 
-    best_loss, best_state, best_epoch = math.inf, None, 0.0
+    best_loss, best_epoch = math.inf, 0.0
+    best_state: dict[str, torch.Tensor] | None = None  # CPU buffers, allocated on the first improvement
     step, tokens, t0 = 0, 0, time.perf_counter()
 
-    def evaluate_and_keep(epoch: float) -> None:
+    def evaluate_and_keep(epoch: float, last: bool) -> None:
         nonlocal best_loss, best_state, best_epoch
         # Every process evaluates the same weights on the same blocks, outside the DDP wrapper.
-        loss = validation_loss(model, valid_blocks, cfg.batch_size)
-        if not cfg.select_best or loss < best_loss:
-            best_loss, best_epoch = loss, epoch
-            if cfg.select_best:  # a CPU copy, so later steps cannot change it
-                best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+        with autocast(cfg.precision, device):
+            loss = validation_loss(model, valid_blocks, cfg.batch_size)
+        if cfg.select_best and loss >= best_loss:
+            return
+        best_loss, best_epoch = loss, epoch
+        if not cfg.select_best:
+            return
+        if last:  # the model holds these weights already: nothing to copy
+            best_state = None
+            return
+        # A copy later steps cannot change, into buffers reused at every improvement (pinned on a GPU, so
+        # the copy does not block the device).
+        if best_state is None:
+            best_state = {k: torch.empty(v.shape, dtype=v.dtype, pin_memory=v.is_cuda)
+                          for k, v in model.state_dict().items()}
+        for k, v in model.state_dict().items():
+            best_state[k].copy_(v.detach(), non_blocking=True)
 
     trained.train()
     bar = tqdm(total=total, desc=desc, unit="step", leave=False)
     for epoch in range(epochs):
-        epoch_loss, epoch_batches = 0.0, 0
+        epoch_loss = torch.zeros((), device=device)  # summed on the device: no host sync per step
+        epoch_batches = 0
         for batch in loader:
             with accelerator.accumulate(trained):
-                loss = trained(input_ids=batch, labels=batch).loss
-                accelerator.backward(loss)
-                if accelerator.sync_gradients and cfg.max_grad_norm > 0:
-                    accelerator.clip_grad_norm_(trained.parameters(), cfg.max_grad_norm)
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-            epoch_loss += loss.item()
+                with autocast(cfg.precision, device):
+                    loss = trained(input_ids=batch, labels=batch).loss
+                accelerator.backward(scaler.scale(loss))
+                if accelerator.sync_gradients:
+                    scaler.unscale_(optimizer)
+                    if cfg.max_grad_norm > 0:
+                        accelerator.clip_grad_norm_(trained.parameters(), cfg.max_grad_norm)
+                    scaler.step(optimizer)
+                    scaler.update()
+                    optimizer.zero_grad(set_to_none=True)
+            epoch_loss += loss.detach()
             epoch_batches += 1
             tokens += batch.numel()
             if accelerator.sync_gradients:  # one optimizer step done (after grad_accum micro-batches)
                 scheduler.step()
                 step += 1
-                bar.update(1)
-                bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
+                if step % LOG_EVERY == 0 or step == total:
+                    bar.update(step - bar.n)
+                    bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
                 if cfg.eval_every and step % cfg.eval_every == 0 and step % steps_per_epoch:
-                    evaluate_and_keep(step / steps_per_epoch)
+                    evaluate_and_keep(step / steps_per_epoch, last=False)
                     trained.train()
-        evaluate_and_keep(epoch + 1.0)
+        evaluate_and_keep(epoch + 1.0, last=epoch == epochs - 1)
         trained.train()
     bar.close()
-    seconds = time.perf_counter() - t0
-
     if best_state is not None:
+        if device.type == "cuda":
+            torch.cuda.synchronize()  # the last non-blocking copy has landed
         model.load_state_dict(best_state)
     model.eval()
+    seconds = time.perf_counter() - t0
     accelerator.free_memory()  # drop accelerate's references so nothing outlives this generation
-    return TrainResult(steps=step, tokens=tokens, seconds=seconds, train_loss=epoch_loss / max(epoch_batches, 1),
-                       val_loss=best_loss, best_epoch=best_epoch)
+    return TrainResult(steps=step, tokens=tokens, seconds=seconds,
+                       train_loss=float(epoch_loss) / max(epoch_batches, 1), val_loss=best_loss,
+                       best_epoch=best_epoch)

@@ -34,7 +34,14 @@ def test_yaml_then_cli(tmp_path: Path):
     (["mixing.human_fraction=1.5"], "config key 'mixing.human_fraction': must be a fraction in [0, 1], got 1.5"),
     (["mixing.human_fraction=-0.1"], "config key 'mixing.human_fraction'"),
     (["run.generations=0"], "config key 'run.generations': must be at least 1, got 0"),
-    (["data.block_size=512"], "config key 'data.block_size': 512 is larger than the model's context"),
+    (["data.block_size=512"], "config key 'data.block_size': 512 exceeds the model's context (model.context=128)"),
+    (["eval.max_new_tokens=120"], "config key 'eval.max_new_tokens': prompt_tokens + max_new_tokens = 136 exceeds"),
+    (["generation.mode=unconditional", "generation.max_new_tokens=128"],
+     "config key 'generation.max_new_tokens': a start token + max_new_tokens = 129 exceeds"),
+    (["generation.min_new_tokens=33"], "config key 'generation.min_new_tokens': must be in [0, "),
+    (["train.precision=no"], "config key 'train.precision': no (YAML reads it as false) is no longer a value; "
+                             "use 'fp32'"),
+    (["train.precision=fp8"], "config key 'train.precision': expected one of fp32 | bf16 | fp16"),
     (["mixing.strategy=replce"], "config key 'mixing.strategy': expected one of replace"),
     (["generation.do_sample=maybe"], "config key 'generation.do_sample': expected true or false"),
     (["run.name=../escape"], "config key 'run.name'"),
@@ -104,9 +111,15 @@ def test_paper_configs_match_the_paper():
         cfg = config.load(REPO / "configs" / f"shumailov2024-opt125m-{name}.yaml")
         assert cfg.model.name_or_path == "facebook/opt-125m"
         assert (cfg.data.hf_name, cfg.data.hf_config, cfg.data.block_size) == ("wikitext", "wikitext-2-raw-v1", 64)
-        assert (cfg.train.lr, cfg.train.min_lr, cfg.train.batch_size, cfg.train.schedule) == (2e-5, 1e-6, 128, "cosine")
-        assert (cfg.train.epochs, cfg.mixing.strategy, cfg.run.generations) == (epochs, strategy, 10)
-        assert (cfg.generation.num_beams, cfg.generation.repetition_penalty) == (5, 3.0)
-        assert (cfg.generation.prompt_tokens, cfg.generation.max_new_tokens) == (64, 64)
-        assert cfg.train.select_best
+        assert cfg.data.preprocessing == "shumailov2024"
+        t = cfg.train
+        assert (t.lr, t.min_lr, t.batch_size, t.schedule, t.schedule_interval, t.warmup_steps) == \
+            (2e-5, 1e-6, 128, "cosine", "epoch", 0)
+        assert (t.weight_decay, t.weight_decay_all, t.max_grad_norm, t.precision, t.init) == \
+            (0.01, True, 0.0, "fp32", "base")
+        assert (t.epochs, t.gen0_epochs, cfg.mixing.strategy, cfg.run.generations) == (epochs, epochs, strategy, 9)
+        g = cfg.generation
+        assert (g.num_beams, g.do_sample, g.repetition_penalty) == (5, False, 1.0)
+        assert (g.prompt_tokens, g.max_new_tokens, g.min_new_tokens) == (64, 64, 64)
+        assert t.select_best and cfg.sweep.grid == {"run.seed": [0, 1, 2, 3, 4]}
     assert config.load(REPO / "configs" / "shumailov2024-opt125m-keep10.yaml").mixing.human_fraction == 0.1
