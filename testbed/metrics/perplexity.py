@@ -9,6 +9,10 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+# Logits are turned into fp32 log-probabilities this many elements at a time (64 MB, plus as much for the
+# log-softmax), so scoring never holds a second full (batch, length, vocabulary) tensor beside the model's.
+CHUNK_ELEMENTS = 2**24
+
 
 @torch.inference_mode()
 def sequence_nll(model, ids: np.ndarray, lengths: np.ndarray | None = None, batch_size: int = 64,
@@ -17,6 +21,7 @@ def sequence_nll(model, ids: np.ndarray, lengths: np.ndarray | None = None, batc
 
     Each row is scored on its own (its first token has no context, so a row of length L gives L-1
     predictions). Positions at or beyond `lengths`, or holding -1, are padding and not scored.
+    Sums stay on the model's device until the end: one transfer to the host, not one per batch.
     """
     ids = np.asarray(ids)
     valid = ids >= 0
@@ -25,21 +30,41 @@ def sequence_nll(model, ids: np.ndarray, lengths: np.ndarray | None = None, batc
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    nll = np.zeros(len(ids))
-    count = np.zeros(len(ids), dtype=np.int64)
+    nll = torch.zeros(len(ids), dtype=torch.float32, device=device)
+    count = torch.zeros(len(ids), dtype=torch.int64, device=device)
     starts = range(0, len(ids), batch_size)
     for start in tqdm(starts, desc=desc, unit="batch", leave=False, disable=desc is None):
-        mask = torch.as_tensor(valid[start : start + batch_size], device=device)
-        x = torch.as_tensor(np.where(valid[start : start + batch_size], ids[start : start + batch_size], 0),
-                            device=device)
-        logits = model(input_ids=x, attention_mask=mask.long()).logits[:, :-1].float()
+        rows = slice(start, start + batch_size)
+        mask = torch.as_tensor(valid[rows], device=device)
+        x = torch.as_tensor(np.where(valid[rows], ids[rows], 0), device=device)
         target_mask = mask[:, 1:] & mask[:, :-1]
-        token_nll = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), x[:, 1:].reshape(-1),
-                                    reduction="none").view(target_mask.shape)
-        nll[start : start + len(x)] = (token_nll * target_mask).sum(dim=1).double().cpu().numpy()
-        count[start : start + len(x)] = target_mask.sum(dim=1).cpu().numpy()
+        # Unnamed, the logits are freed here, not held through the next batch's forward pass.
+        token = token_nll(model(input_ids=x, attention_mask=mask.long()).logits, x[:, 1:], CHUNK_ELEMENTS)
+        nll[rows] = (token * target_mask).sum(dim=1)
+        count[rows] = target_mask.sum(dim=1)
     model.train(was_training)
-    return nll, count
+    # An fp32 sum is exact in float64, so converting here equals converting batch by batch.
+    return nll.cpu().double().numpy(), count.cpu().numpy()
+
+
+def token_nll(logits: torch.Tensor, targets: torch.Tensor, chunk_elements: int = CHUNK_ELEMENTS) -> torch.Tensor:
+    """fp32 NLL of `targets` (batch, t) under `logits[:, :t]` (batch, >= t, vocabulary), position by position.
+
+    Equal to cross_entropy over the whole tensor, computed a block of rows (or of positions within a
+    row, for long rows) at a time, so only about `chunk_elements` logits are ever copied to fp32.
+    """
+    batch, t = targets.shape
+    vocab = logits.shape[-1]
+    cols = max(1, min(t, chunk_elements // vocab))
+    rows = max(1, chunk_elements // (cols * vocab))
+    out = torch.empty(batch, t, dtype=torch.float32, device=logits.device)
+    for r in range(0, batch, rows):
+        for c in range(0, t, cols):
+            chunk = logits[r : r + rows, c : min(c + cols, t)].float()
+            target = targets[r : r + rows, c : c + cols]
+            out[r : r + rows, c : c + cols] = F.cross_entropy(chunk.reshape(-1, vocab), target.reshape(-1),
+                                                              reduction="none").view(target.shape)
+    return out
 
 
 def perplexity(model, blocks: np.ndarray, batch_size: int = 64, desc: str | None = None) -> float:

@@ -2,13 +2,16 @@
 
 Samples are lists of tokens, or strings split on whitespace. N-grams are mapped to dense integer ids
 once; every metric is then a few `np.unique` / `np.bincount` calls over those ids.
+The tail metrics (rare_ngrams, tail_coverage) instead count n-gram strings in a Counter one sample at a
+time: their reference is a whole training corpus, whose distinct n-grams are far fewer than its tokens.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -88,18 +91,12 @@ def entropy(samples: Samples) -> float:
     return float(-(p * np.log2(p)).sum())
 
 
-def _ngram_strings(samples: Samples, n: int) -> np.ndarray:
-    """Every n-gram of every sample as one string (tokens joined by a unit separator)."""
-    seqs = [s.split() if isinstance(s, str) else [str(t) for t in s] for s in samples]
-    lengths = np.fromiter(map(len, seqs), dtype=np.int64, count=len(seqs))
-    tokens = np.asarray(list(itertools.chain.from_iterable(seqs)), dtype=str)
-    owner = np.repeat(np.arange(len(seqs)), lengths)
-    starts = np.arange(max(len(tokens) - n + 1, 0))
-    starts = starts[owner[starts] == owner[starts + n - 1]]
-    grams = tokens[starts]
-    for j in range(1, n):
-        grams = np.char.add(np.char.add(grams, "\x1f"), tokens[starts + j])
-    return grams
+def _ngram_strings(samples: Samples, n: int) -> Iterator[str]:
+    """Every n-gram of every sample as one string (tokens joined by a unit separator), a sample at a time,
+    so that counting them holds only the distinct n-grams, never an array of the whole corpus."""
+    for s in samples:
+        tokens = s.split() if isinstance(s, str) else [str(t) for t in s]
+        yield from tokens if n == 1 else map("\x1f".join, zip(*(tokens[j:] for j in range(n))))
 
 
 @dataclass(frozen=True)
@@ -113,8 +110,9 @@ class Tail:
 
 def rare_ngrams(reference: Samples, tail_rank: int, n: int = 1) -> Tail:
     """The reference's n-grams ranked >= tail_rank by count (ties broken by the n-gram, for determinism)."""
-    values, counts = np.unique(_ngram_strings(reference, n), return_counts=True)
-    order = np.lexsort((values, -counts))
+    counts = Counter(_ngram_strings(reference, n))
+    values = np.array(list(counts), dtype=str)
+    order = np.lexsort((values, -np.fromiter(counts.values(), dtype=np.int64, count=len(counts))))
     return Tail(grams=values[order][tail_rank:], n=n, rank=tail_rank)
 
 
@@ -122,7 +120,8 @@ def tail_coverage(samples: Samples, tail: Tail) -> float:
     """Share of the reference's rare n-grams (see rare_ngrams) that the samples still produce; NaN if none."""
     if not len(tail.grams):
         return math.nan
-    return float(np.isin(tail.grams, _ngram_strings(samples, tail.n)).mean())
+    produced = set(_ngram_strings(samples, tail.n))
+    return sum(g in produced for g in tail.grams.tolist()) / len(tail.grams)
 
 
 def self_bleu(samples: Samples, n: int = 4) -> float:

@@ -66,6 +66,48 @@ def test_tail_coverage_hand_worked():
     assert tail_coverage(["y z w"], bigrams) == pytest.approx(2 / 3)
 
 
+def test_rare_ngrams_order_breaks_ties_by_the_ngram():
+    # counts: b 2, c 2, a 1, d 1, e 1; the cut at rank 1 falls between the tied b and c
+    assert rare_ngrams(["b a c", "c b d", "e"], tail_rank=1).grams.tolist() == ["c", "a", "d", "e"]
+    # token lists: 1 2 (x2) and 2 1 (x2) tie; no bigram spans two samples (no "2 2")
+    assert rare_ngrams([[1, 2, 1, 2], [2, 1]], tail_rank=0, n=2).grams.tolist() == ["1\x1f2", "2\x1f1"]
+    assert rare_ngrams([], tail_rank=0).grams.tolist() == []
+
+
+def reference_tail(reference, tail_rank, n):
+    """rare_ngrams(...).grams spelled out in plain Python: count, sort by (-count, n-gram), cut."""
+    counts = {}
+    for gram in (g for s in reference for g in plain_ngrams(s, n)):
+        counts[gram] = counts.get(gram, 0) + 1
+    return sorted(counts, key=lambda g: (-counts[g], g))[tail_rank:]
+
+
+def plain_ngrams(sample, n):
+    tokens = sample.split() if isinstance(sample, str) else [str(t) for t in sample]
+    return ["\x1f".join(tokens[i : i + n]) for i in range(len(tokens) - n + 1)]
+
+
+@pytest.mark.parametrize("n", [1, 2, 3])
+def test_rare_ngrams_and_tail_coverage_match_plain_python_on_random_inputs(n):
+    rng = random.Random(n)
+    words = ["a", "b", "ab", "b a", "c", "dd", "e"]
+    for _ in range(60):
+        reference = [rng.choice([" ".join(rng.choice(words) for _ in range(rng.randint(0, 12))),
+                                 [rng.randrange(12) for _ in range(rng.randint(0, 12))]])
+                     for _ in range(rng.randint(1, 8))]
+        samples = [[rng.randrange(12) for _ in range(rng.randint(0, 10))] for _ in range(rng.randint(1, 6))]
+        tail_rank = rng.randint(0, 6)
+        expected = reference_tail(reference, tail_rank, n)
+        tail = rare_ngrams(reference, tail_rank, n)
+        assert tail.grams.tolist() == expected
+        produced = {g for s in samples for g in plain_ngrams(s, n)}
+        coverage = tail_coverage(samples, tail)
+        if expected:
+            assert coverage == pytest.approx(sum(g in produced for g in expected) / len(expected), abs=1e-12)
+        else:
+            assert math.isnan(coverage)
+
+
 def test_summarize_ignores_nan():
     s = summarize(np.array([1.0, 2.0, 3.0, np.nan]), "x")
     assert s["x_mean"] == 2.0 and s["x_median"] == 2.0 and s["x_std"] == pytest.approx(np.std([1, 2, 3]))
