@@ -24,6 +24,16 @@ TINY = [
 ]
 
 
+def load_script(name: str):
+    """A module of scripts/ (not a package: scripts are run, not imported by testbed)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 @pytest.fixture
 def tiny_overrides(tmp_path: Path) -> list[str]:
     return [*TINY, f"run.out_dir={tmp_path / 'runs'}"]

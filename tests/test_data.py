@@ -4,8 +4,19 @@ import numpy as np
 import pytest
 
 from testbed.config import DataConfig
-from testbed.data import DataError, load_corpus, read_text_file, to_blocks, tokenize_corpus, tokenize_stream
+from testbed.data import (
+    DataError,
+    load_corpus,
+    prepare_lines,
+    read_text_file,
+    to_blocks,
+    tokenize_corpus,
+    tokenize_stream,
+    windows,
+)
 from testbed.model import train_bpe
+
+from .conftest import load_script
 
 
 def test_files_source(text_corpus: Path):
@@ -50,3 +61,31 @@ def test_tokenize_corpus_caps_blocks(text_corpus: Path):
     tok = train_bpe(corpus.train, 300)
     t = tokenize_corpus(corpus, tok, cfg, {"train": "a", "valid": "b", "test": "c"})
     assert t.train.shape == (5, 8) and t.valid.shape[1] == 8
+
+
+def test_shumailov2024_preprocessing_keeps_lines_and_the_tokenizers_bos(tmp_path: Path):
+    """Each raw line is tokenized alone with the tokenizer's own BOS (OPT-like), newline kept, blank lines
+    kept as a lone BOS, no EOS added; clean strips, drops blank lines and appends EOS."""
+    rehearse_paper = load_script("rehearse_paper")
+    raw = [" = Title = ", "", " the cat sat . "]
+    assert prepare_lines(raw, "shumailov2024") == [" = Title = \n", "", " the cat sat . \n"]
+    assert prepare_lines(raw, "clean") == ["= Title =", "the cat sat ."]
+    tok = rehearse_paper.opt_like_tokenizer(None, raw * 30, vocab_size=300)
+    bos = tok.bos_token_id
+    stream = tokenize_stream(tok, prepare_lines(raw, "shumailov2024"), "shumailov2024").tolist()
+    starts = [i for i, t in enumerate(stream) if t == bos]
+    assert len(starts) == 3 and starts[0] == 0 and starts[2] == starts[1] + 1  # the blank line: a lone BOS
+    assert tok.decode(stream[1 : starts[1]]) == " = Title = \n"
+    assert tok.decode(stream[starts[2] + 1 :]) == " the cat sat . \n"
+    clean = tokenize_stream(tok, prepare_lines(raw, "clean"), "clean").tolist()
+    assert clean.count(tok.eos_token_id) == 2 and clean[-1] == tok.eos_token_id  # OPT: eos == bos == </s>
+
+
+def test_windows_read_the_continuation_from_the_stream():
+    stream = np.arange(10)
+    prompts, after = windows(stream, 4, 4, 3, "test")  # prompt == block: the continuation is the next block
+    assert prompts.tolist() == [[0, 1, 2, 3]] and after.tolist() == [[4, 5, 6]]
+    prompts, after = windows(stream, 4, 2, 2, "test")
+    assert prompts.tolist() == [[0, 1], [4, 5]] and after.tolist() == [[2, 3], [6, 7]]  # 8 has no continuation
+    with pytest.raises(DataError, match="test has 10 tokens: too short for one prompt of 8 tokens"):
+        windows(stream, 4, 8, 4, "test")
