@@ -126,7 +126,9 @@ def group_settings(runs: list[Run]) -> dict[str, list[Run]]:
     """Setting label -> the runs of that setting (its seeds). Sweep runs are labelled by the values
     their sweep set; other runs by the config values that differ between runs."""
     labels = [_sweep_label(r) for r in runs]
-    if None in labels:
+    same_label_differs = any(differing_keys([r for r, other in zip(runs, labels) if other == label])
+                             for label in set(labels))
+    if None in labels or same_label_differs:  # e.g. two sweeps whose runs vary only their seed
         keys = differing_keys(runs)
         labels = [", ".join(f"{k.split('.')[-1]}={r.config.get(k)}" for k in keys) or "run" for r in runs]
     groups: dict[str, list[Run]] = {}

@@ -8,7 +8,7 @@ import yaml
 
 from testbed import config
 from testbed.cli import main
-from testbed.report import find_runs, group_settings, mean_ci
+from testbed.report import Run, find_runs, group_settings, mean_ci, mean_std
 from testbed.sweep import expand, parse_axes
 
 from .conftest import TINY
@@ -19,6 +19,20 @@ def test_mean_ci_hand_worked():
     assert mean == 2.0
     assert half == pytest.approx(4.302653 / math.sqrt(3), rel=1e-5)  # t(0.975, 2) * s / sqrt(n), s = 1
     assert math.isnan(mean_ci([5.0])[1])
+
+
+def test_mean_std_hand_worked():
+    assert mean_std([1.0, 2.0, 3.0, None]) == (2.0, 1.0)  # sample std (ddof 1); missing values skipped
+    assert math.isnan(mean_std([5.0])[1]) and math.isnan(mean_std([])[0])
+
+
+def test_two_seed_only_sweeps_stay_apart():
+    """Runs named only by their seed (run.seed=0) in two sweeps of different configs are two settings."""
+    runs = [Run(Path(f"{sweep}/run.seed={s}"), {"mixing.strategy": strategy, "run.seed": s}, [], {})
+            for sweep, strategy in (("a", "replace"), ("b", "accumulate")) for s in (0, 1)]
+    groups = group_settings(runs)
+    assert {k: [r.path.parent.name for r in v] for k, v in groups.items()} == {
+        "strategy=replace": ["a", "a"], "strategy=accumulate": ["b", "b"]}
 
 
 def test_expand_settings_times_grid():
@@ -103,7 +117,12 @@ def test_report_tables_and_plots(sweep_dir):
     md = (out / "report.md").read_text()
     assert "| strategy=replace | 2 | replace |" in md
     assert "## Summary" in md and "`ppl_human`" in md
-    assert "## Perplexity on human test text" in md and " ± " in md
+    assert "## Perplexity on human test text" in md
+    ppl0 = [r.rows[0]["ppl_human"] for r in groups["strategy=replace"]]
+    mean, std = sum(ppl0) / 2, abs(ppl0[0] - ppl0[1]) / math.sqrt(2)  # the sample std of two values
+    table = md.split("## Perplexity on human test text")[1]
+    row0 = next(line for line in table.splitlines() if line.startswith("| 0 |"))
+    assert row0.split(" | ")[2] == f"{mean:.2f} ± {std:.2f}"  # columns: generation, accumulate, replace
     for png in ("metrics.png", "synthetic_ppl_gen0.png"):
         data = (out / png).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20000
