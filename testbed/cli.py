@@ -96,7 +96,16 @@ def cmd_validate(ns: argparse.Namespace) -> int:
 def cmd_sweep(ns: argparse.Namespace) -> int:
     from testbed import sweep
 
-    return sweep.run_all(ns.config, ns.axes, ns.out, ns.list)
+    if ns.status:
+        return sweep.show_status(Path(ns.status))
+    if ns.config is None:
+        raise ConfigError("testbed sweep needs a config (or --status SWEEP_DIR)")
+    if ns.jobs < 1:
+        raise ConfigError(f"--jobs must be at least 1, got {ns.jobs}")
+    slurm = {"partition": ns.partition, "time_min": ns.time_min, "cpus_per_run": ns.cpus_per_run,
+             "mem_gb": ns.mem_gb, "array_parallelism": ns.array_parallelism}
+    return sweep.run_all(ns.config, ns.axes, ns.out, ns.list, launcher=ns.launcher, jobs=ns.jobs,
+                         gpus_per_run=ns.gpus_per_run, slurm_flags=slurm, wait=ns.wait)
 
 
 def cmd_report(ns: argparse.Namespace) -> int:
@@ -139,10 +148,20 @@ def build_parser() -> argparse.ArgumentParser:
     v.set_defaults(func=cmd_validate)
 
     s = sub.add_parser("sweep", help="run the grid of runs of a config (its sweep section and key=v1,v2 axes)")
-    s.add_argument("config", help="a YAML config; its optional sweep: section lists settings and a grid")
+    s.add_argument("config", nargs="?", help="a YAML config; its optional sweep: section lists settings and a grid")
     s.add_argument("axes", nargs="*", metavar="key.sub=v1,v2", help="more axes of the grid")
     s.add_argument("--out", help="the sweep directory (default: <run.out_dir>/<config stem>-sweep)")
     s.add_argument("--list", action="store_true", help="print one `testbed run` command per run, run nothing")
+    s.add_argument("--status", metavar="SWEEP_DIR", help="show each run's state, job id and last log line")
+    s.add_argument("--launcher", choices=["local", "slurm"], default="local",
+                   help="local: processes on this machine; slurm: one job array through submitit")
+    s.add_argument("--jobs", type=int, default=1, help="local: runs at once")
+    s.add_argument("--gpus-per-run", type=int, help="GPUs each run gets (local: CUDA_VISIBLE_DEVICES)")
+    s.add_argument("--wait", action="store_true", help="slurm: block until every run has finished")
+    for flag, kind, text in (("--partition", str, "partition"), ("--time-min", int, "time limit per run, minutes"),
+                             ("--cpus-per-run", int, "CPUs per run"), ("--mem-gb", float, "memory per run"),
+                             ("--array-parallelism", int, "runs at once, at most")):
+        s.add_argument(flag, type=kind, help=f"slurm: {text} (default: the config's sweep.slurm section)")
     s.set_defaults(func=cmd_sweep)
 
     rp = sub.add_parser("report", help="report.md and plots over runs and sweeps (mean ± 95%% CI over seeds)")

@@ -149,12 +149,26 @@ class EvalConfig:
 
 
 @dataclass
+class SlurmConfig:
+    """`testbed sweep --launcher slurm`: one job array, one array task per run (flags override these)."""
+
+    partition: str | None = None  # null: the cluster's default partition
+    time_min: int = 240  # time limit per run; a run that reaches it is requeued and resumes
+    gpus_per_run: int = 0
+    cpus_per_run: int = 1
+    mem_gb: float | None = None  # null: the partition's default
+    array_parallelism: int = 64  # runs at once, at most
+    max_requeues: int = 3  # time-limit requeues per run (pre-emptions requeue without a limit)
+
+
+@dataclass
 class SweepConfig:
     """Used by `testbed sweep` only (`testbed run` ignores it): runs = settings x grid."""
 
     # Named alternatives, each a mapping of dotted keys to values, e.g. {mixing.strategy: replace}.
     settings: list[dict[str, Any]] = field(default_factory=list)
     grid: dict[str, list[Any]] = field(default_factory=dict)  # dotted key -> values: the cross product
+    slurm: SlurmConfig = field(default_factory=SlurmConfig)
 
 
 @dataclass
@@ -251,6 +265,13 @@ def check(cfg: Config) -> None:
     _require(e.max_new_tokens >= 1, "eval.max_new_tokens", "must be at least 1")
     _require(e.batch_size >= 1, "eval.batch_size", "must be at least 1")
     _require(e.tail_rank >= 1, "eval.tail_rank", "must be at least 1")
+
+    sl = cfg.sweep.slurm
+    for key in ("time_min", "cpus_per_run", "array_parallelism"):
+        _require(getattr(sl, key) >= 1, f"sweep.slurm.{key}", f"must be at least 1, got {getattr(sl, key)}")
+    for key in ("gpus_per_run", "max_requeues"):
+        _require(getattr(sl, key) >= 0, f"sweep.slurm.{key}", f"must be >= 0, got {getattr(sl, key)}")
+    _require(sl.mem_gb is None or sl.mem_gb > 0, "sweep.slurm.mem_gb", "must be positive or null")
 
 
 def check_lengths(cfg: Config, context: int, source: str) -> None:

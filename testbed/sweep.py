@@ -1,20 +1,34 @@
-"""Sweeps: the grid of runs of one config, each an independent `testbed run` process.
+"""Sweeps: the grid of runs of one config, each an independent `testbed run` process, and their launchers.
 
 Runs live in one sweep directory, named by the values that vary. A sweep started again skips finished
-runs and resumes unfinished ones; `--list` prints one command line per run instead (for a job array).
+runs and resumes unfinished ones. Launchers:
+- local: `--jobs N` runs at once on this machine, each with its own GPUs (`--gpus-per-run K`) if it has any;
+- slurm: one job array through submitit; a run pre-empted or stopped at its time limit is requeued and
+  continues with `--resume`.
+`--list` prints one command line per run instead; `--status` shows each run's state.
+
+The sweep directory holds `sweep.json` (the config, the runs, the launcher), `logs/NAME.log` (each run's
+output) and `jobs/NAME.json` (each run's job: id, state, exit code), which `--status` reads.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
+import json
+import os
 import shlex
+import signal
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from testbed import config, rundir
-from testbed.config import ConfigError
+from testbed.config import ConfigError, SlurmConfig
+
+RUN_STATES = ("done", "running", "pending", "partial", "failed", "new")
 
 
 @dataclass
@@ -58,13 +72,22 @@ def expand(cfg: config.Config, cli_axes: dict[str, list[str]]) -> list[SweepRun]
 
 
 def plan(path: str, cli_items: list[str], out: str | None) -> tuple[Path, list[SweepRun]]:
-    """Check every run's config (errors name the key) and decide the sweep directory."""
+    """Check every run's config (errors name the key) and decide the sweep directory: --out, else
+    `<run.out_dir>/<config stem>-sweep` with run.out_dir from the command line or the config."""
     cfg = config.load(path)
-    runs = expand(cfg, parse_axes(cli_items))
+    axes = parse_axes(cli_items)
+    if "run.name" in axes:
+        raise ConfigError("config key 'run.name': a sweep names its runs by their values; it cannot be set")
+    out_dir = axes.pop("run.out_dir", [cfg.run.out_dir])
+    if len(out_dir) > 1:
+        raise ConfigError("config key 'run.out_dir': one sweep has one directory; use --out DIR")
+    if out is not None and "run.out_dir" in config.parse_overrides(cli_items):
+        raise ConfigError("config key 'run.out_dir': give either run.out_dir or --out, not both")
+    runs = expand(cfg, axes)
     for r in runs:
         r.generations = config.load(path, r.overrides).run.generations
-    sweep_dir = Path(out) if out else Path(cfg.run.out_dir) / f"{Path(path).stem}-sweep"
-    return sweep_dir, runs
+    sweep_dir = Path(out) if out else Path(out_dir[0]) / f"{Path(path).stem}-sweep"
+    return sweep_dir.resolve(), runs
 
 
 def command(path: str, run: SweepRun, sweep_dir: Path, resume: bool = False) -> list[str]:
@@ -72,35 +95,272 @@ def command(path: str, run: SweepRun, sweep_dir: Path, resume: bool = False) -> 
     return [*args, "--resume"] if resume else args
 
 
-def status(sweep_dir: Path, run: SweepRun) -> str:
-    """'done', 'partial' (resume it) or 'new'."""
+def progress(sweep_dir: Path, run: SweepRun) -> str:
+    """What the run directory says: 'done', 'partial' (resume it) or 'new'."""
     d = sweep_dir / run.name
     if not (d / "config.yaml").is_file():
         return "new"
     return "done" if rundir.completed(d, run.generations) > run.generations else "partial"
 
 
-def run_all(path: str, cli_items: list[str], out: str | None, list_only: bool) -> int:
+# ---------------------------------------------------------------------------------------------
+# Executing one run, the same way under every launcher.
+
+
+def _job_file(sweep_dir: Path, name: str) -> Path:
+    return sweep_dir / "jobs" / f"{name}.json"
+
+
+def log_file(sweep_dir: Path, name: str) -> Path:
+    return sweep_dir / "logs" / f"{name}.log"
+
+
+def _record(sweep_dir: Path, name: str, **fields) -> None:
+    f = _job_file(sweep_dir, name)
+    f.parent.mkdir(parents=True, exist_ok=True)
+    old = json.loads(f.read_text()) if f.is_file() else {}
+    rundir.write_json(f, {**old, **fields})
+
+
+def execute(path: str, run: SweepRun, sweep_dir: Path, job_id: str | None = None, env: dict | None = None) -> int:
+    """Run (or resume, or skip) one run of the sweep as a `testbed run` process whose output is appended
+    to its log; record the job's state; return the exit code."""
+    state = progress(sweep_dir, run)
+    if state == "done":
+        return 0
+    log = log_file(sweep_dir, run.name)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    _record(sweep_dir, run.name, job_id=job_id, state="running", exit_code=None, log=str(log))
+    cmd = [sys.executable, "-m", "testbed.cli", *command(path, run, sweep_dir, resume=state == "partial")[1:]]
+    with open(log, "a", encoding="utf-8") as f:
+        f.write(f"$ {shlex.join(cmd)}\n")
+        f.flush()
+        code = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=env).returncode
+    # A run stopped by a signal (scancel, pre-emption, Ctrl-C) is not a failure: it resumes.
+    stopped = code in (130, -signal.SIGTERM, -signal.SIGKILL, -signal.SIGINT)
+    _record(sweep_dir, run.name, state="done" if code == 0 else "stopped" if stopped else "failed", exit_code=code)
+    return code
+
+
+class SlurmRun:
+    """The callable of one array task. Checkpointable: on pre-emption or at the time limit submitit
+    requeues it, and it runs again, resuming the run from its last complete generation."""
+
+    def __init__(self, path: str, run: SweepRun, sweep_dir: Path):
+        self.path, self.run, self.sweep_dir = path, run, sweep_dir
+
+    def __call__(self) -> int:
+        import submitit
+
+        job = submitit.JobEnvironment().job_id
+        code = execute(self.path, self.run, self.sweep_dir, job_id=job)
+        if code != 0:
+            raise RuntimeError(f"testbed run {self.run.name} exited with code {code}: see "
+                               f"{log_file(self.sweep_dir, self.run.name)}")
+        return code
+
+    def __submitit_checkpoint__(self, *args, **kwargs):
+        import submitit
+
+        return submitit.helpers.DelayedSubmission(self)
+
+
+# ---------------------------------------------------------------------------------------------
+# Launchers.
+
+
+def _gpu_ids() -> list[str]:
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return [g for g in visible.split(",") if g.strip()]
+    import torch
+
+    return [str(i) for i in range(torch.cuda.device_count())]
+
+
+def run_local(path: str, runs: list[SweepRun], sweep_dir: Path, jobs: int, gpus_per_run: int) -> list[str]:
+    """Run the unfinished runs, `jobs` at a time, each in its own process with its own GPUs; return the
+    names of the runs that failed."""
+    import queue
+    from concurrent.futures import ThreadPoolExecutor, as_completed
+
+    slots: queue.Queue[list[str]] = queue.Queue()
+    if gpus_per_run:
+        gpus = _gpu_ids()
+        if len(gpus) < gpus_per_run:
+            raise ConfigError(f"--gpus-per-run {gpus_per_run}: this machine shows {len(gpus)} GPU(s)")
+        jobs = min(jobs, len(gpus) // gpus_per_run)
+        for i in range(jobs):
+            slots.put(gpus[i * gpus_per_run : (i + 1) * gpus_per_run])
+    else:
+        for _ in range(jobs):
+            slots.put([])
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    todo = [r for r in runs if progress(sweep_dir, r) != "done"]
+    print(f"sweep: {len(runs) - len(todo)} of {len(runs)} runs done; running {len(todo)}, {jobs} at a time "
+          f"(logs in {sweep_dir / 'logs'})", flush=True)
+
+    def one(r: SweepRun) -> tuple[int, float]:
+        slot = slots.get()
+        env = dict(os.environ)
+        if gpus_per_run:
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(slot)
+        if jobs > 1:  # runs side by side share the cores instead of each taking all of them
+            env.setdefault("OMP_NUM_THREADS", str(threads))
+        print(f"  {r.name}: started" + (f" on GPU {env['CUDA_VISIBLE_DEVICES']}" if slot else ""), flush=True)
+        t0 = time.perf_counter()
+        try:
+            return execute(path, r, sweep_dir, env=env), time.perf_counter() - t0
+        finally:
+            slots.put(slot)
+
+    failed = []
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        futures = {pool.submit(one, r): r for r in todo}
+        for future in as_completed(futures):
+            r = futures[future]
+            code, seconds = future.result()
+            if code == 0:
+                print(f"  {r.name}: done in {seconds:.0f}s", flush=True)
+            else:
+                failed.append(r.name)
+                print(f"  {r.name}: FAILED (exit code {code}): {last_line(log_file(sweep_dir, r.name))}", flush=True)
+    return failed
+
+
+def submit_slurm(path: str, runs: list[SweepRun], sweep_dir: Path, slurm: SlurmConfig) -> list[str]:
+    """Submit the unfinished runs as one job array; return their job ids."""
+    import submitit
+
+    todo = [r for r in runs if progress(sweep_dir, r) != "done"]
+    if not todo:
+        return []
+    executor = submitit.AutoExecutor(folder=sweep_dir / "slurm" / "%j", cluster="slurm",
+                                     slurm_max_num_timeout=slurm.max_requeues)
+    executor.update_parameters(
+        name=f"testbed-{sweep_dir.name}", timeout_min=slurm.time_min, cpus_per_task=slurm.cpus_per_run,
+        gpus_per_node=slurm.gpus_per_run or None, mem_gb=slurm.mem_gb, slurm_partition=slurm.partition,
+        slurm_array_parallelism=slurm.array_parallelism)
+    jobs = executor.submit_array([SlurmRun(path, r, sweep_dir) for r in todo])
+    for r, job in zip(todo, jobs):
+        _record(sweep_dir, r.name, job_id=job.job_id, state="pending", exit_code=None,
+                log=str(log_file(sweep_dir, r.name)))
+    return [job.job_id for job in jobs]
+
+
+# ---------------------------------------------------------------------------------------------
+# Status.
+
+
+def last_line(log: Path) -> str:
+    """The last line a run printed (progress bars: their latest state)."""
+    if not log.is_file():
+        return ""
+    with open(log, "rb") as f:
+        f.seek(max(0, f.seek(0, os.SEEK_END) - 4096))
+        tail = f.read().decode("utf-8", errors="replace")
+    lines = [part.strip() for line in tail.splitlines() for part in line.split("\r")[-1:] if part.strip()]
+    return lines[-1] if lines else ""
+
+
+def _slurm_states(job_ids: list[str]) -> dict[str, str]:
+    """Job id -> squeue state (PENDING, RUNNING, ...) for the jobs still in the queue."""
+    ids = [j for j in job_ids if j]
+    if not ids:
+        return {}
+    try:
+        arrays = ",".join(sorted({j.split("_")[0] for j in ids}))
+        out = subprocess.run(["squeue", "-h", "-r", "-o", "%i %T", "-j", arrays], capture_output=True, text=True,
+                             timeout=30).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return {}
+    return dict(line.split() for line in out.splitlines() if len(line.split()) == 2)
+
+
+def run_states(sweep_dir: Path, runs: list[SweepRun], launcher: str) -> dict[str, dict]:
+    """Each run's state (one of RUN_STATES), job id and last log line."""
+    jobs = {r.name: json.loads(f.read_text()) if (f := _job_file(sweep_dir, r.name)).is_file() else {}
+            for r in runs}
+    queue = _slurm_states([j.get("job_id") or "" for j in jobs.values()]) if launcher == "slurm" else {}
+    out = {}
+    for r in runs:
+        job = jobs[r.name]
+        state = progress(sweep_dir, r)
+        in_queue = queue.get(job.get("job_id") or "")
+        if state != "done":
+            if in_queue == "PENDING":
+                state = "pending"
+            elif in_queue is not None or (launcher == "local" and job.get("state") == "running"):
+                state = "running"
+            elif job.get("state") == "failed":
+                state = "failed"
+        out[r.name] = {"state": state, "job_id": job.get("job_id"), "last": last_line(log_file(sweep_dir, r.name))}
+    return out
+
+
+def _load_plan(sweep_dir: Path) -> tuple[str, list[SweepRun], str]:
+    f = sweep_dir / "sweep.json"
+    if not f.is_file():
+        raise rundir.RunDirError(f"{sweep_dir} is not a sweep directory (no sweep.json): start it with testbed sweep")
+    plan_ = json.loads(f.read_text())
+    return plan_["config"], [SweepRun(**r) for r in plan_["runs"]], plan_["launcher"]
+
+
+def show_status(sweep_dir: Path) -> int:
+    """Print one line per run: state, job id, the last line of its log. 0 when every run is done."""
+    _, runs, launcher = _load_plan(sweep_dir)
+    states = run_states(sweep_dir, runs, launcher)
+    width = max(len(n) for n in states)
+    print(f"{sweep_dir} ({launcher}):")
+    for name, s in states.items():
+        print(f"  {name.ljust(width)}  {s['state']:<8}  {s['job_id'] or '-':<10}  {s['last'][:100]}")
+    counts = {k: sum(s["state"] == k for s in states.values()) for k in RUN_STATES}
+    print("  " + ", ".join(f"{n} {k}" for k, n in counts.items() if n))
+    return 0 if counts["done"] == len(runs) else 1
+
+
+def wait_slurm(sweep_dir: Path, runs: list[SweepRun], poll_s: float = 2.0) -> list[str]:
+    """Block until no run is pending or running; return the names of the runs not done."""
+    while True:
+        states = run_states(sweep_dir, runs, "slurm")
+        if not any(s["state"] in ("pending", "running") for s in states.values()):
+            return [n for n, s in states.items() if s["state"] != "done"]
+        time.sleep(poll_s)
+
+
+# ---------------------------------------------------------------------------------------------
+# The command.
+
+
+def run_all(path: str, cli_items: list[str], out: str | None, list_only: bool, launcher: str = "local",
+            jobs: int = 1, gpus_per_run: int | None = None, slurm_flags: dict | None = None,
+            wait: bool = False) -> int:
     sweep_dir, runs = plan(path, cli_items, out)
     if list_only:
         for r in runs:
             print(shlex.join(command(path, r, sweep_dir)))
         return 0
+    path = str(Path(path).resolve())  # jobs may start elsewhere
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    rundir.write_json(sweep_dir / "sweep.json", {"config": path, "launcher": launcher,
+                                                 "runs": [dataclasses.asdict(r) for r in runs]})
     print(f"sweep: {len(runs)} runs in {sweep_dir}", flush=True)
-    failed = []
-    for i, r in enumerate(runs, 1):
-        state = status(sweep_dir, r)
-        if state == "done":
-            print(f"[{i}/{len(runs)}] {r.name}: done, skipped", flush=True)
-            continue
-        print(f"[{i}/{len(runs)}] {r.name}: {'resuming' if state == 'partial' else 'running'}", flush=True)
-        cmd = command(path, r, sweep_dir, resume=state == "partial")
-        # The same Python that runs this sweep, as an independent process.
-        proc = subprocess.run([sys.executable, "-m", "testbed.cli", *cmd[1:]])
-        if proc.returncode != 0:
-            failed.append(r.name)
+    if launcher == "local":
+        failed = run_local(path, runs, sweep_dir, jobs, gpus_per_run or 0)
+    else:
+        slurm = dataclasses.replace(config.load(path).sweep.slurm,
+                                    **{k: v for k, v in (slurm_flags or {}).items() if v is not None})
+        if gpus_per_run is not None:
+            slurm.gpus_per_run = gpus_per_run
+        ids = submit_slurm(path, runs, sweep_dir, slurm)
+        print(f"sweep: submitted {len(ids)} run(s) as job array {ids[0].split('_')[0] if ids else '-'}; "
+              f"follow with: testbed sweep --status {sweep_dir}", flush=True)
+        if not wait:
+            return 0
+        failed = wait_slurm(sweep_dir, runs)
     if failed:
-        print(f"sweep: {len(failed)} run(s) failed: {', '.join(failed)}", file=sys.stderr)
+        print(f"sweep: {len(failed)} run(s) not finished: {', '.join(failed)} (testbed sweep --status {sweep_dir}; "
+              "start the sweep again to resume them)", file=sys.stderr)
         return 1
     print(f"sweep: all {len(runs)} runs finished; report with: testbed report {sweep_dir}")
     return 0

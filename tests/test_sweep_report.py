@@ -1,4 +1,5 @@
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -70,18 +71,38 @@ def sweep_dir(tmp_path_factory) -> tuple[Path, Path]:
     cfg = root / "tiny-sweep.yaml"
     cfg.write_text(yaml.safe_dump(values))
     out = root / "out"
-    assert main(["sweep", str(cfg), "--out", str(out)]) == 0
+    assert main(["sweep", str(cfg), "--out", str(out), "--jobs", "2"]) == 0  # two runs at a time
     return cfg, out
 
 
 def test_sweep_runs_every_setting_and_skips_finished_runs(sweep_dir, capsys):
     cfg, out = sweep_dir
-    assert sorted(p.name for p in out.iterdir()) == [
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith("mixing")) == [
         "mixing.strategy=accumulate,run.seed=0", "mixing.strategy=accumulate,run.seed=1",
         "mixing.strategy=replace,run.seed=0", "mixing.strategy=replace,run.seed=1"]
     capsys.readouterr()
     assert main(["sweep", str(cfg), "--out", str(out)]) == 0
-    assert capsys.readouterr().out.count("done, skipped") == 4
+    assert "4 of 4 runs done; running 0" in capsys.readouterr().out
+    assert main(["sweep", "--status", str(out)]) == 0
+    status = capsys.readouterr().out
+    assert "4 done" in status and re.search(r"mixing.strategy=replace,run.seed=1 +done", status)
+    log = (out / "logs" / "mixing.strategy=replace,run.seed=1.log").read_text()
+    assert log.startswith("$ ") and "gen 2/2" in log  # each run's output goes to its log
+
+
+def test_sweep_directory_follows_run_out_dir(tmp_path: Path):
+    from testbed.sweep import plan
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("sweep:\n  grid:\n    run.seed: [0, 1]\n")
+    sweep_dir, runs = plan(str(cfg), [f"run.out_dir={tmp_path / 'x'}"], None)
+    assert sweep_dir == (tmp_path / "x" / "c-sweep").resolve() and len(runs) == 2
+    assert all(not any(o.startswith("run.out_dir") for o in r.overrides) for r in runs)
+    for items, out, message in ((["run.out_dir=a,b"], None, "use --out DIR"),
+                                (["run.out_dir=a"], "b", "either run.out_dir or --out"),
+                                (["run.name=x"], None, "'run.name': a sweep names its runs")):
+        with pytest.raises(config.ConfigError, match=message):
+            plan(str(cfg), items, out)
 
 
 def test_stopped_sweep_finishes_only_what_is_missing(sweep_dir, capsys, tmp_path):
@@ -93,10 +114,11 @@ def test_stopped_sweep_finishes_only_what_is_missing(sweep_dir, capsys, tmp_path
     (copy / "mixing.strategy=replace,run.seed=1" / "gen_002" / "COMPLETE").unlink()
     shutil.rmtree(copy / "mixing.strategy=accumulate,run.seed=1")
     assert main(["sweep", str(cfg), "--out", str(copy)]) == 0
-    printed = capsys.readouterr().out
-    assert printed.count("done, skipped") == 2 and "replace,run.seed=1: resuming" in printed
-    assert "accumulate,run.seed=1: running" in printed
+    assert "2 of 4 runs done; running 2" in capsys.readouterr().out
     assert (copy / "mixing.strategy=replace,run.seed=1" / "gen_002" / "COMPLETE").exists()
+    log = (copy / "logs" / "mixing.strategy=replace,run.seed=1.log").read_text().splitlines()
+    assert [line.endswith("--resume") for line in log if line.startswith("$ ")] == [False, True]
+    assert (copy / "mixing.strategy=accumulate,run.seed=1" / "gen_002" / "COMPLETE").exists()
 
 
 def test_list_prints_one_command_per_run(sweep_dir):
