@@ -86,6 +86,20 @@ class ModelConfig:
 
 
 @dataclass
+class WatermarkConfig:
+    """Kirchenbauer et al. (2023) green-list watermark, through transformers' WatermarkingConfig (same
+    fields and defaults): generation adds `bias` to the logits of a `greenlist_ratio` share of the
+    vocabulary, re-drawn from the previous `context_width` tokens and `hashing_key`."""
+
+    enabled: bool = False
+    greenlist_ratio: float = 0.25
+    bias: float = 2.0
+    hashing_key: int = 15485863
+    seeding_scheme: Literal["lefthash", "selfhash"] = "lefthash"
+    context_width: int = 1
+
+
+@dataclass
 class GenerationConfig:
     mode: Literal["prompted", "unconditional"] = "prompted"
     prompt_tokens: int = 32  # prompted: the first k tokens of each human training block
@@ -100,6 +114,7 @@ class GenerationConfig:
     min_p: float = 0.0  # 0: off
     repetition_penalty: float = 1.0
     batch_size: int = 256
+    watermark: WatermarkConfig = field(default_factory=WatermarkConfig)
 
 
 @dataclass
@@ -107,6 +122,42 @@ class MixingConfig:
     strategy: Literal["replace", "fixed_fraction", "accumulate", "accumulate_subsample"] = "replace"
     human_fraction: float = 0.1  # fixed_fraction: share of human examples in the training set
     fixed_subset: bool = False  # fixed_fraction: the same human subset every generation
+    # fixed_fraction: reuse: the human examples are drawn from generation 0's training blocks; fresh: each
+    # generation gets human blocks no earlier generation saw, from the training split beyond
+    # data.max_train_blocks (the "fresh data loop")
+    human_pool: Literal["reuse", "fresh"] = "reuse"
+
+
+@dataclass
+class CurateConfig:
+    """What reaches training (testbed/curate.py). Filters on each generation's synthetic set (the producer's
+    curation) run before mixing; the detector screens the mixed pool, as a scraper would."""
+
+    # none | watermark (transformers' WatermarkDetector; needs generation.watermark.enabled) | oracle (flags
+    # drawn from the known provenance at detector_tpr / detector_fpr). Flagged examples are dropped, human
+    # ones included.
+    detector: Literal["none", "watermark", "oracle"] = "none"
+    z_threshold: float = 4.0  # watermark: flag a text whose z-score exceeds this
+    detector_tpr: float = 0.9  # oracle: chance a synthetic example is flagged
+    detector_fpr: float = 0.01  # oracle: chance a human example is flagged
+    # none | exact (normalised text) | minhash (near-duplicates, datasketch MinHash-LSH): within a generation
+    # and, when earlier synthetic data stays in the pool (accumulate), against earlier generations
+    dedup: Literal["none", "exact", "minhash"] = "none"
+    minhash_threshold: float = 0.8  # Jaccard similarity above which two texts are duplicates
+    minhash_shingle: int = 2  # words per shingle (short texts need short shingles)
+    minhash_perm: int = 128
+    # Perplexity filter under generation 0: texts beyond the human 99th percentile are dropped as gibberish,
+    # then the share perplexity_keep with the highest (or, as an ablation, lowest) perplexity is kept. 1: off
+    perplexity_keep: float = 1.0
+    perplexity_order: Literal["highest", "lowest"] = "highest"
+    verifier: Literal["none", "grammar"] = "none"  # grammar (built-in language): keep only grammatical texts
+    # importance: resample the screened pool with weights (1 - c)^resample_bias, c the detector's confidence
+    # that a text is synthetic (Drayson et al. 2025): upsampled by resample_upsample, at most
+    # resample_max_repeats copies of one example
+    resample: Literal["none", "importance"] = "none"
+    resample_bias: float = 10.0
+    resample_upsample: float = 1.5
+    resample_max_repeats: int = 3
 
 
 @dataclass
@@ -179,6 +230,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     generation: GenerationConfig = field(default_factory=GenerationConfig)
     mixing: MixingConfig = field(default_factory=MixingConfig)
+    curate: CurateConfig = field(default_factory=CurateConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     sweep: SweepConfig = field(default_factory=SweepConfig)
@@ -247,6 +299,26 @@ def check(cfg: Config) -> None:
 
     _require(0 <= x.human_fraction <= 1, "mixing.human_fraction",
              f"must be a fraction in [0, 1], got {x.human_fraction}")
+    _require(x.human_pool == "reuse" or x.strategy == "fixed_fraction", "mixing.human_pool",
+             f"fresh applies to mixing.strategy=fixed_fraction, not {x.strategy}")
+
+    w, c = g.watermark, cfg.curate
+    _require(0 < w.greenlist_ratio < 1, "generation.watermark.greenlist_ratio", "must be in (0, 1)")
+    _require(w.context_width >= 1, "generation.watermark.context_width", "must be at least 1")
+    _require(c.detector != "watermark" or w.enabled, "curate.detector",
+             "watermark needs generation.watermark.enabled=true (nothing to detect otherwise)")
+    for key in ("detector_tpr", "detector_fpr"):
+        _require(0 <= getattr(c, key) <= 1, f"curate.{key}", f"must be in [0, 1], got {getattr(c, key)}")
+    _require(0 < c.minhash_threshold <= 1, "curate.minhash_threshold", "must be in (0, 1]")
+    _require(c.minhash_shingle >= 1, "curate.minhash_shingle", "must be at least 1")
+    _require(c.minhash_perm >= 16, "curate.minhash_perm", "must be at least 16")
+    _require(0 < c.perplexity_keep <= 1, "curate.perplexity_keep", f"must be in (0, 1], got {c.perplexity_keep}")
+    _require(c.verifier == "none" or d.source == "builtin", "curate.verifier",
+             "grammar needs the built-in language (data.source=builtin)")
+    _require(c.resample == "none" or c.detector != "none", "curate.resample",
+             "importance resampling weighs by the detector's scores: set curate.detector")
+    _require(c.resample_upsample > 0, "curate.resample_upsample", "must be positive")
+    _require(c.resample_max_repeats >= 1, "curate.resample_max_repeats", "must be at least 1")
 
     _require(t.epochs >= 1, "train.epochs", f"must be at least 1, got {t.epochs}")
     _require(t.gen0_epochs is None or t.gen0_epochs >= 1, "train.gen0_epochs", "must be >= 1 or null")

@@ -1,0 +1,209 @@
+"""What reaches training: filters on each generation's synthetic set, and a detector that screens the mixed
+pool as a scraper would. Every decision is recorded per example, beside its provenance.
+
+Filters (the data producer's curation, before mixing), in this order: deduplication (exact or MinHash-LSH),
+verification (the built-in grammar), the perplexity filter under generation 0. Screening (after mixing):
+a watermark detector (transformers' WatermarkDetector) or an oracle with set error rates drops what it
+flags, human text included; optionally the survivors are resampled by importance (1 - c)^bias.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from testbed import language
+from testbed.config import CurateConfig, WatermarkConfig
+from testbed.mixing import HUMAN, SYNTHETIC, Examples
+
+KEPT = ""  # `dropped_by` of an example that passed every filter
+
+
+@dataclass
+class Decisions:
+    """Per-example curation record of one set of examples (`dropped_by`: the first filter that dropped it)."""
+
+    dropped_by: np.ndarray  # (n,) str: "" kept, else "dedup", "verifier", "perplexity", "detector"
+    z_score: np.ndarray  # (n,) watermark z-score (NaN: not scored)
+    flagged: np.ndarray  # (n,) the detector flagged it
+
+    @property
+    def kept(self) -> np.ndarray:
+        return self.dropped_by == KEPT
+
+    def drop(self, mask: np.ndarray, by: str) -> None:
+        """Mark the kept examples where `mask` holds as dropped by `by`."""
+        self.dropped_by[self.kept & mask] = by
+
+
+def fresh_decisions(n: int) -> Decisions:
+    return Decisions(np.full(n, KEPT, dtype=object), np.full(n, math.nan), np.zeros(n, bool))
+
+
+# ---------------------------------------------------------------------------------------------
+# Deduplication.
+
+
+def normalise(text: str) -> str:
+    """Lower case, whitespace collapsed: what 'the same text' means for exact deduplication."""
+    return re.sub(r"\s+", " ", text).strip().lower()
+
+
+class Deduplicator:
+    """Drops texts equal (exact: after `normalise`) or near-equal (minhash: estimated Jaccard similarity of
+    word shingles above the threshold, via datasketch's MinHash-LSH) to a text seen before, keeping the
+    first. What it keeps stays in its index, so a later call also drops duplicates of earlier generations."""
+
+    def __init__(self, cfg: CurateConfig, seed: int = 1):
+        self.cfg = cfg
+        self.seen: set[str] = set()
+        self.lsh = None
+        self.count = 0
+        if cfg.dedup == "minhash":
+            from datasketch import MinHashLSH
+
+            self.lsh = MinHashLSH(threshold=cfg.minhash_threshold, num_perm=cfg.minhash_perm)
+        self.seed = seed
+
+    def shingles(self, text: str) -> list[bytes]:
+        words = normalise(text).split()
+        k = self.cfg.minhash_shingle
+        return [" ".join(words[i : i + k]).encode() for i in range(max(len(words) - k + 1, 1))]
+
+    def keep(self, texts: list[str]) -> np.ndarray:
+        """A bool mask of the texts to keep; the kept ones join the index."""
+        keep = np.ones(len(texts), dtype=bool)
+        if self.cfg.dedup == "exact":
+            for i, t in enumerate(texts):
+                key = normalise(t)
+                keep[i] = key not in self.seen
+                self.seen.add(key)
+        elif self.lsh is not None:
+            from datasketch import MinHash
+
+            hashes = MinHash.bulk([self.shingles(t) for t in texts], num_perm=self.cfg.minhash_perm, seed=self.seed)
+            for i, h in enumerate(hashes):
+                if self.lsh.query(h):
+                    keep[i] = False
+                else:
+                    self.lsh.insert(str(self.count), h)
+                    self.count += 1
+        return keep
+
+
+# ---------------------------------------------------------------------------------------------
+# Verification and the perplexity filter.
+
+
+def grammatical(texts: list[str], lang: language.Language, prompted: bool) -> np.ndarray:
+    """True for texts whose every complete sentence the built-in grammar can produce (an exact verifier;
+    a prompted continuation's leading fragment is not judged)."""
+    out = np.ones(len(texts), dtype=bool)
+    for i, t in enumerate(texts):
+        sents = language.complete_sentences(t, leading_fragment=prompted)
+        out[i] = all(np.isfinite(language.sentence_logprob(lang, s)) for s in sents)
+    return out
+
+
+def perplexity_filter(ppl: np.ndarray, keep_share: float, order: str, ceiling: float) -> np.ndarray:
+    """Keep mask: texts above `ceiling` (the human 99th percentile under generation 0) go first as gibberish;
+    of the rest, the share `keep_share` of all texts with the highest (or lowest) perplexity stays."""
+    ppl = np.asarray(ppl, dtype=float)
+    ok = np.isfinite(ppl) & (ppl <= ceiling)
+    n_keep = min(int(round(keep_share * len(ppl))), int(ok.sum()))
+    candidates = np.flatnonzero(ok)
+    ranked = candidates[np.argsort(-ppl[candidates] if order == "highest" else ppl[candidates], kind="stable")]
+    keep = np.zeros(len(ppl), dtype=bool)
+    keep[ranked[:n_keep]] = True
+    return keep
+
+
+# ---------------------------------------------------------------------------------------------
+# Detection.
+
+
+def watermarking_config(w: WatermarkConfig):
+    from transformers import WatermarkingConfig
+
+    return WatermarkingConfig(greenlist_ratio=w.greenlist_ratio, bias=w.bias, hashing_key=w.hashing_key,
+                              seeding_scheme=w.seeding_scheme, context_width=w.context_width)
+
+
+def watermark_z(model_config, w: WatermarkConfig, ids: np.ndarray, lengths: np.ndarray,
+                device: torch.device) -> np.ndarray:
+    """z-score of the green-token count of each row (prompt stripped: the rows are continuations or human
+    blocks), with transformers' WatermarkDetector (repeated n-grams counted once; on the device type that
+    generated, whose random generator draws the green lists). NaN for rows too short to score."""
+    from transformers import WatermarkDetector
+
+    detector = WatermarkDetector(model_config=model_config, device=device.type,
+                                 watermarking_config=watermarking_config(w), ignore_repeated_ngrams=True)
+    z = np.full(len(ids), math.nan)
+    rows = torch.as_tensor(ids, device=device)
+    bos = model_config.bos_token_id
+    for i, n in enumerate(np.asarray(lengths).tolist()):  # rows differ in length and in a leading BOS
+        row = rows[i : i + 1, :n]
+        if n - int(row[0, 0] == bos) - w.context_width >= 1:
+            z[i] = float(detector(row, return_dict=True).z_score[0])
+    return z
+
+
+def oracle_flags(source: np.ndarray, tpr: float, fpr: float, rng: np.random.Generator) -> np.ndarray:
+    """An imperfect detector with set rates: each synthetic example is flagged with chance `tpr`, each human
+    one with chance `fpr`, independently."""
+    u = rng.random(len(source))
+    return np.where(source == SYNTHETIC, u < tpr, u < fpr)
+
+
+def importance_resample(confidence: np.ndarray, cfg: CurateConfig, rng: np.random.Generator) -> np.ndarray:
+    """Indices of a resampled pool: round(upsample * n) draws with probability proportional to
+    (1 - c)^bias, c the detector's confidence that a text is synthetic, no index more than max_repeats times."""
+    n = len(confidence)
+    weights = np.clip(1 - np.nan_to_num(confidence, nan=0.5), 0, 1) ** cfg.resample_bias
+    if n == 0 or weights.sum() == 0:
+        return np.arange(n)
+    target = min(int(round(cfg.resample_upsample * n)), n * cfg.resample_max_repeats)
+    counts = np.zeros(n, dtype=np.int64)
+    while counts.sum() < target:
+        open_ = counts < cfg.resample_max_repeats
+        p = np.where(open_, weights, 0.0)
+        if p.sum() == 0:
+            break
+        draws = rng.choice(n, size=target - int(counts.sum()), p=p / p.sum())
+        counts += np.minimum(np.bincount(draws, minlength=n), cfg.resample_max_repeats - counts)
+    return np.repeat(np.arange(n), counts)
+
+
+# ---------------------------------------------------------------------------------------------
+# Counts for the metrics row.
+
+
+def rates(flagged: np.ndarray, source: np.ndarray) -> dict[str, float]:
+    """The detector's true- and false-positive rates measured against provenance (NaN where undefined)."""
+    synth, human = source == SYNTHETIC, source == HUMAN
+    return {"detector_tpr": float(flagged[synth].mean()) if synth.any() else math.nan,
+            "detector_fpr": float(flagged[human].mean()) if human.any() else math.nan}
+
+
+def filter_counts(decisions: Decisions, prefix: str) -> dict[str, int]:
+    """Examples in, kept, and dropped by each filter."""
+    out = {f"{prefix}_in": len(decisions.dropped_by), f"{prefix}_kept": int(decisions.kept.sum())}
+    for by in ("dedup", "verifier", "perplexity", "detector"):
+        n = int((decisions.dropped_by == by).sum())
+        if n:
+            out[f"{prefix}_dropped_{by}"] = n
+    return out
+
+
+def screen_counts(pool: Examples, flagged: np.ndarray) -> dict[str, int]:
+    """Pool examples in and kept by screening, per source."""
+    out = {}
+    for src in (HUMAN, SYNTHETIC):
+        mine = pool.source == src
+        out[f"pool_{src}_in"] = int(mine.sum())
+        out[f"pool_{src}_kept"] = int((mine & ~flagged).sum())
+    return out

@@ -1,0 +1,104 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from testbed import language
+from testbed.config import CurateConfig, LanguageConfig, ModelConfig, WatermarkConfig
+from testbed.curate import (
+    Deduplicator,
+    grammatical,
+    importance_resample,
+    oracle_flags,
+    perplexity_filter,
+    watermark_z,
+    watermarking_config,
+)
+from testbed.model import build_model, train_bpe
+
+
+def _words(rng: np.random.Generator, n: int) -> list[str]:
+    return [f"w{i}" for i in rng.integers(0, 500, size=n)]
+
+
+def test_minhash_finds_one_word_edits_and_ignores_unrelated_texts():
+    rng = np.random.default_rng(0)
+    texts, expected = [], []
+    for _ in range(20):
+        base = _words(rng, 80)
+        edited = list(base)
+        edited[int(rng.integers(80))] = "edited"
+        texts += [" ".join(base), " ".join(edited), " ".join(_words(rng, 80))]
+        expected += [True, False, True]
+    assert Deduplicator(CurateConfig(dedup="minhash")).keep(texts).tolist() == expected
+
+
+def test_deduplicator_remembers_earlier_generations():
+    exact = Deduplicator(CurateConfig(dedup="exact"))
+    assert exact.keep(["The cat  sat", "the cat sat", "a dog"]).tolist() == [True, False, True]
+    assert exact.keep(["A DOG", "a bird"]).tolist() == [False, True]  # seen in the previous call
+    assert Deduplicator(CurateConfig()).keep(["x", "x"]).tolist() == [True, True]  # dedup: none
+
+
+def test_oracle_detector_hits_its_rates_within_binomial_error():
+    rng = np.random.default_rng(0)
+    n = 20000
+    source = np.array(["synthetic", "human"] * (n // 2))
+    flags = oracle_flags(source, tpr=0.9, fpr=0.01, rng=rng)
+    for src, rate in (("synthetic", 0.9), ("human", 0.01)):
+        got = flags[source == src].mean()
+        assert abs(got - rate) < 4 * math.sqrt(rate * (1 - rate) / (n // 2)), (src, got)
+
+
+def test_grammar_verifier_accepts_sampled_sentences_and_rejects_corrupted_ones():
+    lang = language.build(LanguageConfig())
+    sents = language.sample_sentences(lang, 50, np.random.default_rng(0))
+    texts = [" ".join(sents[i : i + 3]) for i in range(0, 48, 3)]
+    assert grammatical(texts, lang, prompted=False).all()
+    # An unknown word in the first sentence, or a sentence read backwards.
+    corrupted = [f"zzz {t}" if i % 2 else " ".join(reversed(t.split()[:-1])) + " ." for i, t in enumerate(texts)]
+    assert not grammatical(corrupted, lang, prompted=False).any()
+    # A prompted continuation starts mid-sentence: its leading fragment is not judged.
+    assert grammatical(["fragment words ." + " " + texts[0]], lang, prompted=True).all()
+
+
+def test_perplexity_filter_hand_worked():
+    ppl = np.array([5.0, 50.0, 20.0, np.nan, 10.0, 30.0])
+    # 40.0 is the human 99th percentile: 50 is gibberish; 2 of 6 kept.
+    assert perplexity_filter(ppl, 2 / 6, "highest", 40.0).tolist() == [False, False, True, False, False, True]
+    assert perplexity_filter(ppl, 2 / 6, "lowest", 40.0).tolist() == [True, False, False, False, True, False]
+    assert perplexity_filter(ppl, 1.0, "highest", 40.0).sum() == 4  # keep all but the gibberish and NaN
+
+
+def test_importance_resampling_prefers_human_and_caps_repeats():
+    rng = np.random.default_rng(0)
+    confidence = np.array([0.0, 0.0, 1.0, 1.0, 0.5, 0.0])
+    picked = importance_resample(confidence, CurateConfig(resample_bias=10, resample_upsample=1.5,
+                                                          resample_max_repeats=3), rng)
+    assert len(picked) == 9
+    counts = np.bincount(picked, minlength=6)
+    assert counts.max() <= 3 and counts[2] == counts[3] == 0  # confidence 1: weight 0
+    assert counts[[0, 1, 5]].sum() == 9  # 0.5^10 ~ 0.001: practically never drawn
+
+
+@pytest.fixture(scope="module")
+def tiny_lm():
+    tok = train_bpe(["the cat sat on the mat while dogs ran past quiet old houses"] * 40, 300)
+    model = build_model(ModelConfig(layers=1, width=32, heads=2, context=128), tok, seed=0).eval()
+    return tok, model
+
+
+def test_watermarked_samples_score_high_and_plain_ones_near_standard_normal(tiny_lm):
+    tok, model = tiny_lm
+    w = WatermarkConfig(enabled=True)
+    prompts = torch.full((64, 1), tok.eos_token_id)
+    torch.manual_seed(0)
+    kwargs = dict(do_sample=True, max_new_tokens=64, min_new_tokens=64, pad_token_id=tok.eos_token_id, top_k=0)
+    marked = model.generate(prompts, watermarking_config=watermarking_config(w), **kwargs)[:, 1:].numpy()
+    plain = model.generate(prompts, **kwargs)[:, 1:].numpy()
+    lengths = np.full(64, 64)
+    z_marked = watermark_z(model.config, w, marked, lengths, torch.device("cpu"))
+    z_plain = watermark_z(model.config, w, plain, lengths, torch.device("cpu"))
+    assert np.median(z_marked) > 4 + 2 and (z_marked > 4).mean() > 0.9
+    assert abs(z_plain.mean()) < 0.5 and 0.6 < z_plain.std() < 1.5 and (z_plain > 4).mean() == 0
