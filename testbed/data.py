@@ -130,6 +130,7 @@ class TokenizedCorpus:
     valid: np.ndarray
     test: np.ndarray
     test_stream: np.ndarray
+    train_pool: np.ndarray  # training blocks beyond data.max_train_blocks: unseen human text (fresh data)
 
 
 def tokenize_corpus(corpus: HumanCorpus, tokenizer, cfg: DataConfig, names: dict[str, str]) -> TokenizedCorpus:
@@ -140,6 +141,8 @@ def tokenize_corpus(corpus: HumanCorpus, tokenizer, cfg: DataConfig, names: dict
         blocks = to_blocks(stream, cfg.block_size, names[split], keep_partial=split == "test")
         cap = cfg.max_train_blocks if split == "train" else cfg.max_eval_blocks
         out[split] = blocks[:cap] if cap else blocks
+        if split == "train":
+            out["train_pool"] = blocks[cap:] if cap else blocks[:0]
         if split == "test":
             out["test_stream"] = stream[: len(out[split]) * cfg.block_size]
     return TokenizedCorpus(**out)

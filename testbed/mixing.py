@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from testbed.config import MixingConfig
+from testbed.config import ConfigError, MixingConfig
 
 HUMAN, SYNTHETIC = "human", "synthetic"
 
@@ -60,11 +60,28 @@ def concat(parts: list[Examples]) -> Examples:
                     np.concatenate([p.generation for p in parts]))
 
 
-def mix(cfg: MixingConfig, human: Examples, synthetic: list[Examples], generation: int, seed: int) -> Examples:
+def human_share(cfg: MixingConfig, total: int) -> int:
+    """fixed_fraction: the number of human examples in a training set of `total` examples."""
+    return int(round(cfg.human_fraction * total))
+
+
+def check_fresh_pool(cfg: MixingConfig, per_generation: int, generations: int, pool: int) -> None:
+    """human_pool=fresh draws human_share(...) unseen blocks in each generation: the pool must hold them all."""
+    need = human_share(cfg, per_generation) * generations
+    if cfg.human_pool == "fresh" and need > pool:
+        raise ConfigError(f"config key 'mixing.human_pool': fresh needs {human_share(cfg, per_generation)} unseen "
+                          f"human blocks in each of {generations} generations ({need}), but the training split "
+                          f"holds {pool} beyond data.max_train_blocks: lower data.max_train_blocks, or give more "
+                          "training text")
+
+
+def mix(cfg: MixingConfig, human: Examples, synthetic: list[Examples], generation: int, seed: int,
+        fresh: Examples | None = None) -> Examples:
     """The training set of `generation` (>= 1) given all synthetic sets so far (synthetic[-1] is this one's).
 
     replace: this generation's synthetic set. fixed_fraction: as many examples as that set, a share
-    `human_fraction` of them human (a fresh draw each generation, or one fixed subset).
+    `human_fraction` of them human: a fresh draw from `human` each generation, one fixed subset, or
+    (human_pool=fresh) the next unseen blocks of `fresh`, which no earlier generation saw.
     accumulate: all human data plus every synthetic set so far. accumulate_subsample: that pool
     subsampled to the size of the human set.
     """
@@ -74,9 +91,13 @@ def mix(cfg: MixingConfig, human: Examples, synthetic: list[Examples], generatio
         return current
     if cfg.strategy == "fixed_fraction":
         total = len(current)
-        n_human = min(int(round(cfg.human_fraction * total)), len(human))
-        human_rng = np.random.default_rng([seed, 17]) if cfg.fixed_subset else rng
-        human_part = human.take(np.sort(human_rng.permutation(len(human))[:n_human]))
+        n_human = min(human_share(cfg, total), len(human))
+        if cfg.human_pool == "fresh":
+            order = np.random.default_rng([seed, 17]).permutation(len(fresh))  # one order for the whole run
+            human_part = fresh.take(np.sort(order[(generation - 1) * n_human : generation * n_human]))
+        else:
+            human_rng = np.random.default_rng([seed, 17]) if cfg.fixed_subset else rng
+            human_part = human.take(np.sort(human_rng.permutation(len(human))[:n_human]))
         synth_part = current.take(np.sort(rng.permutation(total)[: total - n_human]))
         return concat([human_part, synth_part])
     pool = concat([human, *synthetic])

@@ -52,3 +52,22 @@ def test_accumulate_subsample_has_the_size_of_the_human_set():
 def test_concat_pads():
     out = concat([synth(1, 2, 2), synth(2, 1, 3)])
     assert out.ids.tolist() == [[1001, 1001, 0], [1001, 1001, 0], [1002, 1002, 1002]]
+
+
+def test_fresh_human_pool_never_repeats_a_block():
+    from testbed.config import ConfigError
+    from testbed.mixing import check_fresh_pool
+
+    cfg = MixingConfig(strategy="fixed_fraction", human_fraction=0.1, human_pool="fresh")
+    pool = human_examples(10_000 + np.arange(40 * 4).reshape(40, 4))  # blocks generation 0 never saw
+    seen = []
+    for g in (1, 2, 3, 4):
+        out = mix(cfg, H, [synth(g)], g, seed=0, fresh=pool)
+        rows = out.ids[out.source == "human"]
+        assert len(rows) == 10 and (rows[:, 0] >= 10_000).all()  # from the pool, not generation 0's blocks
+        seen += rows[:, 0].tolist()
+    assert len(set(seen)) == 40  # 4 generations x 10 blocks, none twice
+    check_fresh_pool(cfg, 100, 4, 40)
+    with pytest.raises(ConfigError, match="fresh needs 10 unseen human blocks in each of 5 generations \\(50\\), "
+                                          "but the training split holds 40"):
+        check_fresh_pool(cfg, 100, 5, 40)
