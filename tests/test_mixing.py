@@ -71,3 +71,18 @@ def test_fresh_human_pool_never_repeats_a_block():
     with pytest.raises(ConfigError, match="fresh needs 10 unseen human blocks in each of 5 generations \\(50\\), "
                                           "but the training split holds 40"):
         check_fresh_pool(cfg, 100, 5, 40)
+
+
+def test_synthetic_sets_round_trip_through_datasets(tmp_path):
+    import datasets
+
+    from testbed.mixing import load_synthetic, save_synthetic
+
+    ex = synthetic_examples(np.array([[5, 6, 7], [8, 0, 0]]), np.array([3, 1]), 2)
+    save_synthetic(tmp_path / "synthetic", ex, ["a b c", "d"], {"ppl_gen0": np.array([1.5, np.nan])})
+    back = load_synthetic(tmp_path / "synthetic")
+    assert back.ids.tolist() == [[5, 6, 7], [8, 0, 0]] and back.lengths.tolist() == [3, 1]
+    assert back.composition() == {"synthetic@2": 2}
+    ds = datasets.load_from_disk(str(tmp_path / "synthetic"))
+    assert ds.column_names == ["index", "text", "input_ids", "source", "generation", "ppl_gen0"]
+    assert ds[1]["text"] == "d" and ds[0]["ppl_gen0"] == 1.5
