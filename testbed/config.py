@@ -120,6 +120,8 @@ class TrainConfig:
     # epoch (torch's CosineAnnealingLR(T_max=epochs) stepped once an epoch, as the paper's code does)
     schedule_interval: Literal["step", "epoch"] = "step"
     warmup_steps: int = 0
+    # Examples of one step over all processes (accelerate launch splits it evenly); the effective batch is
+    # batch_size x grad_accum, whatever the process count.
     batch_size: int = 32
     grad_accum: int = 1
     weight_decay: float = 0.0

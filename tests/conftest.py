@@ -13,6 +13,8 @@ import pytest  # noqa: E402
 from testbed import config  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
+# Subprocesses (python -m testbed.cli, accelerate launch) import this checkout's testbed, not an installed one.
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
 
 # A run small enough for seconds on a CPU: a 1-layer width-32 GPT-2 on a few hundred sentences.
 TINY = [

@@ -76,3 +76,21 @@ def test_compiled_training_keeps_plain_state(tiny):
     state = model.state_dict()
     assert set(state) == set(before)  # no "_orig_mod." prefixes: checkpoints stay loadable
     assert any(not torch.equal(state[k], before[k]) for k in before)
+
+
+def test_dropout_draws_differ_between_processes(tiny):
+    class SecondProcess(Accelerator):
+        process_index = 1  # what `accelerate launch` gives the second process
+
+    tok, blocks = tiny
+
+    def trained(accelerator: Accelerator) -> dict[str, torch.Tensor]:
+        model = build_model(ModelConfig(layers=1, width=32, heads=2, context=32), tok, seed=0)  # dropout 0.1
+        train(model, human_examples(blocks), blocks[:4], TrainConfig(epochs=1, lr=5e-3, batch_size=8), 16,
+              accelerator, seed=0, epochs=1)
+        return model.state_dict()
+
+    first, again = trained(Accelerator(cpu=True)), trained(Accelerator(cpu=True))
+    second = trained(SecondProcess(cpu=True))
+    assert all(torch.equal(v, again[k]) for k, v in first.items())  # seeded: a process repeats itself
+    assert not any(torch.equal(v, second[k]) for k, v in first.items() if k.endswith("c_fc.weight"))
