@@ -37,7 +37,7 @@ from testbed.evaluation import (
 from testbed.generate import generate_sharded, prompt_matrix
 from testbed.metrics import perplexity, sequence_perplexities, summarize
 from testbed.mixing import Examples, human_examples, mix, synthetic_examples
-from testbed.model import autocast, base_model, check_context, load_model, load_tokenizer
+from testbed.model import autocast, base_model, check_context, load_model, load_tokenizer, reproducible_cpu
 from testbed.train import train
 
 GENERATE, TRAIN, EVAL = 1, 2, 3  # stage tags for per-stage seeds
@@ -82,6 +82,8 @@ def run(cfg: Config, run_dir: Path, resume: bool = False) -> tuple[list[dict], d
                               dataloader_config=DataLoaderConfiguration(split_batches=True))
     check_batch_split(cfg.train.batch_size, accelerator.num_processes)
     device = accelerator.device
+    if device.type == "cpu":  # saved with the config below: a resume uses the same thread count
+        cfg.run.threads = reproducible_cpu(cfg.run.threads)
 
     def amp():
         return autocast(cfg.train.precision, device)
