@@ -3,7 +3,8 @@
     python scripts/bench.py [--layers 4 --width 256 --vocab 8192] [--json bench.json] [--skip-e2e]
 
 1. Training tokens/s: testbed.train vs transformers.Trainer (same model init, data, batch size, schedule),
-   and model FLOPs utilisation against a matrix-multiply peak measured in this run.
+   and model FLOPs utilisation against a matrix-multiply peak measured in this run; testbed.train in fp32
+   and under bf16 autocast, and whether the CPU has AMX (without it, bf16 matmuls are emulated on a CPU).
 2. Generation tokens/s, the paper's prompted 64 -> 64 setting: beam search (5 beams, repetition penalty
    3.0) and sampling, batched vs one prompt at a time.
 3. Evaluation tokens/s: corpus perplexity over blocks, and per-sequence perplexities.
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import json
 import platform
 import subprocess
@@ -30,7 +32,7 @@ from testbed.config import GenerationConfig, ModelConfig, TrainConfig
 from testbed.generate import generate
 from testbed.metrics import perplexity, sequence_perplexities
 from testbed.mixing import human_examples
-from testbed.model import build_model
+from testbed.model import autocast, build_model
 from testbed.train import train
 
 
@@ -42,6 +44,16 @@ class IdTokenizer:
 
     def __len__(self) -> int:
         return self.vocab
+
+
+def cpu_features() -> dict:
+    """The CPU's AMX and AVX-512 BF16 flags (/proc/cpuinfo) and the instruction set torch's kernels use."""
+    try:
+        flags = set(Path("/proc/cpuinfo").read_text().split())
+    except OSError:  # not Linux
+        flags = set()
+    return {"amx": sorted(f for f in flags if f.startswith("amx")), "avx512_bf16": "avx512_bf16" in flags,
+            "torch_cpu_capability": torch.backends.cpu.get_cpu_capability()}
 
 
 def sync(device: torch.device) -> None:
@@ -98,6 +110,19 @@ def bench_trainer(model, blocks: np.ndarray, cfg: TrainConfig, device: torch.dev
         return blocks.size / (time.perf_counter() - t)
 
 
+def bench_precisions(base, blocks: np.ndarray, cfg: TrainConfig, block: int, accelerator: Accelerator,
+                     repeats: int = 2) -> dict[str, float]:
+    """Best tokens/s of testbed.train in fp32 and under bf16 autocast, alternated (the machine is noisy)."""
+    configs = {p: dataclasses.replace(cfg, precision=p, compile=False) for p in ("fp32", "bf16")}
+    best = dict.fromkeys(configs, 0.0)
+    for c in configs.values():  # warm up
+        bench_testbed_train(copy.deepcopy(base), blocks[: 4 * cfg.batch_size], c, block, accelerator)
+    for _ in range(repeats):
+        for p, c in configs.items():
+            best[p] = max(best[p], bench_testbed_train(copy.deepcopy(base), blocks, c, block, accelerator))
+    return best
+
+
 def bench_generation(model, prompts: np.ndarray, g: GenerationConfig, new: int, batch: int, one_at_a_time: int):
     """(batched tokens/s, one-prompt-at-a-time tokens/s)."""
     generate(model, prompts[:2], g, 4, 2, seed=0, eos=0)  # warm up
@@ -139,7 +164,8 @@ def main() -> None:
     p.add_argument("--gen-batch", type=int, default=64)
     p.add_argument("--one-at-a-time", type=int, default=8, help="prompts generated one at a time")
     p.add_argument("--eval-blocks", type=int, default=512)
-    p.add_argument("--precision", default="auto", choices=["auto", "no", "bf16"], help="auto: bf16 on GPU")
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
+                   help="train.precision of every measure but the fp32/bf16 comparison; auto: bf16 on a GPU")
     p.add_argument("--peak-n", type=int, default=0, help="matmul size for the peak (default 4096 CPU, 8192 GPU)")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile both training loops; steady state after a compiling warm-up call")
@@ -147,10 +173,9 @@ def main() -> None:
     p.add_argument("--json", default="bench.json")
     a = p.parse_args()
 
-    accelerator = Accelerator(mixed_precision="bf16" if a.precision == "bf16" or
-                              (a.precision == "auto" and torch.cuda.is_available()) else "no")
+    accelerator = Accelerator(mixed_precision="no")  # lower precision is testbed's autocast (train.precision)
     device = accelerator.device
-    precision = accelerator.mixed_precision
+    precision = a.precision if a.precision != "auto" else "bf16" if device.type == "cuda" else "fp32"
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
     blocks = rng.integers(1, a.vocab, size=(a.train_blocks, a.block))
@@ -159,7 +184,8 @@ def main() -> None:
     tcfg = TrainConfig(epochs=1, lr=1e-4, batch_size=a.batch, select_best=False, precision=precision,
                        compile=a.compile)
     out: dict = {"machine": platform.processor() or platform.machine(), "device": str(device),
-                 "torch": torch.__version__, "threads": torch.get_num_threads(), "precision": precision,
+                 "cpu": cpu_features(), "torch": torch.__version__, "threads": torch.get_num_threads(),
+                 "precision": precision,
                  "model": vars(mcfg) | {"vocab": a.vocab, "params": sum(p.numel() for p in base.parameters())}}
     if device.type == "cuda":
         out["device_name"] = torch.cuda.get_device_name()
@@ -183,6 +209,8 @@ def main() -> None:
                     "flops_per_token": flops, "peak_flops": peak, "all_testbed": ours, "all_trainer": theirs}
     out["train_vs_trainer"] = max(ours) / max(theirs)
     out["mfu"] = flops * max(ours) / peak
+    by_precision = bench_precisions(base, blocks, tcfg, a.block, accelerator)
+    out["train_by_precision"] = {**by_precision, "bf16_vs_fp32": by_precision["bf16"] / by_precision["fp32"]}
 
     # 2. Generation: the paper's 64 -> 64 prompted setting.
     model = base.eval()
@@ -191,36 +219,44 @@ def main() -> None:
     sampling = GenerationConfig(do_sample=True, temperature=1.0, top_p=1.0)
     gen = {}
     for name, g in (("beam5", beam), ("sampling", sampling)):
-        batched, single = bench_generation(model, prompts, g, 64, a.gen_batch, a.one_at_a_time)
+        with autocast(precision, device):
+            batched, single = bench_generation(model, prompts, g, 64, a.gen_batch, a.one_at_a_time)
         gen[name] = {"batched_tokens_per_s": batched, "one_at_a_time_tokens_per_s": single, "ratio": batched / single}
     out["generation"] = gen
     out["generate_vs_batch1"] = gen["beam5"]["ratio"]
 
     # 3. Evaluation.
     eval_blocks = rng.integers(1, a.vocab, size=(a.eval_blocks, a.block))
-    perplexity(model, eval_blocks[:8], batch_size=64)
-    t = time.perf_counter()
-    perplexity(model, eval_blocks, batch_size=64)
-    ppl_tps = eval_blocks.size / (time.perf_counter() - t)
-    lengths = rng.integers(a.block // 2, a.block + 1, size=a.eval_blocks)
-    t = time.perf_counter()
-    sequence_perplexities(model, eval_blocks, lengths, batch_size=64)
-    seq_tps = lengths.sum() / (time.perf_counter() - t)
+    with autocast(precision, device):
+        perplexity(model, eval_blocks[:8], batch_size=64)
+        t = time.perf_counter()
+        perplexity(model, eval_blocks, batch_size=64)
+        ppl_tps = eval_blocks.size / (time.perf_counter() - t)
+        lengths = rng.integers(a.block // 2, a.block + 1, size=a.eval_blocks)
+        t = time.perf_counter()
+        sequence_perplexities(model, eval_blocks, lengths, batch_size=64)
+        seq_tps = lengths.sum() / (time.perf_counter() - t)
     out["evaluation"] = {"perplexity_tokens_per_s": ppl_tps, "per_sequence_tokens_per_s": seq_tps}
 
     # 4. The default run end to end.
     if not a.skip_e2e:
         out["default_run"] = bench_e2e()
 
+    cpu = out["cpu"]
     print(f"\nmachine: {out.get('device_name', out['machine'])}, torch {out['torch']}, {out['threads']} threads, "
           f"precision {precision}; model {a.arch} {a.layers}x{a.width}, vocab {a.vocab}, "
           f"{out['model']['params'] / 1e6:.1f}M params, block {a.block}, batch {a.batch}")
+    print(f"CPU: AMX {' '.join(cpu['amx']) or 'no'}, avx512_bf16 {'yes' if cpu['avx512_bf16'] else 'no'}, "
+          f"torch kernels {cpu['torch_cpu_capability']}")
     rows = [
         ("train tokens/s: testbed", f"{out['train']['testbed_tokens_per_s']:,.0f}"),
         ("train tokens/s: transformers.Trainer", f"{out['train']['trainer_tokens_per_s']:,.0f}"),
         ("train_vs_trainer", f"{out['train_vs_trainer']:.2f}x"),
         ("matmul peak", f"{peak / 1e9:,.0f} GFLOP/s"),
         ("mfu", f"{out['mfu']:.1%}"),
+        ("train tokens/s: testbed fp32", f"{by_precision['fp32']:,.0f}"),
+        ("train tokens/s: testbed bf16 autocast", f"{by_precision['bf16']:,.0f}"),
+        ("bf16 / fp32", f"{out['train_by_precision']['bf16_vs_fp32']:.2f}x"),
     ]
     for name in ("beam5", "sampling"):
         r = gen[name]

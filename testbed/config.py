@@ -30,6 +30,9 @@ class RunConfig:
     seed: int = 0  # seeds everything: data, init, shuffling, generation, evaluation
     generations: int = 5  # recursive generations after generation 0 (models 0..N)
     keep_checkpoints: Literal["all", "last", "none"] = "all"  # gen_000 is always kept (it scores data)
+    # CPU runs: torch's thread count. null: torch's default (the core count), written into the run's
+    # config.yaml, so that a resume uses the same count: sums split over other counts round differently.
+    threads: int | None = None
 
 
 @dataclass
@@ -171,6 +174,8 @@ class TrainConfig:
     # epoch (torch's CosineAnnealingLR(T_max=epochs) stepped once an epoch, as the paper's code does)
     schedule_interval: Literal["step", "epoch"] = "step"
     warmup_steps: int = 0
+    # Examples of one step over all processes (accelerate launch splits it evenly); the effective batch is
+    # batch_size x grad_accum, whatever the process count.
     batch_size: int = 32
     grad_accum: int = 1
     weight_decay: float = 0.0
@@ -255,6 +260,7 @@ def check(cfg: Config) -> None:
     """Raise ConfigError naming the first key whose value is out of range or inconsistent."""
     r, d, t, m, g, x, e = cfg.run, cfg.data, cfg.train, cfg.model, cfg.generation, cfg.mixing, cfg.eval
     _require(r.generations >= 1, "run.generations", f"must be at least 1, got {r.generations}")
+    _require(r.threads is None or r.threads >= 1, "run.threads", f"must be at least 1 or null, got {r.threads}")
     _require(
         r.name is None or (bool(_NAME.match(r.name)) and ".." not in r.name),
         "run.name",

@@ -11,17 +11,19 @@ import copy
 import json
 import os
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import torch
-from accelerate import Accelerator
+from accelerate import Accelerator, DataLoaderConfiguration
 from tqdm.auto import tqdm
 from transformers import AutoTokenizer
 
 from testbed import rundir
 from testbed.config import Config, to_yaml
 from testbed.data import load_corpus, pad_rows, split_names, tokenize_corpus, windows
+from testbed.distributed import check_batch_split, from_main, main_only, map_rows
 from testbed.evaluation import (
     decode,
     diversity,
@@ -35,7 +37,7 @@ from testbed.evaluation import (
 from testbed.generate import generate_sharded, prompt_matrix
 from testbed.metrics import perplexity, sequence_perplexities, summarize
 from testbed.mixing import Examples, human_examples, mix, synthetic_examples
-from testbed.model import autocast, base_model, check_context, load_model, load_tokenizer
+from testbed.model import autocast, base_model, check_context, load_model, load_tokenizer, reproducible_cpu
 from testbed.train import train
 
 GENERATE, TRAIN, EVAL = 1, 2, 3  # stage tags for per-stage seeds
@@ -74,14 +76,20 @@ def run(cfg: Config, run_dir: Path, resume: bool = False) -> tuple[list[dict], d
     g_cfg = cfg.generation
     # accelerate's own mixed precision would patch the trained model's forward only; one explicit
     # autocast context (train.precision) covers every forward of the run instead.
-    accelerator = Accelerator(mixed_precision="no", gradient_accumulation_steps=cfg.train.grad_accum)
+    # train.batch_size is one step's batch over all processes (split_batches: each takes an equal share),
+    # so the effective batch, batch_size x grad_accum, does not depend on the process count.
+    accelerator = Accelerator(mixed_precision="no", gradient_accumulation_steps=cfg.train.grad_accum,
+                              dataloader_config=DataLoaderConfiguration(split_batches=True))
+    check_batch_split(cfg.train.batch_size, accelerator.num_processes)
     device = accelerator.device
+    if device.type == "cpu":  # saved with the config below: a resume uses the same thread count
+        cfg.run.threads = reproducible_cpu(cfg.run.threads)
 
     def amp():
         return autocast(cfg.train.precision, device)
 
-    # Under `accelerate launch`, every process generates a share and trains data-parallel; the main
-    # process alone evaluates and writes.
+    # Under `accelerate launch`, every process generates and scores a share and trains data-parallel; the
+    # main process alone evaluates and writes, inside main_only blocks, so that its failure stops them all.
     main = accelerator.is_main_process
     if not main:
         os.environ["TQDM_DISABLE"] = "1"
@@ -92,8 +100,8 @@ def run(cfg: Config, run_dir: Path, resume: bool = False) -> tuple[list[dict], d
     if resume and saved_tokenizer.is_dir():
         tokenizer = AutoTokenizer.from_pretrained(saved_tokenizer)
         tokenizer.padding_side = "left"
-    else:
-        tokenizer = load_tokenizer(cfg, corpus.train)
+    else:  # made once: BPE training need not give the same merges in two processes
+        tokenizer = from_main(accelerator, lambda: load_tokenizer(cfg, corpus.train))
     tok = tokenize_corpus(corpus, tokenizer, cfg.data, split_names(cfg.data))
     eos = tokenizer.eos_token_id
     bos = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else eos
@@ -108,19 +116,18 @@ def run(cfg: Config, run_dir: Path, resume: bool = False) -> tuple[list[dict], d
     _, human_reference = windows(tok.test_stream, cfg.data.block_size, g_cfg.prompt_tokens if prompted else 0,
                                  g_cfg.max_new_tokens, "the human test split")
 
-    if not resume and main:  # only now, once every input has loaded, does the run directory appear
+    def first_files(d: Path) -> None:
+        (d / "config.yaml").write_text(to_yaml(cfg), encoding="utf-8")
+        tokenizer.save_pretrained(d / "tokenizer")
 
-        def first_files(d: Path) -> None:
-            (d / "config.yaml").write_text(to_yaml(cfg), encoding="utf-8")
-            tokenizer.save_pretrained(d / "tokenizer")
-
-        rundir.create(run_dir, first_files)
-    accelerator.wait_for_everyone()
+    with main_only(accelerator):
+        if main and not resume:  # only now, once every input has loaded, does the run directory appear
+            rundir.create(run_dir, first_files)
+        if main:
+            rundir.remove_partial_writes(run_dir)
 
     # Resume: completed generations are read back, the newest model is reloaded.
     start = rundir.completed(run_dir, N)
-    if main:
-        rundir.remove_partial_writes(run_dir)
     rows = [json.loads((rundir.gen_dir(run_dir, g) / "metrics.json").read_text()) for g in range(start)]
     synthetic = [read_synthetic(rundir.gen_dir(run_dir, g) / "synthetic.jsonl", g) for g in range(1, start)]
     gen0 = None
@@ -144,8 +151,8 @@ def run(cfg: Config, run_dir: Path, resume: bool = False) -> tuple[list[dict], d
         synth_ppl = np.zeros(0)  # generation 0 has no synthetic data: its statistics are null
         if g == 0:
             train_set = human
-            if main:
-                with amp():  # the base model before any training: the zero-shot row
+            with main_only(accelerator), amp():
+                if main:  # the base model before any training: the zero-shot row
                     zero_shot = perplexity(model, es.test_blocks, cfg.eval.batch_size, desc="zero-shot ppl")
         else:
             t = time.perf_counter()
@@ -159,13 +166,14 @@ def run(cfg: Config, run_dir: Path, resume: bool = False) -> tuple[list[dict], d
             synth = synthetic_examples(ids, lengths, g)
             synthetic.append(synth)
             seconds["generate"] = time.perf_counter() - t
-            if main:
-                t = time.perf_counter()
-                with amp():
-                    synth_ppl = sequence_perplexities(gen0, ids, lengths, cfg.eval.batch_size,
-                                                      desc="score under gen 0")
-                write_synthetic(out / "synthetic.jsonl", synth, decode(tokenizer, ids, lengths), synth_ppl)
-                seconds["score"] = time.perf_counter() - t
+            t = time.perf_counter()
+            with amp():
+                score = partial(sequence_perplexities, gen0, batch_size=cfg.eval.batch_size, desc="score under gen 0")
+                synth_ppl = np.concatenate(map_rows(accelerator, score, ids, lengths))
+            with main_only(accelerator):
+                if main:
+                    write_synthetic(out / "synthetic.jsonl", synth, decode(tokenizer, ids, lengths), synth_ppl)
+            seconds["score"] = time.perf_counter() - t
 
             # 2. Mix: the strategy decides what model g trains on.
             train_set = mix(cfg.mixing, human, synthetic, g, seed)
@@ -180,56 +188,57 @@ def run(cfg: Config, run_dir: Path, resume: bool = False) -> tuple[list[dict], d
         if g == 0:
             gen0 = copy.deepcopy(model).eval()
             start_state = init_state()
-        if not main:
-            accelerator.wait_for_everyone()  # the main process evaluates and saves this generation
-            continue
+        # The main process evaluates and saves this generation. The others leave the block at once and wait
+        # at its end, where they stop with the main process's error if it fails.
+        with main_only(accelerator):
+            if not main:
+                continue
 
-        # 4. Evaluate: perplexity on human test text; diversity of samples from fixed prompts and seed.
-        t = time.perf_counter()
-        with amp():
-            ppl = perplexity(model, es.test_blocks, cfg.eval.batch_size, desc="ppl on human test")
-            prompt_texts, texts = sample(model, cfg, es, tokenizer, seed_for(seed, EVAL))
-        seconds["evaluate"] = time.perf_counter() - t
-        t = time.perf_counter()
-        row = {"generation": g, "ppl_human": ppl, **({"ppl_human_zero_shot": zero_shot} if g == 0 else {}),
-               **diversity(texts, es.tail),
-               **summarize(synth_ppl, "synthetic_ppl_gen0"),
-               "val_loss": result.val_loss, "train_loss": result.train_loss, "best_epoch": result.best_epoch,
-               "train_steps": result.steps, "train_tokens": result.tokens,
-               "train_composition": train_set.composition(),
-               "synthetic_mean_length": None if g == 0 else float(synth.lengths.mean())}
-        if gt is not None:  # the built-in language's exact probabilities: quality, divergence, tail lost
+            # 4. Evaluate: perplexity on human test text; diversity of samples from fixed prompts and seed.
+            t = time.perf_counter()
             with amp():
-                kl = kl_per_word(model, gt, cfg.eval.batch_size)
-            row.update(sample_quality(texts, gt, prompted), kl_per_word=kl)
-        if g == 0:
-            with amp():
-                human_ppl = sequence_perplexities(gen0, human_reference, batch_size=cfg.eval.batch_size)
-            reference_texts = human_texts(es, tokenizer)
-            baseline = {"generation": "human", **diversity(reference_texts, es.tail),
-                        **(sample_quality(reference_texts, gt, prompted) if gt is not None else {}),
-                        **summarize(human_ppl, "synthetic_ppl_gen0"), "ppl_gen0_per_sequence": human_ppl}
-        seconds["metrics"] = time.perf_counter() - t
+                ppl = perplexity(model, es.test_blocks, cfg.eval.batch_size, desc="ppl on human test")
+                prompt_texts, texts = sample(model, cfg, es, tokenizer, seed_for(seed, EVAL))
+            seconds["evaluate"] = time.perf_counter() - t
+            t = time.perf_counter()
+            row = {"generation": g, "ppl_human": ppl, **({"ppl_human_zero_shot": zero_shot} if g == 0 else {}),
+                   **diversity(texts, es.tail),
+                   **summarize(synth_ppl, "synthetic_ppl_gen0"),
+                   "val_loss": result.val_loss, "train_loss": result.train_loss, "best_epoch": result.best_epoch,
+                   "train_steps": result.steps, "train_tokens": result.tokens,
+                   "train_composition": train_set.composition(),
+                   "synthetic_mean_length": None if g == 0 else float(synth.lengths.mean())}
+            if gt is not None:  # the built-in language's exact probabilities: quality, divergence, tail lost
+                with amp():
+                    kl = kl_per_word(model, gt, cfg.eval.batch_size)
+                row.update(sample_quality(texts, gt, prompted), kl_per_word=kl)
+            if g == 0:
+                with amp():
+                    human_ppl = sequence_perplexities(gen0, human_reference, batch_size=cfg.eval.batch_size)
+                reference_texts = human_texts(es, tokenizer)
+                baseline = {"generation": "human", **diversity(reference_texts, es.tail),
+                            **(sample_quality(reference_texts, gt, prompted) if gt is not None else {}),
+                            **summarize(human_ppl, "synthetic_ppl_gen0"), "ppl_gen0_per_sequence": human_ppl}
+            seconds["metrics"] = time.perf_counter() - t
 
-        # 5. Save: checkpoint, samples, metrics; the COMPLETE marker goes last. Wall times go beside the
-        # metrics, not in them, so a resumed run's metrics.jsonl equals an uninterrupted one's.
-        rundir.save_pretrained(out / "model", model, tokenizer)
-        rundir.write_jsonl(out / "samples.jsonl", [{"index": i, "prompt": p, "text": s}
-                                                   for i, (p, s) in enumerate(zip(prompt_texts, texts))])
-        row = _finite(row)
-        rundir.write_json(out / "metrics.json", row)
-        rundir.write_json(out / "timing.json", {"seconds": seconds,
-                                                 "train_tokens_per_s": result.tokens / max(result.seconds, 1e-9)})
-        if g == 0:
-            rundir.write_json(baseline_path, _finite(baseline))
-        rows.append(row)
-        rundir.write_jsonl(run_dir / "metrics.jsonl", rows)
-        rundir.mark_complete(run_dir, g)
-        rundir.prune_checkpoints(run_dir, g, cfg.run.keep_checkpoints)
-        accelerator.wait_for_everyone()
-        tqdm.write(f"gen {g}/{N}: ppl_human {ppl:.2f}  distinct_4 {row['distinct_4']:.3f}  "
-                   f"self_bleu {row['self_bleu']:.3f}  "
-                   + "  ".join(f"{k} {v:.1f}s" for k, v in seconds.items()))
+            # 5. Save: checkpoint, samples, metrics; the COMPLETE marker goes last. Wall times go beside the
+            # metrics, not in them, so a resumed run's metrics.jsonl equals an uninterrupted one's.
+            rundir.save_pretrained(out / "model", model, tokenizer)
+            rundir.write_jsonl(out / "samples.jsonl", [{"index": i, "prompt": p, "text": s}
+                                                       for i, (p, s) in enumerate(zip(prompt_texts, texts))])
+            row = _finite(row)
+            rundir.write_json(out / "metrics.json", row)
+            rundir.write_json(out / "timing.json", {"seconds": seconds,
+                                                     "train_tokens_per_s": result.tokens / max(result.seconds, 1e-9)})
+            if g == 0:
+                rundir.write_json(baseline_path, _finite(baseline))
+            rows.append(row)
+            rundir.write_jsonl(run_dir / "metrics.jsonl", rows)
+            rundir.mark_complete(run_dir, g)
+            rundir.prune_checkpoints(run_dir, g, cfg.run.keep_checkpoints)
+            tqdm.write(f"gen {g}/{N}: ppl_human {ppl:.2f}  distinct_4 {row['distinct_4']:.3f}  "
+                       f"self_bleu {row['self_bleu']:.3f}  "
+                       + "  ".join(f"{k} {v:.1f}s" for k, v in seconds.items()))
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
 

@@ -137,6 +137,22 @@ def autocast(precision: str, device: torch.device) -> contextlib.AbstractContext
     return torch.autocast(device.type, dtype=_AUTOCAST_DTYPES[precision])
 
 
+def reproducible_cpu(threads: int | None) -> int:
+    """Make the same inputs give the same numbers on this CPU, run after run and across a resume; return
+    the thread count used (`threads`, or torch's default).
+
+    A fixed thread count: sums split over another count round differently, and torch's default leaves
+    MKL free to use fewer threads on a busy machine. MKL's conditional numerical reproducibility (read
+    at its first call), so results do not depend on memory alignment. Deterministic algorithms wherever
+    torch has a choice.
+    """
+    os.environ.setdefault("MKL_CBWR", "AUTO")
+    threads = threads or torch.get_num_threads()
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(True)
+    return threads
+
+
 def base_model(cfg: Config, tokenizer):
     """The generation-0 starting point: the pretrained model, or a seeded random init."""
     if cfg.model.name_or_path is None:

@@ -147,6 +147,16 @@ def completed(run: Path, generations: int) -> int:
     return g
 
 
+def check_resumable(run: Path, generations: int) -> None:
+    """Refuse to continue a run whose next generation needs a checkpoint that run.keep_checkpoints removed."""
+    start = completed(run, generations)
+    newest = gen_dir(run, start - 1) / "model"
+    if 0 < start <= generations and not newest.is_dir():
+        raise RunDirError(f"cannot continue {run} at generation {start}: it starts from {newest}, which "
+                          f"run.keep_checkpoints removed; run it anew with run.generations={generations} "
+                          "(run.keep_checkpoints=last keeps the newest model, to extend a run later)")
+
+
 def prune_checkpoints(run: Path, generation: int, keep: str) -> None:
     """Apply run.keep_checkpoints after `generation` is complete; gen_000 always stays (it scores data).
 

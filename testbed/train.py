@@ -5,14 +5,17 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import torch
 from accelerate import Accelerator
+from accelerate.utils import gather_object
 from tqdm.auto import tqdm
 
 from testbed.config import TrainConfig
 from testbed.data import to_blocks
+from testbed.distributed import check_same_weights, from_main, map_rows
 from testbed.metrics.perplexity import sequence_nll
 from testbed.mixing import SYNTHETIC, Examples
 from testbed.model import autocast
@@ -73,9 +76,12 @@ def _optimizer(model, cfg: TrainConfig, device: torch.device) -> torch.optim.Opt
     return torch.optim.AdamW(groups, lr=cfg.lr, fused=device.type == "cuda")
 
 
-def validation_loss(model, blocks: np.ndarray, batch_size: int) -> float:
-    nll, count = sequence_nll(model, blocks, batch_size=batch_size)
-    return float(nll.sum() / max(count.sum(), 1))
+def validation_loss(model, blocks: np.ndarray, batch_size: int, accelerator: Accelerator) -> float:
+    """Mean NLL per token of `blocks`, each process scoring a share; the main process's sum of all the
+    shares is every process's value, so all of them keep the same checkpoint."""
+    parts = map_rows(accelerator, partial(sequence_nll, model, batch_size=batch_size), blocks)
+    nll, count = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+    return from_main(accelerator, lambda: float(nll.sum() / max(count.sum(), 1)))
 
 
 LOG_EVERY = 25  # optimizer steps between progress-bar updates: reading the loss waits for the device
@@ -87,7 +93,9 @@ def train(model, examples: Examples, valid_blocks: np.ndarray, cfg: TrainConfig,
     """Train `model` (fp32 weights) in place on `examples` for `epochs`, forwards under cfg.precision's
     autocast; with select_best, end on the weights best on validation (evaluated at every epoch end, and
     every `eval_every` steps). `separator`: see `pack` (train.eos_between_examples)."""
-    torch.manual_seed(seed)  # dropout draws from the global generator: fix it, so a resumed run matches
+    # Dropout draws from the global generator: seeded, so a resumed run matches, and per process, so
+    # data-parallel processes do not drop the same units.
+    torch.manual_seed(seed + accelerator.process_index)
     blocks = torch.as_tensor(pack(examples, block_size, seed, separator))
     generator = torch.Generator().manual_seed(seed)
     loader = torch.utils.data.DataLoader(blocks, batch_size=cfg.batch_size, shuffle=True, generator=generator,
@@ -111,9 +119,9 @@ def train(model, examples: Examples, valid_blocks: np.ndarray, cfg: TrainConfig,
 
     def evaluate_and_keep(epoch: float, last: bool) -> None:
         nonlocal best_loss, best_state, best_epoch
-        # Every process evaluates the same weights on the same blocks, outside the DDP wrapper.
+        # Outside the DDP wrapper: the processes' weights are equal, each scores a share of the blocks.
         with autocast(cfg.precision, device):
-            loss = validation_loss(model, valid_blocks, cfg.batch_size)
+            loss = validation_loss(model, valid_blocks, cfg.batch_size, accelerator)
         if cfg.select_best and loss >= best_loss:
             return
         best_loss, best_epoch = loss, epoch
@@ -167,8 +175,11 @@ def train(model, examples: Examples, valid_blocks: np.ndarray, cfg: TrainConfig,
             torch.cuda.synchronize()  # the last non-blocking copy has landed
         model.load_state_dict(best_state)
     model.eval()
+    check_same_weights(model, accelerator)
     seconds = time.perf_counter() - t0
     accelerator.free_memory()  # drop accelerate's references so nothing outlives this generation
-    return TrainResult(steps=step, tokens=tokens, seconds=seconds,
-                       train_loss=float(epoch_loss) / max(epoch_batches, 1), val_loss=best_loss,
+    # Each process trained on its share of every batch: tokens add up, losses average.
+    tokens_and_losses = gather_object([(tokens, float(epoch_loss) / max(epoch_batches, 1))])
+    return TrainResult(steps=step, tokens=sum(t for t, _ in tokens_and_losses), seconds=seconds,
+                       train_loss=float(np.mean([loss for _, loss in tokens_and_losses])), val_loss=best_loss,
                        best_epoch=best_epoch)

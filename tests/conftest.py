@@ -5,6 +5,7 @@ import os
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("MKL_CBWR", "AUTO")  # as runs set it (model.reproducible_cpu), here before any MKL call
 
 from pathlib import Path  # noqa: E402
 
@@ -13,6 +14,8 @@ import pytest  # noqa: E402
 from testbed import config  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
+# Subprocesses (python -m testbed.cli, accelerate launch) import this checkout's testbed, not an installed one.
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
 
 # A run small enough for seconds on a CPU: a 1-layer width-32 GPT-2 on a few hundred sentences.
 TINY = [

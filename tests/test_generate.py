@@ -4,7 +4,14 @@ import torch
 from transformers import MinPLogitsWarper, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
 
 from testbed.config import GenerationConfig, ModelConfig
-from testbed.generate import InverseCDFSampler, candidates, continuation_lengths, generate, prompt_matrix
+from testbed.generate import (
+    InverseCDFSampler,
+    candidates,
+    continuation_lengths,
+    decoding_kwargs,
+    generate,
+    prompt_matrix,
+)
 from testbed.model import build_model, train_bpe
 
 
@@ -82,3 +89,11 @@ def test_inverse_cdf_sampler_draws_the_warped_distribution():
     expected = TopPLogitsWarper(0.9)(None, logits.clone()).softmax(dim=-1)[0]
     assert (freq[expected == 0] == 0).all()
     assert torch.allclose(freq, expected, atol=0.005)
+
+
+def test_inverse_cdf_sampler_on_cpu_transformers_sampler_elsewhere():
+    g = GenerationConfig(do_sample=True, top_p=0.9)
+    cpu = decoding_kwargs(g, 0, torch.device("cpu"))
+    assert cpu["do_sample"] is False and isinstance(cpu["logits_processor"][0], InverseCDFSampler)
+    cuda = decoding_kwargs(g, 0, torch.device("cuda"))
+    assert cuda["do_sample"] is True and cuda["top_p"] == 0.9 and "logits_processor" not in cuda

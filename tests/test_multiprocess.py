@@ -6,9 +6,21 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from accelerate.commands.config.config_args import ClusterConfig
 
 from .conftest import REPO, TINY
+
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1"}
+# `--cpu` makes accelerate start a single process; the multi-process launcher with ACCELERATE_USE_CPU gives
+# real data-parallel CPU processes (gloo).
+LAUNCH = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+          "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+
+
+def _launch(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([*LAUNCH, *args], env={**ENV, "ACCELERATE_USE_CPU": "true"}, capture_output=True,
+                          text=True, timeout=600)
 
 
 def _rows(run: Path) -> list[dict]:
@@ -16,31 +28,63 @@ def _rows(run: Path) -> list[dict]:
 
 
 def test_two_processes_match_the_single_process_layout(tmp_path: Path):
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    # `--cpu` makes accelerate start a single process; the multi-process launcher with ACCELERATE_USE_CPU
-    # gives real data-parallel CPU processes (gloo).
-    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
     run = [*TINY, f"run.out_dir={tmp_path}"]
-    two = subprocess.run([*launch, "-m", "testbed.cli", "run", *run, "run.name=two"],
-                         env={**env, "ACCELERATE_USE_CPU": "true"},
-                         capture_output=True, text=True, timeout=600)
+    two = _launch("-m", "testbed.cli", "run", *run, "run.name=two")
     assert two.returncode == 0, two.stderr[-3000:]
-    one = subprocess.run([sys.executable, "-m", "testbed.cli", "run", *run, "run.name=one"], env=env,
+    one = subprocess.run([sys.executable, "-m", "testbed.cli", "run", *run, "run.name=one"], env=ENV,
                          capture_output=True, text=True, timeout=600)
     assert one.returncode == 0, one.stderr[-3000:]
     assert two.stdout.count("gen 2/2") == 1  # one process reports
 
     single, double = _rows(tmp_path / "one"), _rows(tmp_path / "two")
     assert [r["generation"] for r in double] == [0, 1, 2]
-    # Data-parallel: each process takes half the batches, so half the optimizer steps.
-    assert [2 * r["train_steps"] for r in double] == [r["train_steps"] for r in single]
+    # train.batch_size (16) is the batch of a step over both processes: as many steps as one process takes,
+    # and the tokens of both processes counted (every step a full batch of 16 blocks of 16 tokens).
+    assert [r["train_steps"] for r in double] == [r["train_steps"] for r in single]
+    assert [r["train_tokens"] for r in double] == [r["train_steps"] * 16 * 16 for r in double]
     # Generation was split and gathered: the synthetic set is whole.
     n_human = single[0]["train_composition"]["human"]
     for g in (1, 2):
         lines = (tmp_path / "two" / f"gen_{g:03d}" / "synthetic.jsonl").read_text().splitlines()
         assert len(lines) == n_human
         assert [json.loads(x)["index"] for x in lines] == list(range(n_human))
+    # Every generation ended with a check that both processes hold the same weights, tensor by tensor
+    # (testbed.distributed.check_same_weights): the run would have stopped otherwise.
+
+
+FULL_DISK = """
+import errno, sys
+from testbed import rundir
+from testbed.cli import main
+
+def full(path, *objects):
+    raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+rundir.save_pretrained = full  # only the main process saves checkpoints
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_a_failure_on_the_main_process_stops_every_process(tmp_path: Path):
+    script = tmp_path / "full_disk.py"
+    script.write_text(FULL_DISK)
+    out = _launch(str(script), "run", *TINY, f"run.out_dir={tmp_path}", "run.name=full")
+    assert out.returncode != 0
+    errors = [line for line in out.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 2 and errors[0] == errors[1], out.stderr[-3000:]  # both processes, the same line
+    assert errors[0].startswith("error: disk full while writing") and "gen_000/model" in errors[0]
+
+
+@pytest.mark.parametrize("batch_size, ok", [(16, True), (15, False)])
+def test_batch_size_must_split_over_the_processes(batch_size: int, ok: bool):
+    from testbed.config import ConfigError
+    from testbed.distributed import check_batch_split
+
+    if ok:
+        check_batch_split(batch_size, 2)
+    else:
+        with pytest.raises(ConfigError, match="'train.batch_size': 15 does not split evenly over 2 processes"):
+            check_batch_split(batch_size, 2)
 
 
 def test_shipped_accelerate_config_loads():

@@ -143,3 +143,19 @@ def test_mixed_precision_trains_fp32_master_weights(tiny, precision):
     assert all(p.dtype == torch.float32 for p in model.parameters())
     assert all(not torch.equal(v, before[k]) for k, v in model.state_dict().items() if v.is_floating_point())
     assert np.isfinite(result.val_loss) and result.val_loss < np.log(len(tok))
+def test_dropout_draws_differ_between_processes(tiny):
+    class SecondProcess(Accelerator):
+        process_index = 1  # what `accelerate launch` gives the second process
+
+    tok, blocks = tiny
+
+    def trained(accelerator: Accelerator) -> dict[str, torch.Tensor]:
+        model = build_model(ModelConfig(layers=1, width=32, heads=2, context=32), tok, seed=0)  # dropout 0.1
+        train(model, human_examples(blocks), blocks[:4], TrainConfig(epochs=1, lr=5e-3, batch_size=8), 16,
+              accelerator, seed=0, epochs=1)
+        return model.state_dict()
+
+    first, again = trained(Accelerator(cpu=True)), trained(Accelerator(cpu=True))
+    second = trained(SecondProcess(cpu=True))
+    assert all(torch.equal(v, again[k]) for k, v in first.items())  # seeded: a process repeats itself
+    assert not any(torch.equal(v, second[k]) for k, v in first.items() if k.endswith("c_fc.weight"))
