@@ -30,6 +30,11 @@ class RunConfig:
     seed: int = 0  # seeds everything: data, init, shuffling, generation, evaluation
     generations: int = 5  # recursive generations after generation 0 (models 0..N)
     keep_checkpoints: Literal["all", "last", "none"] = "all"  # gen_000 is always kept (it scores data)
+    # A finished run directory whose generation 0 this run takes instead of training its own (its model,
+    # tokenizer and training record): sweeps share one generation 0 among settings that differ only after
+    # it. The two configs must agree on everything generation 0 depends on.
+    gen0_from: str | None = None
+    log_with: Literal["none", "tensorboard", "wandb"] = "none"  # trackers through accelerate: loss, lr, metrics
     # CPU runs: torch's thread count. null: torch's default (the core count), written into the run's
     # config.yaml, so that a resume uses the same count: sums split over other counts round differently.
     threads: int | None = None
@@ -202,6 +207,8 @@ class EvalConfig:
     max_new_tokens: int = 32
     batch_size: int = 64
     tail_rank: int = 200  # tail = words ranked below this in human training frequency
+    tail_tokens: int = 256  # tail_token_mass: tokens outside the human training text's most frequent this many
+    kl_alpha: float = 0.5  # unigram_kl: add-alpha smoothing of both unigram distributions
 
 
 @dataclass
@@ -343,6 +350,8 @@ def check(cfg: Config) -> None:
     _require(e.max_new_tokens >= 1, "eval.max_new_tokens", "must be at least 1")
     _require(e.batch_size >= 1, "eval.batch_size", "must be at least 1")
     _require(e.tail_rank >= 1, "eval.tail_rank", "must be at least 1")
+    _require(e.tail_tokens >= 1, "eval.tail_tokens", "must be at least 1")
+    _require(e.kl_alpha > 0, "eval.kl_alpha", f"must be positive, got {e.kl_alpha}")
 
     sl = cfg.sweep.slurm
     for key in ("time_min", "cpus_per_run", "array_parallelism"):
@@ -539,6 +548,19 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             out[f"{prefix}{k}"] = v
     return out
+
+
+# Keys generation 0's training never reads: runs that differ only in these can share one generation 0.
+AFTER_GEN0 = ("run.name", "run.out_dir", "run.generations", "run.keep_checkpoints", "run.gen0_from", "run.log_with",
+              "generation.", "mixing.", "curate.", "eval.", "sweep.", "train.init", "train.eos_between_examples")
+
+
+def gen0_diff(a: Config, b: Config) -> list[str]:
+    """Keys (dotted) whose values differ between two configs and change what generation 0 learns."""
+    keys = [k for k in diff(a, b) if not k.startswith(AFTER_GEN0)]
+    if a.train.gen0_epochs is not None and a.train.gen0_epochs == b.train.gen0_epochs:
+        keys = [k for k in keys if k != "train.epochs"]  # generation 0 trains for gen0_epochs
+    return keys
 
 
 def diff(a: Config, b: Config) -> list[str]:

@@ -11,37 +11,16 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from testbed import language
-from testbed.config import CurateConfig, WatermarkConfig
+from testbed.config import Config, CurateConfig, WatermarkConfig
+from testbed.generate import watermarking_config
 from testbed.mixing import HUMAN, SYNTHETIC, Examples
 
 KEPT = ""  # `dropped_by` of an example that passed every filter
-
-
-@dataclass
-class Decisions:
-    """Per-example curation record of one set of examples (`dropped_by`: the first filter that dropped it)."""
-
-    dropped_by: np.ndarray  # (n,) str: "" kept, else "dedup", "verifier", "perplexity", "detector"
-    z_score: np.ndarray  # (n,) watermark z-score (NaN: not scored)
-    flagged: np.ndarray  # (n,) the detector flagged it
-
-    @property
-    def kept(self) -> np.ndarray:
-        return self.dropped_by == KEPT
-
-    def drop(self, mask: np.ndarray, by: str) -> None:
-        """Mark the kept examples where `mask` holds as dropped by `by`."""
-        self.dropped_by[self.kept & mask] = by
-
-
-def fresh_decisions(n: int) -> Decisions:
-    return Decisions(np.full(n, KEPT, dtype=object), np.full(n, math.nan), np.zeros(n, bool))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -126,13 +105,6 @@ def perplexity_filter(ppl: np.ndarray, keep_share: float, order: str, ceiling: f
 # Detection.
 
 
-def watermarking_config(w: WatermarkConfig):
-    from transformers import WatermarkingConfig
-
-    return WatermarkingConfig(greenlist_ratio=w.greenlist_ratio, bias=w.bias, hashing_key=w.hashing_key,
-                              seeding_scheme=w.seeding_scheme, context_width=w.context_width)
-
-
 def watermark_z(model_config, w: WatermarkConfig, ids: np.ndarray, lengths: np.ndarray,
                 device: torch.device) -> np.ndarray:
     """z-score of the green-token count of each row (prompt stripped: the rows are continuations or human
@@ -179,31 +151,67 @@ def importance_resample(confidence: np.ndarray, cfg: CurateConfig, rng: np.rando
 
 
 # ---------------------------------------------------------------------------------------------
-# Counts for the metrics row.
+# The stages the loop calls.
 
 
-def rates(flagged: np.ndarray, source: np.ndarray) -> dict[str, float]:
-    """The detector's true- and false-positive rates measured against provenance (NaN where undefined)."""
-    synth, human = source == SYNTHETIC, source == HUMAN
-    return {"detector_tpr": float(flagged[synth].mean()) if synth.any() else math.nan,
-            "detector_fpr": float(flagged[human].mean()) if human.any() else math.nan}
+def detect(examples: Examples, cfg: Config, model_config, device: torch.device, rng: np.random.Generator) -> None:
+    """Set the detector's view of each example, once: watermark z-scores (whenever generation is
+    watermarked, so detection rates are recorded even without screening) and the detector's flags."""
+    c, w = cfg.curate, cfg.generation.watermark
+    if w.enabled:
+        examples.z = watermark_z(model_config, w, examples.ids, examples.lengths, device)
+    if c.detector == "watermark":
+        examples.flagged = examples.z > c.z_threshold
+    elif c.detector == "oracle":
+        examples.flagged = oracle_flags(examples.source, c.detector_tpr, c.detector_fpr, rng)
 
 
-def filter_counts(decisions: Decisions, prefix: str) -> dict[str, int]:
-    """Examples in, kept, and dropped by each filter."""
-    out = {f"{prefix}_in": len(decisions.dropped_by), f"{prefix}_kept": int(decisions.kept.sum())}
-    for by in ("dedup", "verifier", "perplexity", "detector"):
-        n = int((decisions.dropped_by == by).sum())
-        if n:
-            out[f"{prefix}_dropped_{by}"] = n
-    return out
+def filter_synthetic(cfg: Config, texts: list[str], ppl_gen0: np.ndarray, dedup: Deduplicator,
+                     lang: language.Language | None, ppl_ceiling: float) -> np.ndarray:
+    """The producer's curation of one synthetic set: per example, the first filter that drops it ("dedup",
+    "verifier", "perplexity") or KEPT."""
+    c = cfg.curate
+    dropped = np.full(len(texts), KEPT, dtype=object)
+
+    def drop(mask: np.ndarray, by: str) -> None:
+        dropped[(dropped == KEPT) & mask] = by
+
+    if c.dedup != "none":
+        drop(~dedup.keep(texts), "dedup")
+    if c.verifier == "grammar":
+        drop(~grammatical(texts, lang, cfg.generation.mode == "prompted"), "verifier")
+    if c.perplexity_keep < 1:
+        still = np.where(dropped == KEPT, ppl_gen0, np.nan)
+        drop(~perplexity_filter(still, c.perplexity_keep, c.perplexity_order, ppl_ceiling), "perplexity")
+    return dropped.astype(str)
 
 
-def screen_counts(pool: Examples, flagged: np.ndarray) -> dict[str, int]:
-    """Pool examples in and kept by screening, per source."""
-    out = {}
+def screen(pool: Examples, cfg: CurateConfig, rng: np.random.Generator) -> Examples:
+    """The scraper's filter on a mixed training pool: what the detector flags is dropped, human text
+    included; then, optionally, importance resampling by the detector's confidence Φ(z)."""
+    kept = pool.take(~pool.flagged)
+    if cfg.resample == "importance":
+        from scipy.special import ndtr
+
+        kept = kept.take(importance_resample(ndtr(kept.z), cfg, rng))
+    return kept
+
+
+def curation_row(dropped_by: np.ndarray, synth: Examples, human: Examples, pool: Examples, detector: bool) -> dict:
+    """What curation did in one generation: synthetic examples in, kept, and dropped by each filter; the
+    pool per source before and after screening; the detector's rates measured against provenance; the
+    mean watermark z-score of the synthetic set and of the human text."""
+    row = {"synthetic_in": len(dropped_by), "synthetic_kept": int((dropped_by == KEPT).sum())}
+    for by in ("dedup", "verifier", "perplexity"):
+        row[f"synthetic_dropped_{by}"] = int((dropped_by == by).sum())
     for src in (HUMAN, SYNTHETIC):
         mine = pool.source == src
-        out[f"pool_{src}_in"] = int(mine.sum())
-        out[f"pool_{src}_kept"] = int((mine & ~flagged).sum())
-    return out
+        row[f"pool_{src}_in"] = int(mine.sum())
+        row[f"pool_{src}_kept"] = int((mine & ~pool.flagged).sum())
+    if detector:
+        row["detector_tpr"] = float(pool.flagged[pool.source == SYNTHETIC].mean()) if row["pool_synthetic_in"] \
+            else None
+        row["detector_fpr"] = float(pool.flagged[pool.source == HUMAN].mean()) if row["pool_human_in"] else None
+    row["z_synthetic_mean"] = float(np.nanmean(synth.z)) if np.isfinite(synth.z).any() else None
+    row["z_human_mean"] = float(np.nanmean(human.z)) if np.isfinite(human.z).any() else None
+    return row

@@ -148,6 +148,16 @@ def tokenize_corpus(corpus: HumanCorpus, tokenizer, cfg: DataConfig, names: dict
     return TokenizedCorpus(**out)
 
 
+def spread(available: int, n: int, seed: int) -> np.ndarray:
+    """Indices of n items drawn evenly across `available` (one per stretch of available/n, at a seeded
+    offset), so that samples represent the whole split rather than its first documents; with n >=
+    available, every item in order, cycling."""
+    if n >= available:
+        return np.arange(n) % available
+    offset = np.random.default_rng([seed, 23]).random()
+    return np.floor((np.arange(n) + offset) * available / n).astype(np.int64)
+
+
 def windows(stream: np.ndarray, block_size: int, prompt_tokens: int, new_tokens: int,
             name: str) -> tuple[np.ndarray, np.ndarray]:
     """(prompts, continuations) at each block start of `stream`: the block's first `prompt_tokens`, and

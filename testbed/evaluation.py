@@ -1,15 +1,19 @@
-"""Per-generation evaluation: perplexity on human test text, and diversity/tail metrics of samples."""
+"""Per-generation evaluation: perplexity and next-token concentration on human test text, diversity, tail and
+early-warning signals of samples from fixed prompts, and per-sample records (as lm-evaluation-harness
+keeps them) beside the aggregates. The human continuations of the same prompts are the baseline."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 
 from testbed import language, metrics
 from testbed.config import Config
-from testbed.data import TokenizedCorpus, pad_rows, windows
+from testbed.data import TokenizedCorpus, pad_rows, spread, windows
 from testbed.generate import generate
+from testbed.metrics.perplexity import per_sequence
 from testbed.metrics.text import Tail
 
 
@@ -21,16 +25,20 @@ class EvalSet:
     prompts: np.ndarray  # evaluation prompts (n, k); a column of start tokens when unconditional
     human_continuations: np.ndarray  # the human text that follows each prompt, for the baseline
     tail: Tail  # rare words of the human training text
+    human_tokens: np.ndarray  # the human training text's token ids (tail-token mass, unigram KL)
+    vocab_size: int
 
 
-def eval_set(cfg: Config, tok: TokenizedCorpus, train_lines: list[str], bos: int) -> EvalSet:
-    """The evaluation prompts (the starts of test blocks) and the human text that follows each of them."""
+def eval_set(cfg: Config, tok: TokenizedCorpus, train_lines: list[str], bos: int, vocab_size: int) -> EvalSet:
+    """The evaluation prompts (starts of test blocks drawn evenly across the split, seeded) and the human
+    text that follows each of them."""
     e = cfg.eval
     k = e.prompt_tokens if cfg.generation.mode == "prompted" else 0
     prompts, human = windows(tok.test_stream, cfg.data.block_size, k, e.max_new_tokens, "the human test split")
-    rows = np.arange(e.num_samples) % len(prompts)
+    rows = spread(len(prompts), e.num_samples, cfg.run.seed)
     prompts = prompts[rows] if k else np.full((e.num_samples, 1), bos, dtype=np.int64)
-    return EvalSet(tok.test, prompts, human[rows], metrics.rare_ngrams(train_lines, e.tail_rank))
+    return EvalSet(tok.test, prompts, human[rows], metrics.rare_ngrams(train_lines, e.tail_rank),
+                   tok.train.ravel(), vocab_size)
 
 
 def diversity(texts: list[str], tail: Tail) -> dict[str, float]:
@@ -49,19 +57,91 @@ def decode(tokenizer, ids: np.ndarray, lengths: np.ndarray) -> list[str]:
     return tokenizer.batch_decode(rows, skip_special_tokens=True)
 
 
-def sample(model, cfg: Config, es: EvalSet, tokenizer, seed: int) -> tuple[list[str], list[str]]:
-    """The evaluation samples of a model: (prompt texts, continuation texts), same prompts and seed always."""
+@dataclass
+class Samples:
+    """Texts with their token ids: a model's evaluation samples, or the human continuations."""
+
+    prompts: list[str]
+    texts: list[str]
+    ids: np.ndarray  # (n, max_new_tokens), padded beyond `lengths`
+    lengths: np.ndarray
+
+
+def sample(model, cfg: Config, es: EvalSet, tokenizer, seed: int) -> Samples:
+    """The evaluation samples of a model: same prompts and seed in every generation."""
     e = cfg.eval
     ids, lengths = generate(model, es.prompts, cfg.generation, e.max_new_tokens, e.batch_size, seed,
                             tokenizer.eos_token_id, desc="eval samples")
     prompts = tokenizer.batch_decode(es.prompts.tolist(), skip_special_tokens=True)
-    return prompts, decode(tokenizer, ids, lengths)
+    return Samples(prompts, decode(tokenizer, ids, lengths), ids, lengths)
 
 
-def human_texts(es: EvalSet, tokenizer) -> list[str]:
+def human_samples(es: EvalSet, tokenizer) -> Samples:
     """The human continuations of the evaluation prompts: the baseline for the sample metrics."""
     ids = es.human_continuations
-    return decode(tokenizer, ids, np.full(len(ids), ids.shape[1]))
+    lengths = np.full(len(ids), ids.shape[1])
+    return Samples(tokenizer.batch_decode(es.prompts.tolist(), skip_special_tokens=True),
+                   decode(tokenizer, ids, lengths), ids, lengths)
+
+
+def evaluate(model, gen0, cfg: Config, es: EvalSet, samples: Samples,
+             gt: GroundTruth | None) -> tuple[dict, list[dict]]:
+    """A model's metrics row and one record per evaluation sample: `model_metrics` on human test text,
+    `sample_metrics` on its samples, and the gap between its perplexity on human text and on its own."""
+    row = model_metrics(model, cfg, es, gt)
+    sample_row, records = sample_metrics(samples, gen0, model, cfg, es, gt)
+    return {**row, **sample_row, "ppl_gap": metrics.ppl_gap(row["ppl_human"], sample_row["ppl_self"])}, records
+
+
+def model_metrics(model, cfg: Config, es: EvalSet, gt: GroundTruth | None) -> dict:
+    """On human test text, in one pass: perplexity, mean next-token entropy, the share of confident
+    (p >= 0.99) positions, the effective rank of the representations; on the built-in language also the
+    estimated KL(language || model)."""
+    stats = metrics.next_token_stats(model, es.test_blocks, cfg.eval.batch_size, with_rank=True)
+    row = {"ppl_human": stats["perplexity"], "token_entropy": stats["token_entropy"],
+           "confident_share": stats["confident_share"], "effective_rank": stats["effective_rank"]}
+    if gt is not None:
+        row["kl_per_word"] = kl_per_word(model, gt, cfg.eval.batch_size)
+    return row
+
+
+def sample_metrics(samples: Samples, gen0, model, cfg: Config, es: EvalSet,
+                   gt: GroundTruth | None) -> tuple[dict, list[dict]]:
+    """Metrics of a set of samples and a record per sample. With `model` None (human text) the measures
+    under the model itself (ppl_self, loglik_std_self) are left out.
+
+    Diversity and tail coverage; perplexity under the model (ppl_self); the spread of per-sample
+    log-likelihood under generation 0 and under the model; tail-token mass and unigram KL against the
+    human training tokens; embedding diversity under generation 0; on the built-in language, the samples'
+    exact quality. Records: prompt, text, length, perplexity under generation 0 and under the model,
+    rep-4, and on the built-in language whether every sentence is grammatical and their true log P.
+    """
+    e = cfg.eval
+    nll0, count0 = metrics.sequence_nll(gen0, samples.ids, samples.lengths, e.batch_size)
+    tokens = metrics.valid_tokens(samples.ids, samples.lengths)
+    row = {**diversity(samples.texts, es.tail), "loglik_std_gen0": metrics.loglik_std(nll0, count0),
+           "tail_token_mass": metrics.tail_token_mass(tokens, es.human_tokens, e.tail_tokens),
+           "unigram_kl": metrics.unigram_kl(es.human_tokens, tokens, es.vocab_size, e.kl_alpha),
+           "embedding_diversity": metrics.embedding_diversity(gen0, samples.ids, samples.lengths, e.batch_size)}
+    ppl_self = np.full(len(samples.texts), math.nan)
+    if model is not None:
+        nll, count = metrics.sequence_nll(model, samples.ids, samples.lengths, e.batch_size)
+        row["ppl_self"] = math.exp(nll.sum() / count.sum()) if count.sum() else math.nan
+        row["loglik_std_self"] = metrics.loglik_std(nll, count)
+        ppl_self = per_sequence(nll, count)
+    scores = score_sentences(samples.texts, gt, cfg.generation.mode == "prompted") if gt is not None else None
+    if scores is not None:
+        row.update(sample_quality(samples.texts, gt, scores))
+    ppl0, rep = per_sequence(nll0, count0), metrics.rep_n_per_sample(samples.texts, 4)
+    records = []
+    for i, (prompt, text) in enumerate(zip(samples.prompts, samples.texts)):
+        r = {"index": i, "prompt": prompt, "text": text, "length": int(samples.lengths[i]),
+             "ppl_gen0": float(ppl0[i]), "ppl_self": float(ppl_self[i]), "rep_4": float(rep[i])}
+        if scores is not None:
+            r.update(grammatical=bool(np.isfinite(scores.logp[i]).all()),
+                     sentence_logprobs=[float(v) if np.isfinite(v) else None for v in scores.logp[i]])
+        records.append(r)
+    return row, records
 
 
 @dataclass
@@ -89,17 +169,31 @@ def ground_truth_set(cfg: Config, test_lines: list[str], tokenizer, max_sentence
                        np.array([len(s) + 1 for s in sents]))
 
 
-def sample_quality(texts: list[str], gt: GroundTruth, prompted: bool) -> dict[str, float]:
+@dataclass
+class SentenceScores:
+    """Per text, the exact log P of each of its complete sentences (-inf: not grammatical) and their
+    lengths in words, the '.' included."""
+
+    logp: list[np.ndarray]
+    words: list[np.ndarray]
+
+
+def score_sentences(texts: list[str], gt: GroundTruth, prompted: bool) -> SentenceScores:
+    """The complete sentences of each text (a prompted continuation's leading fragment left out), scored."""
+    sents = [language.complete_sentences(t, leading_fragment=prompted) for t in texts]
+    return SentenceScores([np.array([language.sentence_logprob(gt.lang, w) for w in ss]) for ss in sents],
+                          [np.array([len(w) + 1 for w in ss]) for ss in sents])
+
+
+def sample_quality(texts: list[str], gt: GroundTruth, scores: SentenceScores) -> dict[str, float]:
     """True NLL per word of the samples' whole sentences under the language, the share of them that are
     grammatical, and the true probability mass of the words the samples no longer produce."""
-    sents = [s for t in texts for s in language.complete_sentences(t, leading_fragment=prompted)]
-    logp = np.array([language.sentence_logprob(gt.lang, s) for s in sents])
+    logp, words = np.concatenate([np.zeros(0), *scores.logp]), np.concatenate([np.zeros(0), *scores.words])
     ok = np.isfinite(logp)
-    words = np.array([len(s) + 1 for s in sents])
     produced = np.unique(np.asarray(" ".join(texts).split(), dtype=str))
     return {
-        "true_nll_per_word": float(-logp[ok].sum() / words[ok].sum()) if ok.any() else float("nan"),
-        "grammatical_rate": float(ok.mean()) if len(ok) else float("nan"),
+        "true_nll_per_word": float(-logp[ok].sum() / words[ok].sum()) if ok.any() else math.nan,
+        "grammatical_rate": float(ok.mean()) if len(ok) else math.nan,
         "tail_mass_lost": float(gt.word_p[~np.isin(gt.vocab, produced)].sum()),
     }
 

@@ -10,7 +10,8 @@ from accelerate.utils import gather_object
 from tqdm.auto import tqdm
 from transformers import LogitsProcessor, LogitsProcessorList
 
-from testbed.config import GenerationConfig
+from testbed.config import Config, GenerationConfig, WatermarkConfig
+from testbed.data import spread
 
 
 def candidates(scores: torch.Tensor, g: GenerationConfig) -> tuple[torch.Tensor | None, torch.Tensor]:
@@ -77,6 +78,8 @@ def decoding_kwargs(g: GenerationConfig, seed: int, device: torch.device) -> dic
     own sampler draws (from the generator `generate` seeds).
     """
     kwargs = dict(num_beams=g.num_beams, repetition_penalty=g.repetition_penalty)
+    if g.watermark.enabled:  # its logits processor runs before the sampler below
+        kwargs["watermarking_config"] = watermarking_config(g.watermark)
     # The model's own generation_config may carry sampling defaults: name every knob.
     off = dict(do_sample=False, temperature=None, top_k=None, top_p=None)
     if g.do_sample and g.num_beams == 1 and device.type == "cpu":
@@ -90,9 +93,23 @@ def decoding_kwargs(g: GenerationConfig, seed: int, device: torch.device) -> dic
     return kwargs
 
 
-def prompt_matrix(blocks: np.ndarray, n: int, prompt_tokens: int) -> np.ndarray:
-    """The first `prompt_tokens` of blocks 0..n-1 (cycling through the blocks if n exceeds them)."""
-    return blocks[np.arange(n) % len(blocks), :prompt_tokens]
+def watermarking_config(w: WatermarkConfig):
+    """transformers' WatermarkingConfig of generation.watermark (the detector needs the same one)."""
+    from transformers import WatermarkingConfig
+
+    return WatermarkingConfig(greenlist_ratio=w.greenlist_ratio, bias=w.bias, hashing_key=w.hashing_key,
+                              seeding_scheme=w.seeding_scheme, context_width=w.context_width)
+
+
+def synthetic_prompts(cfg: Config, train_blocks: np.ndarray, seed: int, bos: int) -> np.ndarray:
+    """The prompts of one synthetic set: the first prompt_tokens of human training blocks, drawn evenly
+    across the split when generation.num_samples asks for fewer than there are blocks (every block, in
+    order, by default); a column of start tokens when unconditional."""
+    g = cfg.generation
+    n = g.num_samples or len(train_blocks)
+    if g.mode == "unconditional":
+        return np.full((n, 1), bos, dtype=np.int64)
+    return train_blocks[spread(len(train_blocks), n, seed), : g.prompt_tokens]
 
 
 def continuation_lengths(ids: np.ndarray, eos: int) -> np.ndarray:

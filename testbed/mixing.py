@@ -6,6 +6,7 @@ synthetic step produced it; human examples carry 0).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 from collections import Counter
@@ -22,18 +23,26 @@ HUMAN, SYNTHETIC = "human", "synthetic"
 
 @dataclass
 class Examples:
-    """Token-id examples padded to a common width, with their true lengths and provenance."""
+    """Token-id examples padded to a common width, with their true lengths, provenance, and the detector's
+    view of each (decided once per example, so a text keeps its verdict in every pool it enters)."""
 
     ids: np.ndarray  # (n, width) int64
     lengths: np.ndarray  # (n,) int64
     source: np.ndarray  # (n,) str
     generation: np.ndarray  # (n,) int64
+    z: np.ndarray = None  # (n,) watermark z-score, NaN when not scored
+    flagged: np.ndarray = None  # (n,) bool: the detector flags it
+
+    def __post_init__(self) -> None:
+        n = len(self.ids)
+        self.z = np.full(n, np.nan) if self.z is None else self.z
+        self.flagged = np.zeros(n, dtype=bool) if self.flagged is None else self.flagged
 
     def __len__(self) -> int:
         return len(self.ids)
 
     def take(self, index: np.ndarray) -> Examples:
-        return Examples(self.ids[index], self.lengths[index], self.source[index], self.generation[index])
+        return Examples(*(getattr(self, f.name)[index] for f in dataclasses.fields(self)))
 
     def composition(self) -> dict[str, int]:
         """Counts per provenance, e.g. {'human': 100, 'synthetic@1': 50}."""
@@ -60,8 +69,8 @@ def concat(parts: list[Examples]) -> Examples:
     for p in parts:
         ids[row : row + len(p), : p.ids.shape[1]] = p.ids
         row += len(p)
-    return Examples(ids, np.concatenate([p.lengths for p in parts]), np.concatenate([p.source for p in parts]),
-                    np.concatenate([p.generation for p in parts]))
+    rest = [np.concatenate([getattr(p, f.name) for p in parts]) for f in dataclasses.fields(Examples)[1:]]
+    return Examples(ids, *rest)
 
 
 def human_share(cfg: MixingConfig, total: int) -> int:
@@ -128,10 +137,25 @@ def save_synthetic(path: Path, examples: Examples, texts: list[str], columns: di
 
 
 def load_synthetic(path: Path) -> Examples:
-    """The synthetic examples saved by `save_synthetic`, with their provenance."""
+    """The synthetic examples saved by `save_synthetic` that curation kept (column `dropped_by` empty or
+    absent), with their provenance and the detector's view of them."""
     import datasets
 
     ds = datasets.load_from_disk(str(path))
+    columns = set(ds.column_names)
+    if "dropped_by" in columns:
+        ds = ds.filter(lambda d: [x == "" for x in d], input_columns="dropped_by", batched=True)
     rows = ds["input_ids"][:]
     return Examples(pad_rows(rows, fill=0), np.fromiter(map(len, rows), dtype=np.int64, count=len(rows)),
-                    np.asarray(ds["source"][:], dtype=object).astype(str), np.asarray(ds["generation"][:], np.int64))
+                    np.asarray(ds["source"][:], dtype=object).astype(str), np.asarray(ds["generation"][:], np.int64),
+                    np.asarray(ds["z_score"][:], float) if "z_score" in columns else None,
+                    np.asarray(ds["flagged"][:], bool) if "flagged" in columns else None)
+
+
+def kept_texts(path: Path) -> list[str]:
+    """The texts of the synthetic examples saved by `save_synthetic` that curation kept."""
+    import datasets
+
+    ds = datasets.load_from_disk(str(path))
+    dropped = ds["dropped_by"][:] if "dropped_by" in ds.column_names else [""] * len(ds)
+    return [t for t, d in zip(ds["text"][:], dropped) if d == ""]

@@ -47,7 +47,31 @@ METRICS = [
     ("true_nll_per_word", "True NLL of samples under the language", "nats / word", None),
     ("grammatical_rate", "Grammatical sentences in samples", "share", True),
     ("tail_mass_lost", "True probability mass of words no longer produced", "probability", False),
+    ("ppl_self", "Perplexity of the model on its own samples", "perplexity", None),
+    ("ppl_gap", "Gap: log ppl_human - log ppl_self", "nats", False),
+    ("token_entropy", "Next-token entropy on human text", "nats", None),
+    ("confident_share", "Confident positions (top p >= 0.99) on human text", "share", None),
+    ("tail_token_mass", "Sampled tokens outside the human head", "share", True),
+    ("unigram_kl", "Unigram KL(human || samples), smoothed", "nats", False),
+    ("loglik_std_gen0", "Spread of sample log-likelihood under generation 0", "std, nats / token", True),
+    ("loglik_std_self", "Spread of sample log-likelihood under the model", "std, nats / token", True),
+    ("effective_rank", "Effective rank of representations of human text", "rank", True),
+    ("embedding_diversity", "Sample embedding diversity under generation 0", "mean cosine distance", True),
 ]
+
+# The early-warning table's signals: which moves first, beyond the seed-to-seed noise of generation 0.
+SIGNALS = ["ppl_human", "ppl_gap", "token_entropy", "confident_share", "tail_coverage", "tail_token_mass",
+           "unigram_kl", "distinct_2", "self_bleu", "entropy", "loglik_std_gen0", "effective_rank",
+           "embedding_diversity", "synthetic_ppl_gen0_mean", "kl_per_word", "grammatical_rate"]
+NOISE_SIGMAS = 2.0
+
+# (row key, header) of the curation table: what each defence kept and dropped, means over generations >= 1.
+CURATION = [("synthetic_kept", "synthetic kept"), ("synthetic_dropped_dedup", "dropped: dedup"),
+            ("synthetic_dropped_verifier", "dropped: verifier"), ("synthetic_dropped_perplexity", "dropped: ppl"),
+            ("pool_human_in", "pool human"), ("pool_human_kept", "human kept"),
+            ("pool_synthetic_in", "pool synthetic"), ("pool_synthetic_kept", "synthetic kept after screening"),
+            ("detector_tpr", "detector TPR"), ("detector_fpr", "detector FPR"),
+            ("z_synthetic_mean", "z synthetic"), ("z_human_mean", "z human")]
 
 IGNORED_KEYS = {"run.name", "run.out_dir", "run.seed"}
 SUMMARY = ["ppl_human", "distinct_2", "self_bleu", "entropy", "tail_coverage", "synthetic_ppl_gen0_mean",
@@ -201,6 +225,7 @@ def markdown(groups: dict[str, list[Run]], runs: list[Run]) -> str:
             finite = mean[np.isfinite(mean)]
             cells.append(f"{finite[0]:.3g} → {finite[-1]:.3g}" if len(finite) else "-")
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    lines += early_warning(groups, runs) + curation_table(groups)
     for key, title, unit, better in metrics_present:
         arrow = {True: " (higher is better)", False: " (lower is better)", None: ""}[better]
         lines += ["", f"## {title}", "", f"`{key}`, {unit}{arrow}.", "",
@@ -212,6 +237,56 @@ def markdown(groups: dict[str, list[Run]], runs: list[Run]) -> str:
                      else "-" for label in groups]
             lines.append(f"| {g} | " + " | ".join(cells) + f" | {_fmt(*human) if i == 0 else ''} |")
     return "\n".join(lines) + "\n"
+
+
+def first_moved(runs: list[Run], key: str, sigma0: float) -> int | None:
+    """The first generation g >= 1 whose mean over `runs` differs from generation 0's mean by more than
+    NOISE_SIGMAS x sigma0 (sigma0: the seed-to-seed std at generation 0); None if none does."""
+    g, mean, _ = series(runs, key)
+    if not len(g) or g[0] != 0 or not np.isfinite(mean[0]) or not np.isfinite(sigma0):
+        return None
+    moved = [int(gen) for gen, m in zip(g[1:], mean[1:]) if np.isfinite(m) and abs(m - mean[0]) > NOISE_SIGMAS * sigma0]
+    return moved[0] if moved else None
+
+
+def early_warning(groups: dict[str, list[Run]], runs: list[Run]) -> list[str]:
+    """Markdown: for each signal and setting, the first generation at which it left the seed-to-seed noise
+    of generation 0; the signals ordered by how early they move on average."""
+    if len({r.config.get("run.seed") for r in runs}) < 2:
+        return ["", "## Which signal moves first", "", "Needs runs with at least two seeds (the noise of "
+                "generation 0 is their spread)."]
+    present = [k for k in SIGNALS if any(k in row for r in runs for row in r.rows)]
+    sigma = {k: mean_std([row.get(k) for r in runs for row in r.rows if row["generation"] == 0])[1] for k in present}
+    table = {k: {label: first_moved(rs, k, sigma[k]) for label, rs in groups.items()} for k in present}
+    last = max(row["generation"] for r in runs for row in r.rows)
+    order = sorted(present, key=lambda k: np.mean([v if v is not None else last + 1 for v in table[k].values()]))
+    lines = ["", "## Which signal moves first", "",
+             f"First generation at which the mean over seeds differs from generation 0's by more than "
+             f"{NOISE_SIGMAS:g} standard deviations of generation 0 across all runs and seeds (the seed-to-seed "
+             "noise); `-`: not by the last generation. Signals ordered by how early they move.", "",
+             "| signal | σ at generation 0 | " + " | ".join(groups) + " |", "|---|---|" + "---|" * len(groups)]
+    for k in order:
+        cells = [str(v) if v is not None else "-" for v in table[k].values()]
+        lines.append(f"| `{k}` | {sigma[k]:.3g} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def curation_table(groups: dict[str, list[Run]]) -> list[str]:
+    """Markdown: what curation and screening kept and dropped, per setting (means over generations >= 1)."""
+    keys = [(k, h) for k, h in CURATION if any(row.get(k) is not None for rs in groups.values() for r in rs
+                                               for row in r.rows)]
+    if not keys:
+        return []
+    lines = ["", "## Curation: what was kept and dropped", "",
+             "Means over seeds and generations 1 and later: examples per generation, rates as shares.", "",
+             "| setting | " + " | ".join(h for _, h in keys) + " |", "|---|" + "---|" * len(keys)]
+    for label, rs in groups.items():
+        cells = []
+        for k, _ in keys:
+            mean, _ = mean_std([row.get(k) for r in rs for row in r.rows if row["generation"] >= 1])
+            cells.append("-" if math.isnan(mean) else f"{mean:.3g}")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return lines
 
 
 # ---------------------------------------------------------------------------------------------
@@ -262,11 +337,15 @@ def plot_metrics(groups: dict[str, list[Run]], runs: list[Run], out: Path) -> Pa
 
 
 def _synthetic_ppl(run: Run, generation: int) -> np.ndarray:
-    f = run.path / f"gen_{generation:03d}" / "synthetic.jsonl"
-    if not f.is_file():
+    """The ppl_gen0 column of a generation's synthetic set (memory-mapped Arrow: no row is parsed)."""
+    path = run.path / f"gen_{generation:03d}" / "synthetic"
+    if not path.is_dir():
         return np.zeros(0)
-    values = [json.loads(line).get("ppl_gen0") for line in f.read_text().splitlines() if line.strip()]
-    return np.array([v for v in values if v is not None], dtype=float)
+    import datasets
+
+    values = datasets.load_from_disk(str(path)).with_format("numpy")["ppl_gen0"][:]
+    values = np.asarray(values, dtype=float)
+    return values[np.isfinite(values)]
 
 
 def plot_perplexity_histograms(groups: dict[str, list[Run]], out: Path) -> Path:

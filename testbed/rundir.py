@@ -90,6 +90,43 @@ def dumps(obj: Any) -> str:
     return json.dumps(obj, default=_default, allow_nan=True)
 
 
+def finite(row: dict) -> dict:
+    """NaN/inf become null, so a row is strict JSON."""
+    return {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in row.items()}
+
+
+def environment(accelerator) -> dict[str, Any]:
+    """What ran this: versions of Python and the libraries, the testbed's git commit, devices, processes."""
+    import platform
+    import subprocess
+
+    import accelerate
+    import datasets
+    import torch
+    import transformers
+
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10,
+                                cwd=Path(__file__).resolve().parent).stdout.strip() or None
+    except OSError:
+        commit = None
+    cuda = torch.cuda.is_available()
+    return {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "host": platform.node(), "python": platform.python_version(),
+            "torch": torch.__version__, "transformers": transformers.__version__,
+            "accelerate": accelerate.__version__, "datasets": datasets.__version__, "testbed_commit": commit,
+            "device": accelerator.device.type, "processes": accelerator.num_processes,
+            "cuda": torch.version.cuda if cuda else None,
+            "gpus": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if cuda else [],
+            "cpu": platform.processor() or platform.machine(), "cpu_threads": torch.get_num_threads()}
+
+
+def write_environment(run: Path, accelerator) -> None:
+    """env.json: the environment of every start of the run (the first, then each resume), newest last."""
+    path = run / "env.json"
+    starts = json.loads(path.read_text())["starts"] if path.is_file() else []
+    write_json(path, {"starts": [*starts, environment(accelerator)]})
+
+
 def write_json(path: Path, obj: Any) -> None:
     write_text(path, json.dumps(obj, default=_default, indent=2) + "\n")
 

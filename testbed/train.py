@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 
@@ -89,10 +90,12 @@ LOG_EVERY = 25  # optimizer steps between progress-bar updates: reading the loss
 
 def train(model, examples: Examples, valid_blocks: np.ndarray, cfg: TrainConfig, block_size: int,
           accelerator: Accelerator, seed: int, epochs: int, desc: str = "train",
-          separator: int | None = None) -> TrainResult:
+          separator: int | None = None, log: Callable[[dict[str, float], int], None] | None = None) -> TrainResult:
     """Train `model` (fp32 weights) in place on `examples` for `epochs`, forwards under cfg.precision's
     autocast; with select_best, end on the weights best on validation (evaluated at every epoch end, and
-    every `eval_every` steps). `separator`: see `pack` (train.eos_between_examples)."""
+    every `eval_every` steps). `separator`: see `pack` (train.eos_between_examples). `log` receives the
+    training loss and learning rate every LOG_EVERY steps, and the validation loss at each evaluation,
+    with the step."""
     # Dropout draws from the global generator: seeded, so a resumed run matches, and per process, so
     # data-parallel processes do not drop the same units.
     torch.manual_seed(seed + accelerator.process_index)
@@ -122,6 +125,8 @@ def train(model, examples: Examples, valid_blocks: np.ndarray, cfg: TrainConfig,
         # Outside the DDP wrapper: the processes' weights are equal, each scores a share of the blocks.
         with autocast(cfg.precision, device):
             loss = validation_loss(model, valid_blocks, cfg.batch_size, accelerator)
+        if log is not None:
+            log({"train/val_loss": loss}, step)
         if cfg.select_best and loss >= best_loss:
             return
         best_loss, best_epoch = loss, epoch
@@ -162,8 +167,11 @@ def train(model, examples: Examples, valid_blocks: np.ndarray, cfg: TrainConfig,
                 scheduler.step()
                 step += 1
                 if step % LOG_EVERY == 0 or step == total:
+                    values = {"train/loss": loss.item(), "train/lr": scheduler.get_last_lr()[0]}
                     bar.update(step - bar.n)
-                    bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
+                    bar.set_postfix(loss=f"{values['train/loss']:.3f}", lr=f"{values['train/lr']:.2e}")
+                    if log is not None:
+                        log(values, step)
                 if cfg.eval_every and step % cfg.eval_every == 0 and step % steps_per_epoch:
                     evaluate_and_keep(step / steps_per_epoch, last=False)
                     trained.train()

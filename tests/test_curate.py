@@ -13,8 +13,8 @@ from testbed.curate import (
     oracle_flags,
     perplexity_filter,
     watermark_z,
-    watermarking_config,
 )
+from testbed.generate import watermarking_config
 from testbed.model import build_model, train_bpe
 
 

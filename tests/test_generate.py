@@ -10,7 +10,7 @@ from testbed.generate import (
     continuation_lengths,
     decoding_kwargs,
     generate,
-    prompt_matrix,
+    synthetic_prompts,
 )
 from testbed.model import build_model, train_bpe
 
@@ -20,9 +20,22 @@ def _model():
     return tok, build_model(ModelConfig(layers=1, width=32, heads=2, context=64), tok, seed=0)
 
 
-def test_prompt_matrix_cycles():
+def test_prompts_cycle_or_spread_across_the_split():
+    from testbed.config import Config
+    from testbed.data import spread
+
+    cfg = Config()
+    cfg.generation.prompt_tokens = 2
     blocks = np.arange(12).reshape(3, 4)
-    assert prompt_matrix(blocks, 4, 2).tolist() == [[0, 1], [4, 5], [8, 9], [0, 1]]
+    cfg.generation.num_samples = 4  # more than the blocks: every block in order, cycling
+    assert synthetic_prompts(cfg, blocks, 0, bos=99).tolist() == [[0, 1], [4, 5], [8, 9], [0, 1]]
+    cfg.generation.num_samples = None  # one per block, in order (the default)
+    assert synthetic_prompts(cfg, blocks, 0, bos=99).tolist() == [[0, 1], [4, 5], [8, 9]]
+    cfg.generation.mode = "unconditional"
+    assert synthetic_prompts(cfg, blocks, 0, bos=99).tolist() == [[99], [99], [99]]
+    picked = spread(1000, 10, seed=3)  # one in each stretch of 100, at one seeded offset
+    assert (picked // 100).tolist() == list(range(10)) and len(set(picked % 100)) == 1
+    assert not np.array_equal(picked, spread(1000, 10, seed=4))
 
 
 def test_lengths_stop_at_first_eos():

@@ -2,6 +2,7 @@ import json
 import math
 from pathlib import Path
 
+import datasets
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -33,10 +34,11 @@ def test_run_directory_layout(finished_run: Path):
         assert (d / "COMPLETE").exists() and (d / "samples.jsonl").exists()
         assert (d / "model" / "model.safetensors").exists()
         assert not list((d / "model").glob("*.bin"))
-    assert not (finished_run / "gen_000" / "synthetic.jsonl").exists()
-    synth = [json.loads(x) for x in (finished_run / "gen_002" / "synthetic.jsonl").read_text().splitlines()]
-    assert {r["source"] for r in synth} == {"synthetic"} and {r["generation"] for r in synth} == {2}
-    assert all(r["ppl_gen0"] is None or r["ppl_gen0"] > 1 for r in synth)
+    assert not (finished_run / "gen_000" / "synthetic").exists()
+    synth = datasets.load_from_disk(str(finished_run / "gen_002" / "synthetic"))
+    assert set(synth["source"][:]) == {"synthetic"} and set(synth["generation"][:]) == {2}
+    assert all(math.isnan(p) or p > 1 for p in synth["ppl_gen0"][:])
+    assert set(synth["dropped_by"][:]) == {""} and not any(synth["flagged"][:])  # no curation configured
 
 
 def test_metrics_rows_are_finite(finished_run: Path):

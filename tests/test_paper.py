@@ -7,6 +7,7 @@ import json
 import math
 from pathlib import Path
 
+import datasets
 import pytest
 import torch
 import yaml
@@ -48,8 +49,8 @@ def test_paper_configs_run_end_to_end(rehearsal: Path, name: str):
     assert {v.dtype for v in load_file(run / "gen_002" / "model" / "model.safetensors").values()} == {torch.float32}
     # min_new_tokens == max_new_tokens: every synthetic example is exactly one block of new tokens.
     for g in (1, 2):
-        rows = [json.loads(x) for x in (run / f"gen_{g:03d}" / "synthetic.jsonl").read_text().splitlines()]
-        assert rows and {len(r["input_ids"]) for r in rows} == {cfg["generation"]["max_new_tokens"]}
+        ids = datasets.load_from_disk(str(run / f"gen_{g:03d}" / "synthetic"))["input_ids"][:]
+        assert ids and {len(r) for r in ids} == {cfg["generation"]["max_new_tokens"]}
     # The human references of the sample metrics come from the text after the prompt: never empty.
     baseline = json.loads((run / "human_baseline.json").read_text())
     for key in ("distinct_1", "distinct_2", "self_bleu", "entropy", "synthetic_ppl_gen0_mean"):

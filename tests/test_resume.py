@@ -41,7 +41,7 @@ def reference(tmp_path_factory) -> bytes:
 KILL_POINTS = [
     ("tokenizer", signal.SIGKILL),  # generation 0 training
     ("gen_000/model", signal.SIGKILL),  # between the checkpoint and the generation's other files
-    ("gen_001/synthetic.jsonl", signal.SIGTERM),  # mixing / training of generation 1
+    ("gen_001/synthetic", signal.SIGTERM),  # mixing / training of generation 1
     ("gen_001/COMPLETE", signal.SIGKILL),  # generation 2's synthetic data being generated
     ("gen_002/model", signal.SIGKILL),  # the last generation's metrics being written
 ]
