@@ -555,12 +555,19 @@ AFTER_GEN0 = ("run.name", "run.out_dir", "run.generations", "run.keep_checkpoint
               "generation.", "mixing.", "curate.", "eval.", "sweep.", "train.init", "train.eos_between_examples")
 
 
+def gen0_values(cfg: Config) -> dict[str, Any]:
+    """The values (dotted keys) that decide what generation 0 learns: two runs that agree on them train the
+    same generation 0, so one of them can take it from the other (run.gen0_from)."""
+    values = {k: v for k, v in flatten(cfg.to_dict()).items() if not k.startswith(AFTER_GEN0)}
+    if cfg.train.gen0_epochs is not None:
+        values.pop("train.epochs")  # generation 0 trains for gen0_epochs
+    return values
+
+
 def gen0_diff(a: Config, b: Config) -> list[str]:
-    """Keys (dotted) whose values differ between two configs and change what generation 0 learns."""
-    keys = [k for k in diff(a, b) if not k.startswith(AFTER_GEN0)]
-    if a.train.gen0_epochs is not None and a.train.gen0_epochs == b.train.gen0_epochs:
-        keys = [k for k in keys if k != "train.epochs"]  # generation 0 trains for gen0_epochs
-    return keys
+    """Keys whose values differ between two configs and change what generation 0 learns."""
+    va, vb = gen0_values(a), gen0_values(b)
+    return sorted(k for k in va.keys() | vb.keys() if va.get(k) != vb.get(k))
 
 
 def diff(a: Config, b: Config) -> list[str]:

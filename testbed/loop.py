@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from transformers import AutoTokenizer
 
 from testbed import curate, language, rundir
-from testbed.config import Config, flatten, gen0_diff, to_yaml
+from testbed.config import Config, flatten, gen0_diff, read_yaml, to_yaml
 from testbed.data import TokenizedCorpus, load_corpus, split_names, tokenize_corpus, windows
 from testbed.distributed import check_batch_split, from_main, main_only, map_rows
 from testbed.evaluation import (
@@ -106,6 +106,9 @@ def prepare(cfg: Config, run_dir: Path, resume: bool) -> tuple[Inputs, torch.nn.
                               dataloader_config=DataLoaderConfiguration(split_batches=True), log_with=log_with,
                               project_dir=str(run_dir))
     check_batch_split(cfg.train.batch_size, accelerator.num_processes)
+    if cfg.run.gen0_from and cfg.run.threads is None and (Path(cfg.run.gen0_from) / "config.yaml").is_file():
+        # Sums split over other thread counts differ in the last digits: compute as its generation 0 did.
+        cfg.run.threads = (read_yaml(Path(cfg.run.gen0_from) / "config.yaml").get("run") or {}).get("threads")
     if accelerator.device.type == "cpu":  # saved with the config below: a resume uses the same thread count
         cfg.run.threads = reproducible_cpu(cfg.run.threads)
     if not accelerator.is_main_process:

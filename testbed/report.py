@@ -73,7 +73,7 @@ CURATION = [("synthetic_kept", "synthetic kept"), ("synthetic_dropped_dedup", "d
             ("detector_tpr", "detector TPR"), ("detector_fpr", "detector FPR"),
             ("z_synthetic_mean", "z synthetic"), ("z_human_mean", "z human")]
 
-IGNORED_KEYS = {"run.name", "run.out_dir", "run.seed"}
+IGNORED_KEYS = {"run.name", "run.out_dir", "run.seed", "run.gen0_from"}
 SUMMARY = ["ppl_human", "distinct_2", "self_bleu", "entropy", "tail_coverage", "synthetic_ppl_gen0_mean",
            "kl_per_word", "tail_mass_lost"]
 

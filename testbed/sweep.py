@@ -36,6 +36,7 @@ class SweepRun:
     name: str
     overrides: list[str]  # key=value, in a stable order
     generations: int = 0  # filled in by plan(), from the run's checked config
+    gen0_from: str | None = None  # the run whose generation 0 this one takes (shared generation 0)
 
 
 def _value(v) -> str:
@@ -71,9 +72,25 @@ def expand(cfg: config.Config, cli_axes: dict[str, list[str]]) -> list[SweepRun]
     return runs
 
 
-def plan(path: str, cli_items: list[str], out: str | None) -> tuple[Path, list[SweepRun]]:
+def share_gen0(runs: list[SweepRun], configs: list[config.Config], sweep_dir: Path) -> list[SweepRun]:
+    """Runs that agree on everything generation 0 depends on (config.gen0_values: typically the settings of
+    one seed that differ only in mixing, curation or later decoding) share one generation 0: the first of
+    them trains it, the others take it (run.gen0_from) once it is complete. Leaders come first."""
+    leaders: dict[str, SweepRun] = {}
+    for r, cfg in zip(runs, configs):
+        key = json.dumps(config.gen0_values(cfg), sort_keys=True, default=str)
+        if key in leaders:
+            r.gen0_from = leaders[key].name
+            r.overrides = [*r.overrides, f"run.gen0_from={sweep_dir / leaders[key].name}"]
+        else:
+            leaders[key] = r
+    return sorted(runs, key=lambda r: r.gen0_from is not None)
+
+
+def plan(path: str, cli_items: list[str], out: str | None, share: bool = False) -> tuple[Path, list[SweepRun]]:
     """Check every run's config (errors name the key) and decide the sweep directory: --out, else
-    `<run.out_dir>/<config stem>-sweep` with run.out_dir from the command line or the config."""
+    `<run.out_dir>/<config stem>-sweep` with run.out_dir from the command line or the config. With
+    `share`, runs that would train the same generation 0 share one (see share_gen0)."""
     cfg = config.load(path)
     axes = parse_axes(cli_items)
     if "run.name" in axes:
@@ -84,10 +101,11 @@ def plan(path: str, cli_items: list[str], out: str | None) -> tuple[Path, list[S
     if out is not None and "run.out_dir" in config.parse_overrides(cli_items):
         raise ConfigError("config key 'run.out_dir': give either run.out_dir or --out, not both")
     runs = expand(cfg, axes)
-    for r in runs:
-        r.generations = config.load(path, r.overrides).run.generations
-    sweep_dir = Path(out) if out else Path(out_dir[0]) / f"{Path(path).stem}-sweep"
-    return sweep_dir.resolve(), runs
+    configs = [config.load(path, r.overrides) for r in runs]
+    for r, c in zip(runs, configs):
+        r.generations = c.run.generations
+    sweep_dir = (Path(out) if out else Path(out_dir[0]) / f"{Path(path).stem}-sweep").resolve()
+    return sweep_dir, share_gen0(runs, configs, sweep_dir) if share else runs
 
 
 def command(path: str, run: SweepRun, sweep_dir: Path, resume: bool = False) -> list[str]:
@@ -131,6 +149,9 @@ def execute(path: str, run: SweepRun, sweep_dir: Path, job_id: str | None = None
     log = log_file(sweep_dir, run.name)
     log.parent.mkdir(parents=True, exist_ok=True)
     _record(sweep_dir, run.name, job_id=job_id, state="running", exit_code=None, log=str(log))
+    if state == "new" and run.gen0_from and not wait_for_gen0(sweep_dir, run, log):
+        _record(sweep_dir, run.name, state="failed", exit_code=1)
+        return 1
     cmd = [sys.executable, "-m", "testbed.cli", *command(path, run, sweep_dir, resume=state == "partial")[1:]]
     with open(log, "a", encoding="utf-8") as f:
         f.write(f"$ {shlex.join(cmd)}\n")
@@ -140,6 +161,21 @@ def execute(path: str, run: SweepRun, sweep_dir: Path, job_id: str | None = None
     stopped = code in (130, -signal.SIGTERM, -signal.SIGKILL, -signal.SIGINT)
     _record(sweep_dir, run.name, state="done" if code == 0 else "stopped" if stopped else "failed", exit_code=code)
     return code
+
+
+def wait_for_gen0(sweep_dir: Path, run: SweepRun, log: Path, poll_s: float = 2.0) -> bool:
+    """Wait until the run this one takes generation 0 from has completed it; False if that run failed."""
+    leader = sweep_dir / run.gen0_from
+    with open(log, "a", encoding="utf-8") as f:
+        f.write(f"waiting for generation 0 of {run.gen0_from} (shared)\n")
+    while not rundir.is_complete(leader, 0):
+        job = _job_file(sweep_dir, run.gen0_from)
+        if job.is_file() and json.loads(job.read_text()).get("state") == "failed":
+            with open(log, "a", encoding="utf-8") as f:
+                f.write(f"error: {run.gen0_from}, whose generation 0 this run shares, failed\n")
+            return False
+        time.sleep(poll_s)
+    return True
 
 
 class SlurmRun:
@@ -334,8 +370,8 @@ def wait_slurm(sweep_dir: Path, runs: list[SweepRun], poll_s: float = 2.0) -> li
 
 def run_all(path: str, cli_items: list[str], out: str | None, list_only: bool, launcher: str = "local",
             jobs: int = 1, gpus_per_run: int | None = None, slurm_flags: dict | None = None,
-            wait: bool = False) -> int:
-    sweep_dir, runs = plan(path, cli_items, out)
+            wait: bool = False, share: bool = True) -> int:
+    sweep_dir, runs = plan(path, cli_items, out, share and not list_only)  # listed commands run in any order
     if list_only:
         for r in runs:
             print(shlex.join(command(path, r, sweep_dir)))
@@ -344,7 +380,9 @@ def run_all(path: str, cli_items: list[str], out: str | None, list_only: bool, l
     sweep_dir.mkdir(parents=True, exist_ok=True)
     rundir.write_json(sweep_dir / "sweep.json", {"config": path, "launcher": launcher,
                                                  "runs": [dataclasses.asdict(r) for r in runs]})
-    print(f"sweep: {len(runs)} runs in {sweep_dir}", flush=True)
+    shared = sum(r.gen0_from is not None for r in runs)
+    print(f"sweep: {len(runs)} runs in {sweep_dir}" + (f"; {shared} take generation 0 from another run" if shared
+                                                     else ""), flush=True)
     if launcher == "local":
         failed = run_local(path, runs, sweep_dir, jobs, gpus_per_run or 0)
     else:

@@ -1,3 +1,4 @@
+import json
 import math
 import re
 import subprocess
@@ -88,6 +89,22 @@ def test_sweep_runs_every_setting_and_skips_finished_runs(sweep_dir, capsys):
     assert "4 done" in status and re.search(r"mixing.strategy=replace,run.seed=1 +done", status)
     log = (out / "logs" / "mixing.strategy=replace,run.seed=1.log").read_text()
     assert log.startswith("$ ") and "gen 2/2" in log  # each run's output goes to its log
+
+
+def test_settings_share_generation_0_and_get_the_same_result(sweep_dir, tmp_path: Path, capsys):
+    """replace and accumulate differ only after generation 0: per seed, one trains it and the other takes it,
+    and every run's metrics equal those of a sweep where each run trains its own."""
+    cfg, out = sweep_dir
+    for seed in (0, 1):
+        follower = out / f"mixing.strategy=accumulate,run.seed={seed}"
+        source = json.loads((follower / "gen_000" / "source.json").read_text())["gen0_from"]
+        assert source == str(out / f"mixing.strategy=replace,run.seed={seed}")
+        assert not (out / f"mixing.strategy=replace,run.seed={seed}" / "gen_000" / "source.json").exists()
+    alone = tmp_path / "alone"
+    assert main(["sweep", str(cfg), "--out", str(alone), "--jobs", "2", "--no-share-gen0"]) == 0
+    assert "take generation 0 from another run" not in capsys.readouterr().out
+    for run in sorted(p.name for p in out.iterdir() if p.name.startswith("mixing")):
+        assert (alone / run / "metrics.jsonl").read_bytes() == (out / run / "metrics.jsonl").read_bytes(), run
 
 
 def test_sweep_directory_follows_run_out_dir(tmp_path: Path):
