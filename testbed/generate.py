@@ -74,15 +74,16 @@ def decoding_kwargs(g: GenerationConfig, seed: int, device: torch.device) -> dic
     """`generate` keyword arguments for the configured decoding: greedy, beam search or sampling.
 
     Plain sampling (one beam) on a CPU goes through InverseCDFSampler on top of greedy decoding, where it
-    is measured faster than torch.multinomial; on other devices, and for beam sampling, transformers'
-    own sampler draws (from the generator `generate` seeds).
+    is measured faster than torch.multinomial; on other devices, for beam sampling and under a watermark,
+    transformers' own sampler draws (from the generator `generate` seeds).
     """
     kwargs = dict(num_beams=g.num_beams, repetition_penalty=g.repetition_penalty)
     if g.watermark.enabled:  # its logits processor runs before the sampler below
         kwargs["watermarking_config"] = watermarking_config(g.watermark)
     # The model's own generation_config may carry sampling defaults: name every knob.
     off = dict(do_sample=False, temperature=None, top_k=None, top_p=None)
-    if g.do_sample and g.num_beams == 1 and device.type == "cpu":
+    # transformers applies the watermark after every other processor, so it must also draw the token.
+    if g.do_sample and g.num_beams == 1 and device.type == "cpu" and not g.watermark.enabled:
         generator = torch.Generator(device).manual_seed(seed)
         kwargs.update(off, logits_processor=LogitsProcessorList([InverseCDFSampler(g, generator)]))
     elif g.do_sample:

@@ -179,6 +179,15 @@ def score_under_gen0(x: Inputs, gen0, examples: Examples) -> np.ndarray:
         return np.concatenate(map_rows(x.accelerator, score, examples.ids, examples.lengths))
 
 
+def enough_to_train(train_set: Examples, cfg: Config) -> bool:
+    """At least one block of text, or the generation keeps the weights it starts from (and says so)."""
+    if int(train_set.lengths.sum()) >= cfg.data.block_size:
+        return True
+    tqdm.write(f"warning: curation left {int(train_set.lengths.sum())} tokens, less than one block "
+               f"(data.block_size={cfg.data.block_size}): this generation is not trained")
+    return False
+
+
 def train_generation(x: Inputs, model, train_set: Examples, g: int, step_offset: int) -> TrainResult:
     """Train model g in place on its training set, ending on the checkpoint best on human validation."""
     cfg = x.cfg
@@ -339,13 +348,14 @@ def run(cfg: Config, run_dir: Path, resume: bool = False) -> tuple[list[dict], d
                                                                  "flagged": synth.flagged, "dropped_by": dropped_by})
 
         # 3. Mix: the strategy builds the training pool. 4. Screen: the detector drops what it flags.
-        pool = mix(cfg.mixing, x.human, synthetic, g, seed, fresh=x.fresh)
+        pool = mix(cfg.mixing, x.human, synthetic, g, seed, fresh=x.fresh, total=len(synth))
         train_set = curate.screen(pool, cfg.curate, np.random.default_rng([seed, DETECT, g, 2]))
 
-        # 5. Train: from the weights train.init names.
+        # 5. Train: from the weights train.init names (curation may leave too little text to train on).
         if start_state is not None:
             model.load_state_dict(start_state)
-        result = train_generation(x, model, train_set, g, steps)
+        result = train_generation(x, model, train_set, g, steps) if enough_to_train(train_set, cfg) \
+            else TrainResult(steps=0, tokens=0, seconds=0.0, train_loss=np.nan, val_loss=np.nan, best_epoch=0.0)
         steps += result.steps
         seconds["train"] = result.seconds
 

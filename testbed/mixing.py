@@ -89,21 +89,22 @@ def check_fresh_pool(cfg: MixingConfig, per_generation: int, generations: int, p
 
 
 def mix(cfg: MixingConfig, human: Examples, synthetic: list[Examples], generation: int, seed: int,
-        fresh: Examples | None = None) -> Examples:
-    """The training set of `generation` (>= 1) given all synthetic sets so far (synthetic[-1] is this one's).
+        fresh: Examples | None = None, total: int | None = None) -> Examples:
+    """The training set of `generation` (>= 1) given all synthetic sets so far (synthetic[-1] is this one's,
+    after curation; `total`: how many were generated, by default as many).
 
-    replace: this generation's synthetic set. fixed_fraction: as many examples as that set, a share
-    `human_fraction` of them human: a fresh draw from `human` each generation, one fixed subset, or
-    (human_pool=fresh) the next unseen blocks of `fresh`, which no earlier generation saw.
-    accumulate: all human data plus every synthetic set so far. accumulate_subsample: that pool
-    subsampled to the size of the human set.
+    replace: this generation's synthetic set. fixed_fraction: `total` examples, a share `human_fraction`
+    of them human — a fresh draw from `human` each generation, one fixed subset, or (human_pool=fresh) the
+    next unseen blocks of `fresh`, which no earlier generation saw — and the rest synthetic, as far as
+    curation left enough. accumulate: all human data plus every synthetic set so far.
+    accumulate_subsample: that pool subsampled to the size of the human set.
     """
     rng = np.random.default_rng([seed, generation, 17])
     current = synthetic[-1]
     if cfg.strategy == "replace":
         return current
     if cfg.strategy == "fixed_fraction":
-        total = len(current)
+        total = len(current) if total is None else total
         n_human = min(human_share(cfg, total), len(human))
         if cfg.human_pool == "fresh":
             order = np.random.default_rng([seed, 17]).permutation(len(fresh))  # one order for the whole run
@@ -111,7 +112,7 @@ def mix(cfg: MixingConfig, human: Examples, synthetic: list[Examples], generatio
         else:
             human_rng = np.random.default_rng([seed, 17]) if cfg.fixed_subset else rng
             human_part = human.take(np.sort(human_rng.permutation(len(human))[:n_human]))
-        synth_part = current.take(np.sort(rng.permutation(total)[: total - n_human]))
+        synth_part = current.take(np.sort(rng.permutation(len(current))[: total - n_human]))
         return concat([human_part, synth_part])
     pool = concat([human, *synthetic])
     if cfg.strategy == "accumulate":

@@ -102,3 +102,89 @@ def test_watermarked_samples_score_high_and_plain_ones_near_standard_normal(tiny
     z_plain = watermark_z(model.config, w, plain, lengths, torch.device("cpu"))
     assert np.median(z_marked) > 4 + 2 and (z_marked > 4).mean() > 0.9
     assert abs(z_plain.mean()) < 0.5 and 0.6 < z_plain.std() < 1.5 and (z_plain > 4).mean() == 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Curation in the loop: every knob on a tiny run, counts that add up with provenance, and a resume.
+
+CURATED = ["mixing.strategy=fixed_fraction", "mixing.human_fraction=0.5", "mixing.human_pool=fresh",
+           "data.max_train_blocks=40", "generation.watermark.enabled=true", "curate.detector=watermark",
+           "curate.z_threshold=1.5", "curate.dedup=minhash", "curate.verifier=grammar",
+           "curate.perplexity_keep=0.9", "curate.perplexity_order=lowest", "run.log_with=tensorboard"]
+ORACLE = ["mixing.strategy=accumulate", "curate.detector=oracle", "curate.detector_tpr=0.9",
+          "curate.detector_fpr=0.05", "curate.dedup=exact", "curate.resample=importance"]
+
+
+@pytest.fixture(scope="module")
+def curated_runs(tmp_path_factory):
+    from testbed.cli import main
+
+    from .conftest import TINY
+
+    out = tmp_path_factory.mktemp("curated")
+    for name, extra in (("watermark", CURATED), ("oracle", ORACLE)):
+        assert main(["run", *TINY, *extra, f"run.out_dir={out}", f"run.name={name}"]) == 0
+    return out
+
+
+def _rows(run):
+    import json
+
+    return [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_curation_counts_add_up_with_provenance(curated_runs):
+    import datasets
+
+    for name in ("watermark", "oracle"):
+        for row in _rows(curated_runs / name)[1:]:
+            dropped = sum(row[f"synthetic_dropped_{k}"] for k in ("dedup", "verifier", "perplexity"))
+            assert row["synthetic_in"] == row["synthetic_kept"] + dropped
+            pool_kept = row["pool_human_kept"] + row["pool_synthetic_kept"]
+            assert 0 <= row["detector_fpr"] <= 1 and (row["detector_tpr"] is None) == (row["pool_synthetic_in"] == 0)
+            composition = row["train_composition"]
+            if name == "watermark":  # no resampling: the training set is what screening kept
+                assert composition.get("human", 0) == row["pool_human_kept"]
+                assert sum(composition.values()) == pool_kept
+            else:  # importance resampling: 1.5 x what screening kept
+                assert sum(composition.values()) == round(1.5 * pool_kept)
+            ds = datasets.load_from_disk(str(curated_runs / name / f"gen_{row['generation']:03d}" / "synthetic"))
+            assert len(ds) == row["synthetic_in"] and ds["dropped_by"][:].count("") == row["synthetic_kept"]
+    rows = _rows(curated_runs / "watermark")
+    assert rows[1]["synthetic_dropped_verifier"] > 0 or rows[1]["synthetic_dropped_perplexity"] > 0
+    assert rows[1]["z_synthetic_mean"] > rows[1]["z_human_mean"]  # the watermark shows, even in 8 tokens
+
+
+def test_tensorboard_event_files_read_back(curated_runs):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    files = list((curated_runs / "watermark").rglob("events.out.tfevents.*"))
+    assert files
+    acc = EventAccumulator(str(files[0].parent))
+    acc.Reload()
+    tags = acc.Tags()["scalars"]
+    assert {"train/loss", "train/lr", "generation/ppl_human"} <= set(tags)
+    ppl = [e.value for e in acc.Scalars("generation/ppl_human")]
+    assert ppl == pytest.approx([r["ppl_human"] for r in _rows(curated_runs / "watermark")], rel=1e-6)
+
+
+def test_a_curated_run_resumes_to_identical_metrics(curated_runs, tmp_path):
+    from testbed.cli import main
+
+    from .conftest import TINY
+
+    args = ["run", *TINY, *CURATED, f"run.out_dir={tmp_path}", "run.name=part"]
+    assert main([*args, "run.generations=1"]) == 0
+    assert main([*args, "run.generations=2", "--resume", "--allow-config-change"]) == 0
+    assert (tmp_path / "part" / "metrics.jsonl").read_bytes() == \
+        (curated_runs / "watermark" / "metrics.jsonl").read_bytes()
+
+
+def test_env_json_says_what_ran(curated_runs):
+    import json
+
+    import transformers
+
+    env = json.loads((curated_runs / "oracle" / "env.json").read_text())["starts"]
+    assert len(env) == 1 and env[0]["transformers"] == transformers.__version__
+    assert env[0]["processes"] == 1 and env[0]["device"] == "cpu" and env[0]["python"]
