@@ -1,0 +1,42 @@
+"""Every shipped config runs end to end, scaled down: the sweeps with every setting (one seed, one
+generation, tiny sizes), the WikiText config on a small corpus. (The paper configs: tests/test_paper.py;
+the default: every tiny run.)"""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from testbed.cli import main
+
+from .conftest import REPO, TINY
+
+
+@pytest.mark.parametrize("name", ["defences-sweep-tiny-cpu", "mixing-sweep-tiny-cpu"])
+def test_sweep_configs_run_every_setting(name: str, tmp_path: Path):
+    """Each setting of the sweep, in this process, one seed and one generation at tiny sizes; the settings
+    share the first one's generation 0, as the sweep's runs do (the launchers: tests/test_sweep_*.py)."""
+    from testbed import config as config_module
+    from testbed.sweep import expand
+
+    # data.max_train_blocks leaves the fresh-data setting an unseen pool in the tiny corpus.
+    scaled = [*TINY, "run.generations=1", "data.max_train_blocks=30", f"run.out_dir={tmp_path}"]
+    path = REPO / "configs" / f"{name}.yaml"
+    runs = [r for r in expand(config_module.load(path), {}) if "run.seed=0" in r.overrides]
+    assert len(runs) == len(config_module.load(path).sweep.settings) >= 4
+    for i, r in enumerate(runs):
+        shared = [f"run.gen0_from={tmp_path / 'run0'}"] if i else []
+        assert main(["run", str(path), *r.overrides, *scaled, *shared, f"run.name=run{i}"]) == 0, r.name
+        rows = [json.loads(x) for x in (tmp_path / f"run{i}" / "metrics.jsonl").read_text().splitlines()]
+        assert [row["generation"] for row in rows] == [0, 1] and rows[1]["ppl_human"] > 1
+    assert main(["report", str(tmp_path)]) == 0
+
+
+def test_wikitext_config_runs_on_a_small_corpus(text_corpus: Path, tmp_path: Path):
+    scaled = ["run.generations=1", "tokenizer.vocab_size=300", "model.layers=1", "model.width=32", "model.heads=2",
+              "train.gen0_epochs=1", "train.epochs=1", "eval.num_samples=8", "data.block_size=16",
+              "generation.prompt_tokens=8", "generation.max_new_tokens=8", "eval.prompt_tokens=4",
+              "eval.max_new_tokens=8", "eval.tail_rank=20"]
+    assert main(["run", str(REPO / "configs" / "wikitext2-tiny-cpu.yaml"), f"data.path={text_corpus}", *scaled,
+                 f"run.out_dir={tmp_path}", "run.name=w"]) == 0
+    assert (tmp_path / "w" / "gen_001" / "COMPLETE").is_file()
