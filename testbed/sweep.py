@@ -189,7 +189,10 @@ class SlurmRun:
         import submitit
 
         job = submitit.JobEnvironment().job_id
-        code = execute(self.path, self.run, self.sweep_dir, job_id=job)
+        env = dict(os.environ)
+        if "SLURM_CPUS_PER_TASK" in env:  # the task's CPUs, not every core of the node
+            env.setdefault("OMP_NUM_THREADS", env["SLURM_CPUS_PER_TASK"])
+        code = execute(self.path, self.run, self.sweep_dir, job_id=job, env=env)
         if code != 0:
             raise RuntimeError(f"testbed run {self.run.name} exited with code {code}: see "
                                f"{log_file(self.sweep_dir, self.run.name)}")
