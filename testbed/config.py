@@ -46,11 +46,11 @@ class LanguageConfig:
 
     seed: int = 1234  # the language itself (its vocabulary and probabilities)
     nouns: int = 1200
-    verbs: int = 400
-    adjectives: int = 300
-    adverbs: int = 100
+    verbs: int = 100
+    adjectives: int = 100
+    adverbs: int = 50
     zipf_exponent: float = 1.1
-    train_sentences: int = 6000
+    train_sentences: int = 12000
     valid_sentences: int = 600
     test_sentences: int = 1200
     sentences_per_line: int = 8
@@ -79,7 +79,7 @@ class TokenizerConfig:
     # null: the model's own tokenizer if model.name_or_path is set, else a BPE trained on the human
     # training split.
     name_or_path: str | None = None
-    vocab_size: int = 1024  # for a trained BPE
+    vocab_size: int = 3072  # for a trained BPE
 
 
 @dataclass
@@ -171,7 +171,7 @@ class CurateConfig:
 @dataclass
 class TrainConfig:
     epochs: int = 2
-    gen0_epochs: int | None = 12  # generation 0 (e.g. from scratch) may need more; null = epochs
+    gen0_epochs: int | None = 6  # generation 0 (e.g. from scratch) may need more; null = epochs
     lr: float = 2e-3
     min_lr: float = 0.0  # cosine decays to this
     schedule: Literal["cosine", "constant", "linear"] = "cosine"
@@ -181,7 +181,7 @@ class TrainConfig:
     warmup_steps: int = 0
     # Examples of one step over all processes (accelerate launch splits it evenly); the effective batch is
     # batch_size x grad_accum, whatever the process count.
-    batch_size: int = 32
+    batch_size: int = 16
     grad_accum: int = 1
     weight_decay: float = 0.0
     weight_decay_all: bool = False  # false: decay weight matrices only; true: biases and norms too (torch's default)
