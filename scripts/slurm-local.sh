@@ -48,6 +48,8 @@ MessageTimeout=30
 KillWait=5
 AccountingStorageType=accounting_storage/none
 JobAcctGatherType=jobacct_gather/none
+# A job that asks for no memory gets a share per CPU, not the whole node (which would run one at a time).
+DefMemPerCPU=$((mem_mb / cpus))
 NodeName=$HOST CPUs=$cpus RealMemory=$mem_mb State=UNKNOWN
 PartitionName=local Nodes=$HOST Default=YES MaxTime=INFINITE State=UP
 EOF
