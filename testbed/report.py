@@ -62,7 +62,7 @@ METRICS = [
 # The early-warning table's signals: which moves first, beyond the seed-to-seed noise of generation 0.
 SIGNALS = ["ppl_human", "ppl_gap", "token_entropy", "confident_share", "tail_coverage", "tail_token_mass",
            "unigram_kl", "distinct_2", "self_bleu", "entropy", "loglik_std_gen0", "effective_rank",
-           "embedding_diversity", "synthetic_ppl_gen0_mean", "kl_per_word", "grammatical_rate"]
+           "embedding_diversity", "kl_per_word", "grammatical_rate"]
 NOISE_SIGMAS = 2.0
 
 # (row key, header) of the curation table: what each defence kept and dropped, means over generations >= 1.
@@ -273,9 +273,11 @@ def early_warning(groups: dict[str, list[Run]], runs: list[Run]) -> list[str]:
 
 def curation_table(groups: dict[str, list[Run]]) -> list[str]:
     """Markdown: what curation and screening kept and dropped, per setting (means over generations >= 1)."""
-    keys = [(k, h) for k, h in CURATION if any(row.get(k) is not None for rs in groups.values() for r in rs
-                                               for row in r.rows)]
-    if not keys:
+    rows = [row for rs in groups.values() for r in rs for row in r.rows]
+    curated = any(row.get("detector_tpr") is not None or any(row.get(f"synthetic_dropped_{f}") for f in
+                                                             ("dedup", "verifier", "perplexity")) for row in rows)
+    keys = [(k, h) for k, h in CURATION if any(row.get(k) is not None for row in rows)]
+    if not curated:
         return []
     lines = ["", "## Curation: what was kept and dropped", "",
              "Means over seeds and generations 1 and later: examples per generation, rates as shares.", "",
