@@ -40,14 +40,16 @@ def reference(tmp_path_factory) -> bytes:
 # Each point: a path whose appearance says where the run is, and the signal sent right then.
 KILL_POINTS = [
     ("tokenizer", signal.SIGKILL),  # generation 0 training
-    ("gen_000/model", signal.SIGKILL),  # between the checkpoint and the generation's other files
+    ("gen_000/model", signal.SIGKILL),  # between the checkpoint and the generation's other files (slow)
     ("gen_001/synthetic", signal.SIGTERM),  # mixing / training of generation 1
-    ("gen_001/COMPLETE", signal.SIGKILL),  # generation 2's synthetic data being generated
+    ("gen_001/COMPLETE", signal.SIGKILL),  # generation 2's synthetic data being generated (slow)
     ("gen_002/model", signal.SIGKILL),  # the last generation's metrics being written
 ]
+SLOW = {"gen_000/model", "gen_001/COMPLETE"}  # kept out of the default run for time: pytest -m slow
 
 
-@pytest.mark.parametrize("trigger, sig", KILL_POINTS, ids=[p for p, _ in KILL_POINTS])
+@pytest.mark.parametrize("trigger, sig", [pytest.param(p, s, id=p, marks=[pytest.mark.slow] if p in SLOW else [])
+                                          for p, s in KILL_POINTS])
 def test_killed_run_resumes_to_the_same_metrics(tmp_path: Path, reference: bytes, trigger: str, sig: int):
     proc = _start(tmp_path, "run")
     run_dir = tmp_path / "run"
