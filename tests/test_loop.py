@@ -52,7 +52,9 @@ def test_metrics_rows_are_finite(finished_run: Path):
             elif key != "tail_coverage":
                 assert math.isfinite(r[key]) and r[key] >= 0, (key, r[key])
         assert r["ppl_human"] > 1
-    assert rows[1]["train_composition"]["human"] == rows[1]["train_composition"]["synthetic@1"]
+    composition = rows[1]["train_composition"]  # fixed_fraction 0.5: half of the human set's size is human
+    assert composition["human"] == round(0.5 * rows[0]["train_composition"]["human"])
+    assert composition["human"] + composition["synthetic@1"] == rows[0]["train_composition"]["human"]
     baseline = json.loads((finished_run / "human_baseline.json").read_text())
     assert baseline["generation"] == "human" and 0 < baseline["distinct_1"] <= 1
 
