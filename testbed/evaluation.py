@@ -4,13 +4,14 @@ keeps them) beside the aggregates. The human continuations of the same prompts a
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
 import numpy as np
 
 from testbed import language, metrics
-from testbed.config import Config
+from testbed.config import Config, GenerationConfig, WatermarkConfig
 from testbed.data import TokenizedCorpus, pad_rows, spread, windows
 from testbed.generate import generate
 from testbed.metrics.perplexity import per_sequence
@@ -67,10 +68,17 @@ class Samples:
     lengths: np.ndarray
 
 
+def eval_decoding(cfg: Config) -> GenerationConfig:
+    """How evaluation samples are drawn: the generation's decoding, never watermarked. The watermark belongs to
+    the data a model publishes, not to how we measure the model: a watermarked run's samples would otherwise
+    carry the watermark's bias, and the same model would score differently in two settings."""
+    return dataclasses.replace(cfg.generation, watermark=WatermarkConfig(enabled=False))
+
+
 def sample(model, cfg: Config, es: EvalSet, tokenizer, seed: int) -> Samples:
-    """The evaluation samples of a model: same prompts and seed in every generation."""
+    """The evaluation samples of a model: same prompts, seed and decoding in every generation and setting."""
     e = cfg.eval
-    ids, lengths = generate(model, es.prompts, cfg.generation, e.max_new_tokens, e.batch_size, seed,
+    ids, lengths = generate(model, es.prompts, eval_decoding(cfg), e.max_new_tokens, e.batch_size, seed,
                             tokenizer.eos_token_id, desc="eval samples")
     prompts = tokenizer.batch_decode(es.prompts.tolist(), skip_special_tokens=True)
     return Samples(prompts, decode(tokenizer, ids, lengths), ids, lengths)

@@ -188,3 +188,27 @@ def test_env_json_says_what_ran(curated_runs):
     env = json.loads((curated_runs / "oracle" / "env.json").read_text())["starts"]
     assert len(env) == 1 and env[0]["transformers"] == transformers.__version__
     assert env[0]["processes"] == 1 and env[0]["device"] == "cpu" and env[0]["python"]
+
+
+def test_evaluation_samples_are_never_watermarked(tmp_path):
+    """Two runs that differ only in generation.watermark.enabled evaluate the same generation 0 with the same
+    samples: the watermark marks the data a model publishes, not the samples we measure it by."""
+    from testbed.cli import main
+
+    from .conftest import TINY
+
+    rows = {}
+    for marked in ("false", "true"):
+        assert main(["run", *TINY, "run.generations=1", f"generation.watermark.enabled={marked}",
+                     f"run.out_dir={tmp_path}", f"run.name=wm-{marked}"]) == 0
+        rows[marked] = _rows(tmp_path / f"wm-{marked}")
+    assert {"distinct_2", "self_bleu", "tail_coverage", "grammatical_rate"} <= set(rows["true"][0])
+    assert rows["true"][0] == rows["false"][0]  # the whole row: the sample metrics and all else
+    assert (tmp_path / "wm-true" / "gen_000" / "samples.jsonl").read_bytes() == \
+        (tmp_path / "wm-false" / "gen_000" / "samples.jsonl").read_bytes()
+    # ... while the synthetic data of generation 1 does carry the watermark: the two runs' data differ.
+    import datasets
+
+    texts = {m: datasets.load_from_disk(str(tmp_path / f"wm-{m}" / "gen_001" / "synthetic"))["text"][:]
+             for m in rows}
+    assert texts["true"] != texts["false"]
