@@ -574,3 +574,10 @@ def diff(a: Config, b: Config) -> list[str]:
     """Keys (dotted) whose values differ between two configs."""
     fa, fb = flatten(a.to_dict()), flatten(b.to_dict())
     return sorted(k for k in fa if fa[k] != fb.get(k))
+
+
+def changes(saved: Config, cfg: Config) -> list[str]:
+    """Keys `cfg` changes in a run's saved config, on resume. Where a run lives is not what it is (a moved
+    run directory resumes), and an unset run.threads means the count the run started with."""
+    return [k for k in diff(saved, cfg) if k not in ("run.out_dir", "run.name")
+            and not (k == "run.threads" and cfg.run.threads is None)]

@@ -11,14 +11,18 @@ from __future__ import annotations
 
 import math
 import re
+from functools import partial
 
 import numpy as np
 import torch
 
 from testbed import language
 from testbed.config import Config, CurateConfig, WatermarkConfig
+from testbed.distributed import map_rows
 from testbed.generate import watermarking_config
+from testbed.metrics import sequence_perplexities
 from testbed.mixing import HUMAN, SYNTHETIC, Examples
+from testbed.model import autocast
 
 KEPT = ""  # `dropped_by` of an example that passed every filter
 
@@ -152,6 +156,14 @@ def importance_resample(confidence: np.ndarray, cfg: CurateConfig, rng: np.rando
 
 # ---------------------------------------------------------------------------------------------
 # The stages the loop calls.
+
+
+def score_under_gen0(gen0, examples: Examples, cfg: Config, accelerator) -> np.ndarray:
+    """Per-sequence perplexity of examples under generation 0 (what the perplexity filter reads), each
+    process scoring a share, under the run's autocast."""
+    score = partial(sequence_perplexities, gen0, batch_size=cfg.eval.batch_size, desc="score under gen 0")
+    with autocast(cfg.train.precision, accelerator.device):
+        return np.concatenate(map_rows(accelerator, score, examples.ids, examples.lengths))
 
 
 def detect(examples: Examples, cfg: Config, model_config, device: torch.device, rng: np.random.Generator) -> None:
