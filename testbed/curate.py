@@ -39,7 +39,8 @@ def normalise(text: str) -> str:
 class Deduplicator:
     """Drops texts equal (exact: after `normalise`) or near-equal (minhash: estimated Jaccard similarity of
     word shingles above the threshold, via datasketch's MinHash-LSH) to a text seen before, keeping the
-    first. What it keeps stays in its index, so a later call also drops duplicates of earlier generations."""
+    first. Every text that passes joins its index, whatever a later filter decides, so a later call also
+    drops duplicates of earlier generations; `rebuilt` restores that index on resume."""
 
     def __init__(self, cfg: CurateConfig, seed: int = 1):
         self.cfg = cfg
@@ -51,6 +52,15 @@ class Deduplicator:
 
             self.lsh = MinHashLSH(threshold=cfg.minhash_threshold, num_perm=cfg.minhash_perm)
         self.seed = seed
+
+    @classmethod
+    def rebuilt(cls, cfg: CurateConfig, saved: list[tuple[list[str], np.ndarray]]) -> Deduplicator:
+        """The index an uninterrupted run holds after the generations `saved` (each one's texts and
+        `dropped_by`, in order): every text that passed deduplication, kept or dropped by a later filter."""
+        dedup = cls(cfg)
+        for texts, dropped_by in saved:
+            dedup.keep([t for t, by in zip(texts, dropped_by) if by != "dedup"])
+        return dedup
 
     def shingles(self, text: str) -> list[bytes]:
         words = normalise(text).split()

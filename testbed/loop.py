@@ -195,10 +195,10 @@ def restore(ctx: Context, model, start: int) -> State:
                   rows=rundir.read_rows(run_dir, start),
                   synthetic=[mixing.load_synthetic(rundir.gen_dir(run_dir, g) / "synthetic") for g in range(1, start)])
     state.steps = sum(r["train_steps"] for r in state.rows)
-    state.dedup = curate.Deduplicator(cfg.curate)
-    if _accumulating(cfg):  # deduplication reaches back over earlier generations that stay in the pool
-        for g in range(1, start):
-            state.dedup.keep(mixing.kept_texts(rundir.gen_dir(run_dir, g) / "synthetic"))
+    # Deduplication reaches back over earlier generations only when their data stays in the pool.
+    earlier = range(1, start) if _accumulating(cfg) else range(0)
+    state.dedup = curate.Deduplicator.rebuilt(
+        cfg.curate, [mixing.synthetic_texts(rundir.gen_dir(run_dir, g) / "synthetic") for g in earlier])
     device = ctx.accelerator.device
     curate.detect(ctx.human, cfg, model.config, device, np.random.default_rng([seed, DETECT, 0]))
     curate.detect(ctx.fresh, cfg, model.config, device, np.random.default_rng([seed, DETECT, 1]))

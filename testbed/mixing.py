@@ -153,10 +153,11 @@ def load_synthetic(path: Path) -> Examples:
                     np.asarray(ds["flagged"][:], bool) if "flagged" in columns else None)
 
 
-def kept_texts(path: Path) -> list[str]:
-    """The texts of the synthetic examples saved by `save_synthetic` that curation kept."""
+def synthetic_texts(path: Path) -> tuple[list[str], np.ndarray]:
+    """The texts of a synthetic set saved by `save_synthetic`, each with its curation decision (`dropped_by`:
+    the filter that dropped it, empty when kept)."""
     import datasets
 
     ds = datasets.load_from_disk(str(path))
     dropped = ds["dropped_by"][:] if "dropped_by" in ds.column_names else [""] * len(ds)
-    return [t for t, d in zip(ds["text"][:], dropped) if d == ""]
+    return ds["text"][:], np.asarray(dropped, dtype=object).astype(str)
