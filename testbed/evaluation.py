@@ -64,10 +64,12 @@ class Samples:
 
 
 def eval_decoding(cfg: Config) -> GenerationConfig:
-    """How evaluation samples are drawn: the generation's decoding, never watermarked. The watermark belongs to
-    the data a model publishes, not to how we measure the model: a watermarked run's samples would otherwise
-    carry the watermark's bias, and the same model would score differently in two settings."""
-    return dataclasses.replace(cfg.generation, watermark=WatermarkConfig(enabled=False))
+    """How evaluation samples are drawn: eval.decoding, each unset key as generation's, never watermarked. The
+    watermark belongs to the data a model publishes, not to how we measure the model: a watermarked run's
+    samples would otherwise carry the watermark's bias, and the same model would score differently in two
+    settings."""
+    chosen = {k: v for k, v in dataclasses.asdict(cfg.eval.decoding).items() if v is not None}
+    return dataclasses.replace(cfg.generation, **chosen, watermark=WatermarkConfig(enabled=False))
 
 
 def sample(model, cfg: Config, es: EvalSet, tokenizer, seed: int) -> Samples:

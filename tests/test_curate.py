@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from testbed import language
+from testbed import language, rundir
 from testbed.config import CurateConfig, LanguageConfig, ModelConfig, WatermarkConfig
 from testbed.curate import (
     Deduplicator,
@@ -144,9 +144,8 @@ def curated_runs(tmp_path_factory):
 
 
 def _rows(run):
-    import json
 
-    return [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    return rundir.read_jsonl(run / "metrics.jsonl")
 
 
 def test_curation_counts_add_up_with_provenance(curated_runs):
