@@ -57,17 +57,13 @@ def cmd_run(ns: argparse.Namespace) -> int:
     if ns.resume:
         if not (run_dir / "config.yaml").is_file():
             raise rundir.RunDirError(f"{run_dir} is not a run directory (no config.yaml): nothing to resume")
-        saved = config.from_dict(config.read_yaml(run_dir / "config.yaml"))
-        cfg.run.threads = cfg.run.threads or saved.run.threads  # unset: the count the run started with
-        # Where a run lives is not what it is: a moved run directory resumes.
-        changed = [k for k in config.diff(saved, cfg) if k not in ("run.out_dir", "run.name")]
+        changed = config.changes(config.from_dict(config.read_yaml(run_dir / "config.yaml")), cfg)
         if changed and not ns.allow_config_change:
             raise ConfigError(f"config differs from the one saved in {run_dir} at: {', '.join(changed)} "
                               "(pass --allow-config-change to resume with it anyway)")
-        rundir.check_resumable(run_dir, cfg.run.generations)  # before the saved config is replaced
-        if changed:
+        rundir.check_resumable(run_dir, cfg.run.generations)
+        if changed:  # the run saves the new config once it has resolved it (loop.prepare)
             print(f"resuming with a changed config: {', '.join(changed)}", flush=True)
-            rundir.write_text(run_dir / "config.yaml", config.to_yaml(cfg))
     else:
         rundir.refuse_existing(run_dir)  # before any work; rundir.create checks again when it makes it
     print(f"run directory: {run_dir}", flush=True)

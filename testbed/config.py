@@ -201,6 +201,22 @@ class TrainConfig:
 
 
 @dataclass
+class EvalDecodingConfig:
+    """How evaluation samples are drawn, key by key; null: generation's value of the same key (by default
+    evaluation decodes as generation does). Evaluation samples are never watermarked. Under beam search
+    (generation.num_beams > 1) the samples' diversity describes the search, not the model's distribution:
+    set do_sample=true, num_beams=1 here to measure the model."""
+
+    do_sample: bool | None = None
+    num_beams: int | None = None
+    temperature: float | None = None
+    top_k: int | None = None
+    top_p: float | None = None
+    min_p: float | None = None
+    repetition_penalty: float | None = None
+
+
+@dataclass
 class EvalConfig:
     num_samples: int = 128  # evaluation samples for the diversity metrics
     prompt_tokens: int = 16  # prompted mode: prefix of each test block used as prompt
@@ -209,6 +225,7 @@ class EvalConfig:
     tail_rank: int = 200  # tail = words ranked below this in human training frequency
     tail_tokens: int = 256  # tail_token_mass: tokens outside the human training text's most frequent this many
     kl_alpha: float = 0.5  # unigram_kl: add-alpha smoothing of both unigram distributions
+    decoding: EvalDecodingConfig = field(default_factory=EvalDecodingConfig)
 
 
 @dataclass
@@ -302,12 +319,8 @@ def check(cfg: Config) -> None:
     _require(0 <= g.min_new_tokens <= g.max_new_tokens, "generation.min_new_tokens",
              f"must be in [0, generation.max_new_tokens={g.max_new_tokens}], got {g.min_new_tokens}")
     _require(g.num_samples is None or g.num_samples >= 1, "generation.num_samples", "must be >= 1 or null")
-    _require(g.num_beams >= 1, "generation.num_beams", f"must be at least 1, got {g.num_beams}")
-    _require(g.temperature > 0, "generation.temperature", f"must be positive, got {g.temperature}")
-    _require(g.top_k >= 0, "generation.top_k", "must be >= 0 (0 turns it off)")
-    _require(0 < g.top_p <= 1, "generation.top_p", f"must be in (0, 1], got {g.top_p}")
-    _require(0 <= g.min_p < 1, "generation.min_p", f"must be in [0, 1), got {g.min_p}")
-    _require(g.repetition_penalty > 0, "generation.repetition_penalty", "must be positive")
+    _check_decoding(g, "generation.")
+    _check_decoding(e.decoding, "eval.decoding.")
     _require(g.batch_size >= 1, "generation.batch_size", "must be at least 1")
 
     _require(0 <= x.human_fraction <= 1, "mixing.human_fraction",
@@ -359,6 +372,19 @@ def check(cfg: Config) -> None:
     for key in ("gpus_per_run", "max_requeues"):
         _require(getattr(sl, key) >= 0, f"sweep.slurm.{key}", f"must be >= 0, got {getattr(sl, key)}")
     _require(sl.mem_gb is None or sl.mem_gb > 0, "sweep.slurm.mem_gb", "must be positive or null")
+
+
+def _check_decoding(d: GenerationConfig | EvalDecodingConfig, prefix: str) -> None:
+    """The decoding knobs generation and evaluation share; a null eval.decoding value is generation's."""
+    rules = {"num_beams": (lambda v: v >= 1, "must be at least 1"),
+             "temperature": (lambda v: v > 0, "must be positive"),
+             "top_k": (lambda v: v >= 0, "must be >= 0 (0 turns it off)"),
+             "top_p": (lambda v: 0 < v <= 1, "must be in (0, 1]"),
+             "min_p": (lambda v: 0 <= v < 1, "must be in [0, 1)"),
+             "repetition_penalty": (lambda v: v > 0, "must be positive")}
+    for key, (ok, problem) in rules.items():
+        value = getattr(d, key)
+        _require(value is None or ok(value), prefix + key, f"{problem}, got {value}")
 
 
 def check_lengths(cfg: Config, context: int, source: str) -> None:
@@ -574,3 +600,10 @@ def diff(a: Config, b: Config) -> list[str]:
     """Keys (dotted) whose values differ between two configs."""
     fa, fb = flatten(a.to_dict()), flatten(b.to_dict())
     return sorted(k for k in fa if fa[k] != fb.get(k))
+
+
+def changes(saved: Config, cfg: Config) -> list[str]:
+    """Keys `cfg` changes in a run's saved config, on resume. Where a run lives is not what it is (a moved
+    run directory resumes), and an unset run.threads means the count the run started with."""
+    return [k for k in diff(saved, cfg) if k not in ("run.out_dir", "run.name")
+            and not (k == "run.threads" and cfg.run.threads is None)]

@@ -11,14 +11,18 @@ from __future__ import annotations
 
 import math
 import re
+from functools import partial
 
 import numpy as np
 import torch
 
 from testbed import language
 from testbed.config import Config, CurateConfig, WatermarkConfig
+from testbed.distributed import map_rows
 from testbed.generate import watermarking_config
+from testbed.metrics import sequence_perplexities
 from testbed.mixing import HUMAN, SYNTHETIC, Examples
+from testbed.model import autocast
 
 KEPT = ""  # `dropped_by` of an example that passed every filter
 
@@ -35,7 +39,8 @@ def normalise(text: str) -> str:
 class Deduplicator:
     """Drops texts equal (exact: after `normalise`) or near-equal (minhash: estimated Jaccard similarity of
     word shingles above the threshold, via datasketch's MinHash-LSH) to a text seen before, keeping the
-    first. What it keeps stays in its index, so a later call also drops duplicates of earlier generations."""
+    first. Every text that passes joins its index, whatever a later filter decides, so a later call also
+    drops duplicates of earlier generations; `rebuilt` restores that index on resume."""
 
     def __init__(self, cfg: CurateConfig, seed: int = 1):
         self.cfg = cfg
@@ -47,6 +52,15 @@ class Deduplicator:
 
             self.lsh = MinHashLSH(threshold=cfg.minhash_threshold, num_perm=cfg.minhash_perm)
         self.seed = seed
+
+    @classmethod
+    def rebuilt(cls, cfg: CurateConfig, saved: list[tuple[list[str], np.ndarray]]) -> Deduplicator:
+        """The index an uninterrupted run holds after the generations `saved` (each one's texts and
+        `dropped_by`, in order): every text that passed deduplication, kept or dropped by a later filter."""
+        dedup = cls(cfg)
+        for texts, dropped_by in saved:
+            dedup.keep([t for t, by in zip(texts, dropped_by) if by != "dedup"])
+        return dedup
 
     def shingles(self, text: str) -> list[bytes]:
         words = normalise(text).split()
@@ -152,6 +166,14 @@ def importance_resample(confidence: np.ndarray, cfg: CurateConfig, rng: np.rando
 
 # ---------------------------------------------------------------------------------------------
 # The stages the loop calls.
+
+
+def score_under_gen0(gen0, examples: Examples, cfg: Config, accelerator) -> np.ndarray:
+    """Per-sequence perplexity of examples under generation 0 (what the perplexity filter reads), each
+    process scoring a share, under the run's autocast."""
+    score = partial(sequence_perplexities, gen0, batch_size=cfg.eval.batch_size, desc="score under gen 0")
+    with autocast(cfg.train.precision, accelerator.device):
+        return np.concatenate(map_rows(accelerator, score, examples.ids, examples.lengths))
 
 
 def detect(examples: Examples, cfg: Config, model_config, device: torch.device, rng: np.random.Generator) -> None:

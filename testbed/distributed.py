@@ -42,7 +42,7 @@ def _portable(exc: Exception | None) -> Exception | None:
 
 @contextlib.contextmanager
 def main_only(accelerator: Accelerator) -> Iterator[None]:
-    """Around work that only the main process does (the block tests is_main_process itself): every process
+    """Around work that only the main process does (see `on_main`, which tests is_main_process): every process
     leaves the block together, and when the work failed on the main process, all of them raise its error.
 
     Without it the others would go on to their next collective and wait there for a process that has
@@ -64,12 +64,19 @@ def main_only(accelerator: Accelerator) -> Iterator[None]:
         raise outcome[0]
 
 
-def from_main(accelerator: Accelerator, fn: Callable[[], T]) -> T:
-    """fn() computed once, on the main process, and its result given to every process."""
+def on_main(accelerator: Accelerator, fn: Callable[..., T], *args, **kwargs) -> T | None:
+    """fn(*args, **kwargs) on the main process only (None on the others), inside `main_only`: the one way
+    to do work on the main process."""
     result = None
     with main_only(accelerator):
         if accelerator.is_main_process:
-            result = fn()
+            result = fn(*args, **kwargs)
+    return result
+
+
+def from_main(accelerator: Accelerator, fn: Callable[[], T]) -> T:
+    """fn() computed once, on the main process, and its result given to every process."""
+    result = on_main(accelerator, fn)
     if accelerator.num_processes > 1:
         box = [result]
         broadcast_object_list(box, from_process=0)

@@ -13,9 +13,10 @@ import numpy as np
 from testbed import language, metrics
 from testbed.config import Config, GenerationConfig, WatermarkConfig
 from testbed.data import TokenizedCorpus, pad_rows, spread, windows
-from testbed.generate import generate
+from testbed.generate import decode, generate
 from testbed.metrics.perplexity import per_sequence
 from testbed.metrics.text import Tail
+from testbed.model import autocast
 
 
 @dataclass
@@ -30,16 +31,16 @@ class EvalSet:
     vocab_size: int
 
 
-def eval_set(cfg: Config, tok: TokenizedCorpus, train_lines: list[str], bos: int, vocab_size: int) -> EvalSet:
+def eval_set(cfg: Config, corpus: TokenizedCorpus, train_lines: list[str], bos: int, vocab_size: int) -> EvalSet:
     """The evaluation prompts (starts of test blocks drawn evenly across the split, seeded) and the human
     text that follows each of them."""
     e = cfg.eval
     k = e.prompt_tokens if cfg.generation.mode == "prompted" else 0
-    prompts, human = windows(tok.test_stream, cfg.data.block_size, k, e.max_new_tokens, "the human test split")
+    prompts, human = windows(corpus.test_stream, cfg.data.block_size, k, e.max_new_tokens, "the human test split")
     rows = spread(len(prompts), e.num_samples, cfg.run.seed)
     prompts = prompts[rows] if k else np.full((e.num_samples, 1), bos, dtype=np.int64)
-    return EvalSet(tok.test, prompts, human[rows], metrics.rare_ngrams(train_lines, e.tail_rank),
-                   tok.train.ravel(), vocab_size)
+    return EvalSet(corpus.test, prompts, human[rows], metrics.rare_ngrams(train_lines, e.tail_rank),
+                   corpus.train.ravel(), vocab_size)
 
 
 def diversity(texts: list[str], tail: Tail) -> dict[str, float]:
@@ -50,12 +51,6 @@ def diversity(texts: list[str], tail: Tail) -> dict[str, float]:
     row["entropy"] = metrics.entropy(texts)
     row["tail_coverage"] = metrics.tail_coverage(texts, tail)
     return row
-
-
-def decode(tokenizer, ids: np.ndarray, lengths: np.ndarray) -> list[str]:
-    """Texts of padded id rows, each cut at its length, without special tokens."""
-    rows = [row[:n] for row, n in zip(ids.tolist(), lengths.tolist())]
-    return tokenizer.batch_decode(rows, skip_special_tokens=True)
 
 
 @dataclass
@@ -69,10 +64,12 @@ class Samples:
 
 
 def eval_decoding(cfg: Config) -> GenerationConfig:
-    """How evaluation samples are drawn: the generation's decoding, never watermarked. The watermark belongs to
-    the data a model publishes, not to how we measure the model: a watermarked run's samples would otherwise
-    carry the watermark's bias, and the same model would score differently in two settings."""
-    return dataclasses.replace(cfg.generation, watermark=WatermarkConfig(enabled=False))
+    """How evaluation samples are drawn: eval.decoding, each unset key as generation's, never watermarked. The
+    watermark belongs to the data a model publishes, not to how we measure the model: a watermarked run's
+    samples would otherwise carry the watermark's bias, and the same model would score differently in two
+    settings."""
+    chosen = {k: v for k, v in dataclasses.asdict(cfg.eval.decoding).items() if v is not None}
+    return dataclasses.replace(cfg.generation, **chosen, watermark=WatermarkConfig(enabled=False))
 
 
 def sample(model, cfg: Config, es: EvalSet, tokenizer, seed: int) -> Samples:
@@ -99,6 +96,26 @@ def evaluate(model, gen0, cfg: Config, es: EvalSet, samples: Samples,
     row = model_metrics(model, cfg, es, gt)
     sample_row, records = sample_metrics(samples, gen0, model, cfg, es, gt)
     return {**row, **sample_row, "ppl_gap": metrics.ppl_gap(row["ppl_human"], sample_row["ppl_self"])}, records
+
+
+def evaluate_generation(model, gen0, cfg: Config, es: EvalSet, tokenizer, gt: GroundTruth | None,
+                        seed: int) -> tuple[dict, list[dict]]:
+    """The evaluation stage: a model's metrics row and per-sample records, from the same prompts, seed and
+    decoding in every generation, under the run's autocast."""
+    with autocast(cfg.train.precision, next(model.parameters()).device):
+        return evaluate(model, gen0, cfg, es, sample(model, cfg, es, tokenizer, seed), gt)
+
+
+def human_baseline(gen0, cfg: Config, es: EvalSet, tokenizer, gt: GroundTruth | None,
+                   reference: np.ndarray) -> tuple[dict, list[dict]]:
+    """The floor and reference of every sample metric: the same metrics on the human continuations of the
+    evaluation prompts, and the per-sequence perplexities under generation 0 of held-out human text shaped
+    like synthetic data (`reference`)."""
+    with autocast(cfg.train.precision, next(gen0.parameters()).device):
+        row, records = sample_metrics(human_samples(es, tokenizer), gen0, None, cfg, es, gt)
+        ppl = metrics.sequence_perplexities(gen0, reference, batch_size=cfg.eval.batch_size)
+    return {"generation": "human", **row, **metrics.summarize(ppl, "synthetic_ppl_gen0"),
+            "ppl_gen0_per_sequence": ppl}, records
 
 
 def model_metrics(model, cfg: Config, es: EvalSet, gt: GroundTruth | None) -> dict:

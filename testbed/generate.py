@@ -12,39 +12,41 @@ from transformers import LogitsProcessor, LogitsProcessorList
 
 from testbed.config import Config, GenerationConfig, WatermarkConfig
 from testbed.data import spread
+from testbed.mixing import Examples, synthetic_examples
+from testbed.model import autocast, evaluating, start_token
 
 
-def candidates(scores: torch.Tensor, g: GenerationConfig) -> tuple[torch.Tensor | None, torch.Tensor]:
+def candidates(scores: torch.Tensor, decoding: GenerationConfig) -> tuple[torch.Tensor | None, torch.Tensor]:
     """The tokens that temperature / top-k / top-p / min-p leave, and their (unnormalised) probabilities.
 
     Same result as transformers' warpers in that order, without their full-vocabulary sort: top-p only
     needs the largest probabilities, so `topk` grows until it holds the nucleus of every row. Returns
     (token ids, weights) with ids None when the candidates are the whole vocabulary.
     """
-    probs = (scores.float() / g.temperature).softmax(dim=-1)
+    probs = (scores.float() / decoding.temperature).softmax(dim=-1)
     vocab = probs.shape[-1]
-    if g.top_k == 0 and g.top_p >= 1.0:
+    if decoding.top_k == 0 and decoding.top_p >= 1.0:
         ids, weights = None, probs
     else:
-        k = min(g.top_k or 64, vocab)
+        k = min(decoding.top_k or 64, vocab)
         while True:
             if k > vocab // 8:  # a large top-k costs more than the full sort transformers does
                 weights, ids = probs.sort(dim=-1, descending=True)
-                keep = g.top_k or vocab
+                keep = decoding.top_k or vocab
                 weights, ids = weights[:, :keep], ids[:, :keep]
                 break
             weights, ids = probs.topk(k, dim=-1)  # descending
-            if g.top_k or g.top_p >= 1.0 or (weights.sum(dim=-1) >= g.top_p).all():
+            if decoding.top_k or decoding.top_p >= 1.0 or (weights.sum(dim=-1) >= decoding.top_p).all():
                 break  # every row's nucleus lies in the top k
             k *= 4
-        if g.top_p < 1.0:
+        if decoding.top_p < 1.0:
             # Keep a token if the probability ranked strictly above it is below top_p (renormalised after
             # top-k, as transformers does); the most probable token always stays.
-            mass = weights / weights.sum(dim=-1, keepdim=True) if g.top_k else weights
-            weights = weights * ((mass.cumsum(dim=-1) - mass) < g.top_p)
-    if g.min_p > 0:
+            mass = weights / weights.sum(dim=-1, keepdim=True) if decoding.top_k else weights
+            weights = weights * ((mass.cumsum(dim=-1) - mass) < decoding.top_p)
+    if decoding.min_p > 0:
         top = weights.max(dim=-1, keepdim=True).values
-        weights = weights * (weights >= g.min_p * top)
+        weights = weights * (weights >= decoding.min_p * top)
     return ids, weights
 
 
@@ -57,12 +59,12 @@ class InverseCDFSampler(LogitsProcessor):
     repetition penalty).
     """
 
-    def __init__(self, g: GenerationConfig, generator: torch.Generator):
-        self.g = g
+    def __init__(self, decoding: GenerationConfig, generator: torch.Generator):
+        self.decoding = decoding
         self.generator = generator
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        ids, weights = candidates(scores, self.g)
+        ids, weights = candidates(scores, self.decoding)
         cdf = weights.cumsum(dim=-1)
         u = torch.rand(len(cdf), 1, generator=self.generator, device=cdf.device) * cdf[:, -1:]
         pick = torch.searchsorted(cdf, u, right=True).clamp_(max=cdf.shape[-1] - 1)
@@ -70,25 +72,25 @@ class InverseCDFSampler(LogitsProcessor):
         return torch.full_like(scores, -math.inf).scatter_(1, token, 0.0)
 
 
-def decoding_kwargs(g: GenerationConfig, seed: int, device: torch.device) -> dict:
+def decoding_kwargs(decoding: GenerationConfig, seed: int, device: torch.device) -> dict:
     """`generate` keyword arguments for the configured decoding: greedy, beam search or sampling.
 
     Plain sampling (one beam) on a CPU goes through InverseCDFSampler on top of greedy decoding, where it
     is measured faster than torch.multinomial; on other devices, for beam sampling and under a watermark,
     transformers' own sampler draws (from the generator `generate` seeds).
     """
-    kwargs = dict(num_beams=g.num_beams, repetition_penalty=g.repetition_penalty)
-    if g.watermark.enabled:  # its logits processor runs before the sampler below
-        kwargs["watermarking_config"] = watermarking_config(g.watermark)
+    kwargs = dict(num_beams=decoding.num_beams, repetition_penalty=decoding.repetition_penalty)
+    if decoding.watermark.enabled:  # its logits processor runs before the sampler below
+        kwargs["watermarking_config"] = watermarking_config(decoding.watermark)
     # The model's own generation_config may carry sampling defaults: name every knob.
     off = dict(do_sample=False, temperature=None, top_k=None, top_p=None)
     # transformers applies the watermark after every other processor, so it must also draw the token.
-    if g.do_sample and g.num_beams == 1 and device.type == "cpu" and not g.watermark.enabled:
+    if decoding.do_sample and decoding.num_beams == 1 and device.type == "cpu" and not decoding.watermark.enabled:
         generator = torch.Generator(device).manual_seed(seed)
-        kwargs.update(off, logits_processor=LogitsProcessorList([InverseCDFSampler(g, generator)]))
-    elif g.do_sample:
-        kwargs.update(do_sample=True, temperature=g.temperature, top_k=g.top_k, top_p=g.top_p,
-                      min_p=g.min_p or None)
+        kwargs.update(off, logits_processor=LogitsProcessorList([InverseCDFSampler(decoding, generator)]))
+    elif decoding.do_sample:
+        kwargs.update(do_sample=True, temperature=decoding.temperature, top_k=decoding.top_k, top_p=decoding.top_p,
+                      min_p=decoding.min_p or None)
     else:
         kwargs.update(off)
     return kwargs
@@ -106,11 +108,11 @@ def synthetic_prompts(cfg: Config, train_blocks: np.ndarray, seed: int, bos: int
     """The prompts of one synthetic set: the first prompt_tokens of human training blocks, drawn evenly
     across the split when generation.num_samples asks for fewer than there are blocks (every block, in
     order, by default); a column of start tokens when unconditional."""
-    g = cfg.generation
-    n = g.num_samples or len(train_blocks)
-    if g.mode == "unconditional":
+    gen = cfg.generation
+    n = gen.num_samples or len(train_blocks)
+    if gen.mode == "unconditional":
         return np.full((n, 1), bos, dtype=np.int64)
-    return train_blocks[spread(len(train_blocks), n, seed), : g.prompt_tokens]
+    return train_blocks[spread(len(train_blocks), n, seed), : gen.prompt_tokens]
 
 
 def continuation_lengths(ids: np.ndarray, eos: int) -> np.ndarray:
@@ -120,41 +122,56 @@ def continuation_lengths(ids: np.ndarray, eos: int) -> np.ndarray:
 
 
 @torch.inference_mode()
-def generate(model, prompts: np.ndarray, g: GenerationConfig, max_new_tokens: int, batch_size: int,
+def generate(model, prompts: np.ndarray, decoding: GenerationConfig, max_new_tokens: int, batch_size: int,
              seed: int, eos: int, desc: str = "generate") -> tuple[np.ndarray, np.ndarray]:
     """Continue every prompt row; return (ids (n, max_new_tokens) padded with eos, lengths).
 
     `prompts` is (n, k) token ids; unconditional generation passes a column of the start token.
     The seed fixes every draw, so the same model, prompts and seed give the same continuations.
     """
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
     torch.manual_seed(seed)
     n = len(prompts)
     out = np.full((n, max_new_tokens), eos, dtype=np.int64)
-    kwargs = decoding_kwargs(g, seed, device)
-    for start in tqdm(range(0, n, batch_size), desc=desc, unit="batch", leave=False):
-        batch = torch.as_tensor(prompts[start : start + batch_size], device=device)
-        result = model.generate(
-            input_ids=batch, attention_mask=torch.ones_like(batch), max_new_tokens=max_new_tokens,
-            min_new_tokens=min(g.min_new_tokens, max_new_tokens) or None, pad_token_id=eos, eos_token_id=eos,
-            use_cache=True, **kwargs,
-        )
-        new = result[:, batch.shape[1] :].cpu().numpy()
-        out[start : start + len(new), : new.shape[1]] = new
-    model.train(was_training)
+    with evaluating(model) as device:
+        kwargs = decoding_kwargs(decoding, seed, device)
+        for start in tqdm(range(0, n, batch_size), desc=desc, unit="batch", leave=False):
+            batch = torch.as_tensor(prompts[start : start + batch_size], device=device)
+            result = model.generate(
+                input_ids=batch, attention_mask=torch.ones_like(batch), max_new_tokens=max_new_tokens,
+                min_new_tokens=min(decoding.min_new_tokens, max_new_tokens) or None, pad_token_id=eos,
+                eos_token_id=eos, use_cache=True, **kwargs,
+            )
+            new = result[:, batch.shape[1] :].cpu().numpy()
+            out[start : start + len(new), : new.shape[1]] = new
     return out, continuation_lengths(out, eos)
 
 
-def generate_sharded(model, prompts: np.ndarray, g: GenerationConfig, max_new_tokens: int, batch_size: int,
+def generate_sharded(model, prompts: np.ndarray, decoding: GenerationConfig, max_new_tokens: int, batch_size: int,
                      seed: int, eos: int, accelerator, desc: str = "generate") -> tuple[np.ndarray, np.ndarray]:
     """`generate` with the prompts split across processes (accelerate launch); every process gets all results.
 
     Process r generates its contiguous share with seed + r, so one process reproduces `generate` exactly.
     """
     share = np.array_split(np.arange(len(prompts)), accelerator.num_processes)[accelerator.process_index]
-    ids, lengths = generate(model, prompts[share], g, max_new_tokens, batch_size, seed + accelerator.process_index,
-                            eos, desc)
+    ids, lengths = generate(model, prompts[share], decoding, max_new_tokens, batch_size,
+                            seed + accelerator.process_index, eos, desc)
     parts = gather_object([(ids, lengths)])  # in process order; a no-op with one process
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
+def decode(tokenizer, ids: np.ndarray, lengths: np.ndarray) -> list[str]:
+    """Texts of padded id rows, each cut at its length, without special tokens."""
+    rows = [row[:n] for row, n in zip(ids.tolist(), lengths.tolist())]
+    return tokenizer.batch_decode(rows, skip_special_tokens=True)
+
+
+def synthesize(model, cfg: Config, train_blocks: np.ndarray, tokenizer, accelerator, generation: int,
+               seed: int) -> tuple[Examples, list[str]]:
+    """The generation stage: model g-1 writes generation g's synthetic set (batched, seeded, split across
+    processes, under the run's autocast), as examples with provenance and as texts."""
+    gen = cfg.generation
+    prompts = synthetic_prompts(cfg, train_blocks, seed, start_token(tokenizer))
+    with autocast(cfg.train.precision, accelerator.device):
+        ids, lengths = generate_sharded(model, prompts, gen, gen.max_new_tokens, gen.batch_size, seed,
+                                        tokenizer.eos_token_id, accelerator, desc=f"gen {generation} generate")
+    return synthetic_examples(ids, lengths, generation), decode(tokenizer, ids, lengths)

@@ -1,21 +1,23 @@
 """The recursive driver. Generation 0 learns the human text; then, for each generation g >= 1:
-generate -> curate -> mix -> screen -> train -> evaluate -> save.
+generate -> score -> curate -> mix -> screen -> train -> evaluate -> save.
 
 Model g-1 writes a synthetic training set (scored under generation 0); curation filters it (the data
 producer's deduplication, verification, perplexity filter); mixing builds the training pool with human
 text; the detector screens the pool as a scraper would; model g trains on what is left and is evaluated.
-Each stage is a function of the module that owns it. Every artefact is written atomically and a
+Each stage is a function of the module that owns it (generate, curate, mixing, train, evaluation, rundir);
+this module only sets the run up and calls them in order. Every artefact is written atomically and a
 generation is marked complete last, so a killed run resumes where it stopped.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -24,35 +26,21 @@ from accelerate import Accelerator, DataLoaderConfiguration
 from tqdm.auto import tqdm
 from transformers import AutoTokenizer
 
-from testbed import curate, language, rundir
-from testbed.config import Config, flatten, gen0_diff, read_yaml, to_yaml
+from testbed import config, curate, evaluation, generate, language, mixing, rundir, train
+from testbed.config import Config
 from testbed.data import TokenizedCorpus, load_corpus, split_names, tokenize_corpus, windows
-from testbed.distributed import check_batch_split, from_main, main_only, map_rows
-from testbed.evaluation import (
-    EvalSet,
-    GroundTruth,
-    decode,
-    eval_set,
-    evaluate,
-    ground_truth_set,
-    human_samples,
-    sample,
-    sample_metrics,
+from testbed.distributed import check_batch_split, from_main, on_main
+from testbed.metrics import perplexity, summarize
+from testbed.mixing import Examples
+from testbed.model import (
+    autocast,
+    base_model,
+    check_context,
+    load_model,
+    load_tokenizer,
+    reproducible_cpu,
+    start_token,
 )
-from testbed.generate import generate_sharded, synthetic_prompts
-from testbed.metrics import perplexity, sequence_perplexities, summarize
-from testbed.mixing import (
-    Examples,
-    check_fresh_pool,
-    human_examples,
-    kept_texts,
-    load_synthetic,
-    mix,
-    save_synthetic,
-    synthetic_examples,
-)
-from testbed.model import autocast, base_model, check_context, load_model, load_tokenizer, reproducible_cpu
-from testbed.train import TrainResult, train
 
 GENERATE, TRAIN, EVAL, DETECT = 1, 2, 3, 4  # stage tags for per-stage seeds
 
@@ -62,42 +50,71 @@ def seed_for(seed: int, *parts: int) -> int:
     return int(np.random.SeedSequence([seed, *parts]).generate_state(1)[0])
 
 
-def _cpu_state(model) -> dict[str, torch.Tensor]:
-    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+@contextlib.contextmanager
+def timed(seconds: dict[str, float], stage: str) -> Iterator[None]:
+    """Wall time of the block, into seconds[stage]."""
+    start = time.perf_counter()
+    yield
+    seconds[stage] = time.perf_counter() - start
 
 
 @dataclass
-class Inputs:
+class Context:
     """What every generation uses, fixed for the whole run."""
 
     cfg: Config
     run_dir: Path
     accelerator: Accelerator
     tokenizer: object
-    tok: TokenizedCorpus
+    corpus: TokenizedCorpus
     human: Examples  # generation 0's training blocks, the human examples of every mix
     fresh: Examples  # unseen human blocks (mixing.human_pool=fresh)
-    es: EvalSet
-    gt: GroundTruth | None  # the built-in language's exact probabilities
+    es: evaluation.EvalSet
+    gt: evaluation.GroundTruth | None  # the built-in language's exact probabilities
     human_reference: np.ndarray  # held-out human text shaped like synthetic data
     lang: language.Language | None
 
-    @property
-    def main(self) -> bool:
-        return self.accelerator.is_main_process
-
-    def amp(self):
-        """The run's one autocast context (train.precision) for every forward pass outside training."""
-        return autocast(self.cfg.train.precision, self.accelerator.device)
-
     def log(self, values: dict, step: int) -> None:
         """To the configured trackers (run.log_with), main process only."""
-        if self.cfg.run.log_with != "none" and self.main:
+        if self.cfg.run.log_with != "none" and self.accelerator.is_main_process:
             self.accelerator.log({k: v for k, v in values.items() if isinstance(v, (int, float))}, step=step)
 
 
-def prepare(cfg: Config, run_dir: Path, resume: bool) -> tuple[Inputs, torch.nn.Module]:
-    """Load every input and check every length before any work; only then does the run directory appear."""
+@dataclass
+class State:
+    """What the generations hand on: the newest model, generation 0, the rows and synthetic sets so far."""
+
+    model: torch.nn.Module  # the newest model: model g-1 while generation g runs
+    start: int  # the first generation this start of the run computes (0, or where a resume begins)
+    gen0: torch.nn.Module | None = None
+    rows: list[dict] | None = None
+    synthetic: list[Examples] | None = None  # the curated synthetic sets of generations 1, 2, ...
+    dedup: curate.Deduplicator | None = None
+    steps: int = 0  # the trackers' global step
+    ppl_ceiling: float = np.inf  # the perplexity filter's gibberish line (human baseline)
+    init: dict | None = None  # train.init's weights (None: each generation starts from the previous model)
+
+
+def run(cfg: Config, run_dir: Path, resume: bool = False) -> tuple[list[dict], dict]:
+    """Run (or resume) every generation of `cfg` in `run_dir`; return the metrics rows and the human baseline."""
+    ctx, state = prepare(cfg, run_dir, resume)
+    if state.start == 0:
+        generation_zero(ctx, state)
+    baseline = human_baseline(ctx, state)
+    state.init = train.start_weights(cfg, ctx.tokenizer, state.gen0)
+    for g in range(max(state.start, 1), cfg.run.generations + 1):
+        generation(ctx, state, g)
+    finish(ctx)
+    return state.rows, baseline
+
+
+# ---------------------------------------------------------------------------------------------
+# Set up or restore.
+
+
+def prepare(cfg: Config, run_dir: Path, resume: bool) -> tuple[Context, State]:
+    """Load every input and check every length before any work; only then does the run directory appear.
+    A resume reads back its completed generations and starts from its newest model."""
     # accelerate's own mixed precision would patch the trained model's forward only; one explicit autocast
     # context covers every forward of the run instead. train.batch_size is one step's batch over all
     # processes (split_batches), so the effective batch does not depend on the process count.
@@ -106,277 +123,202 @@ def prepare(cfg: Config, run_dir: Path, resume: bool) -> tuple[Inputs, torch.nn.
                               dataloader_config=DataLoaderConfiguration(split_batches=True), log_with=log_with,
                               project_dir=str(run_dir))
     check_batch_split(cfg.train.batch_size, accelerator.num_processes)
-    if cfg.run.gen0_from and cfg.run.threads is None and (Path(cfg.run.gen0_from) / "config.yaml").is_file():
-        # Sums split over other thread counts differ in the last digits: compute as its generation 0 did.
-        cfg.run.threads = (read_yaml(Path(cfg.run.gen0_from) / "config.yaml").get("run") or {}).get("threads")
+    cfg.run.threads = rundir.run_threads(cfg, run_dir, resume)
     if accelerator.device.type == "cpu":  # saved with the config below: a resume uses the same thread count
         cfg.run.threads = reproducible_cpu(cfg.run.threads)
     if not accelerator.is_main_process:
         os.environ["TQDM_DISABLE"] = "1"
 
-    corpus = load_corpus(cfg.data, cfg.run.seed)
+    start = rundir.completed(run_dir, cfg.run.generations) if resume else 0
+    text = load_corpus(cfg.data, cfg.run.seed)
+    tokenizer = _tokenizer(cfg, run_dir, resume, text.train, accelerator)
+    corpus = tokenize_corpus(text, tokenizer, cfg.data, split_names(cfg.data))
+    human, fresh = mixing.human_examples(corpus.train), mixing.human_examples(corpus.train_pool)
+    mixing.check_fresh_pool(cfg.mixing, cfg.generation.num_samples or len(human), cfg.run.generations, len(fresh))
+    model = base_model(cfg, tokenizer) if start == 0 else _load(run_dir, start - 1, accelerator)
+    model = model.to(accelerator.device)
+    check_context(cfg, model)
+    es = evaluation.eval_set(cfg, corpus, text.train, start_token(tokenizer),
+                             model.get_input_embeddings().num_embeddings)
+    gt = evaluation.ground_truth_set(cfg, text.test, tokenizer) if cfg.data.source == "builtin" else None
+    gen = cfg.generation
+    _, reference = windows(corpus.test_stream, cfg.data.block_size, gen.prompt_tokens if gen.mode == "prompted"
+                           else 0, gen.max_new_tokens, "the human test split")
+    ctx = Context(cfg, run_dir, accelerator, tokenizer, corpus, human, fresh, es, gt, reference,
+                  gt.lang if gt is not None else None)
+    on_main(accelerator, _open_run_dir, cfg, run_dir, resume, tokenizer, accelerator)
+    if log_with:
+        accelerator.init_trackers("testbed", config={k: v for k, v in config.flatten(cfg.to_dict()).items()
+                                                      if isinstance(v, (int, float, str, bool))})
+    return ctx, restore(ctx, model, start)
+
+
+def _tokenizer(cfg: Config, run_dir: Path, resume: bool, train_lines: list[str], accelerator: Accelerator):
+    """The run's own saved tokenizer, or that of the run its generation 0 comes from, or a new one."""
     shared = Path(cfg.run.gen0_from) / "tokenizer" if cfg.run.gen0_from else None
     saved = run_dir / "tokenizer" if resume else shared
-    if saved is not None and saved.is_dir():  # the run's own, or that of the run its generation 0 comes from
+    if saved is not None and saved.is_dir():
         tokenizer = AutoTokenizer.from_pretrained(saved)
         tokenizer.padding_side = "left"
-    else:  # made once: BPE training need not give the same merges in two processes
-        tokenizer = from_main(accelerator, lambda: load_tokenizer(cfg, corpus.train))
-    tok = tokenize_corpus(corpus, tokenizer, cfg.data, split_names(cfg.data))
-    human, fresh = human_examples(tok.train), human_examples(tok.train_pool)
-    n_synthetic = cfg.generation.num_samples or len(human)
-    check_fresh_pool(cfg.mixing, n_synthetic, cfg.run.generations, len(fresh))
-    model = base_model(cfg, tokenizer).to(accelerator.device)
-    check_context(cfg, model)
-    eos = tokenizer.eos_token_id
-    bos = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else eos
-    es = eval_set(cfg, tok, corpus.train, bos, model.get_input_embeddings().num_embeddings)
-    builtin = cfg.data.source == "builtin"
-    gt = ground_truth_set(cfg, corpus.test, tokenizer) if builtin else None
-    g = cfg.generation
-    _, reference = windows(tok.test_stream, cfg.data.block_size, g.prompt_tokens if g.mode == "prompted" else 0,
-                           g.max_new_tokens, "the human test split")
-    x = Inputs(cfg, run_dir, accelerator, tokenizer, tok, human, fresh, es, gt, reference,
-               gt.lang if builtin else None)
+        return tokenizer
+    # Made once: BPE training need not give the same merges in two processes.
+    return from_main(accelerator, lambda: load_tokenizer(cfg, train_lines))
 
+
+def _load(run_dir: Path, g: int, accelerator: Accelerator):
+    return load_model(str(rundir.gen_dir(run_dir, g) / "model")).to(accelerator.device)
+
+
+def _open_run_dir(cfg: Config, run_dir: Path, resume: bool, tokenizer, accelerator: Accelerator) -> None:
+    """A new run's directory with its config and tokenizer; a resumed one cleaned of half-done writes, its
+    config updated when the resume changes it (--allow-config-change). env.json records every start."""
     def first_files(d: Path) -> None:
-        (d / "config.yaml").write_text(to_yaml(cfg), encoding="utf-8")
+        (d / "config.yaml").write_text(config.to_yaml(cfg), encoding="utf-8")
         tokenizer.save_pretrained(d / "tokenizer")
 
-    with main_only(accelerator):
-        if x.main and not resume:
-            rundir.create(run_dir, first_files)
-        if x.main:
-            rundir.remove_partial_writes(run_dir)
-            rundir.write_environment(run_dir, accelerator)
-    if log_with:
-        accelerator.init_trackers("testbed", config={k: v for k, v in flatten(cfg.to_dict()).items()
-                                                      if isinstance(v, (int, float, str, bool))})
-    return x, model
+    if not resume:
+        rundir.create(run_dir, first_files)
+    elif config.changes(config.from_dict(config.read_yaml(run_dir / "config.yaml")), cfg):
+        rundir.write_text(run_dir / "config.yaml", config.to_yaml(cfg))
+    rundir.remove_partial_writes(run_dir)
+    rundir.write_environment(run_dir, accelerator)
+
+
+def restore(ctx: Context, model, start: int) -> State:
+    """The state generation `start` begins from: completed generations read back (their rows, curated
+    synthetic sets and the deduplication index), generation 0's model, and the detector's view of the human
+    text, decided once (oracle flags are seeded by the run)."""
+    cfg, run_dir, seed = ctx.cfg, ctx.run_dir, ctx.cfg.run.seed
+    if start > 0:
+        tqdm.write(f"resuming {run_dir} at generation {start} ({start} complete)")
+    state = State(model, start, gen0=_load(run_dir, 0, ctx.accelerator).eval() if start > 0 else None,
+                  rows=rundir.read_rows(run_dir, start),
+                  synthetic=[mixing.load_synthetic(rundir.gen_dir(run_dir, g) / "synthetic") for g in range(1, start)])
+    state.steps = sum(r["train_steps"] for r in state.rows)
+    # Deduplication reaches back over earlier generations only when their data stays in the pool.
+    earlier = range(1, start) if _accumulating(cfg) else range(0)
+    state.dedup = curate.Deduplicator.rebuilt(
+        cfg.curate, [mixing.synthetic_texts(rundir.gen_dir(run_dir, g) / "synthetic") for g in earlier])
+    device = ctx.accelerator.device
+    curate.detect(ctx.human, cfg, model.config, device, np.random.default_rng([seed, DETECT, 0]))
+    curate.detect(ctx.fresh, cfg, model.config, device, np.random.default_rng([seed, DETECT, 1]))
+    return state
+
+
+def _accumulating(cfg: Config) -> bool:
+    return cfg.mixing.strategy in ("accumulate", "accumulate_subsample")
 
 
 # ---------------------------------------------------------------------------------------------
-# Stages that need the run's inputs.
+# The generations.
 
 
-def synthesize(x: Inputs, model, g: int) -> tuple[Examples, list[str]]:
-    """Model g-1 writes generation g's synthetic set (batched, seeded, split across processes)."""
-    cfg, tokenizer = x.cfg, x.tokenizer
-    eos = tokenizer.eos_token_id
-    bos = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else eos
-    prompts = synthetic_prompts(cfg, x.tok.train, seed_for(cfg.run.seed, g, GENERATE), bos)
-    with x.amp():
-        ids, lengths = generate_sharded(model, prompts, cfg.generation, cfg.generation.max_new_tokens,
-                                        cfg.generation.batch_size, seed_for(cfg.run.seed, g, GENERATE), eos,
-                                        x.accelerator, desc=f"gen {g} generate")
-    return synthetic_examples(ids, lengths, g), decode(tokenizer, ids, lengths)
+def generation_zero(ctx: Context, state: State) -> None:
+    """The base model's zero-shot score, then training on human text (or taking another run's generation 0)."""
+    cfg, model = ctx.cfg, state.model
+    rundir.gen_dir(ctx.run_dir, 0).mkdir(exist_ok=True)
+    zero_shot = on_main(ctx.accelerator, _zero_shot, ctx, model)
+    seconds: dict[str, float] = {}
+    with timed(seconds, "train"):
+        result = train.take_gen0(model, cfg) if cfg.run.gen0_from else _train(ctx, state, ctx.human, 0)
+    state.steps += result.steps
+    state.gen0 = copy.deepcopy(model).eval()
+    facts = {"ppl_human_zero_shot": zero_shot, **summarize(np.zeros(0), "synthetic_ppl_gen0"), **result.record(),
+             "train_composition": ctx.human.composition(), "synthetic_mean_length": None}
+    on_main(ctx.accelerator, evaluate_and_save, ctx, state, 0, facts, seconds, result)
 
 
-def score_under_gen0(x: Inputs, gen0, examples: Examples) -> np.ndarray:
-    """Per-sequence perplexity of examples under generation 0, each process scoring a share."""
-    score = partial(sequence_perplexities, gen0, batch_size=x.cfg.eval.batch_size, desc="score under gen 0")
-    with x.amp():
-        return np.concatenate(map_rows(x.accelerator, score, examples.ids, examples.lengths))
+def generation(ctx: Context, state: State, g: int) -> None:
+    """Generation g >= 1: model g-1 writes a synthetic set, curation filters it, mixing and screening make
+    the training set, model g trains on it from train.init's weights, then it is evaluated and saved."""
+    cfg, acc, seed = ctx.cfg, ctx.accelerator, ctx.cfg.run.seed
+    out = rundir.gen_dir(ctx.run_dir, g)
+    out.mkdir(exist_ok=True)
+    seconds: dict[str, float] = {}
+    with timed(seconds, "generate"):
+        synth, texts = generate.synthesize(state.model, cfg, ctx.corpus.train, ctx.tokenizer, acc, g,
+                                           seed_for(seed, g, GENERATE))
+    with timed(seconds, "score"):
+        ppl_gen0 = curate.score_under_gen0(state.gen0, synth, cfg, acc)
+        curate.detect(synth, cfg, state.model.config, acc.device, np.random.default_rng([seed, DETECT, g + 1]))
+
+    dedup = state.dedup if _accumulating(cfg) else curate.Deduplicator(cfg.curate)
+    dropped_by = curate.filter_synthetic(cfg, texts, ppl_gen0, dedup, ctx.lang, state.ppl_ceiling)
+    state.synthetic.append(synth.take(dropped_by == curate.KEPT))
+    on_main(acc, mixing.save_synthetic, out / "synthetic", synth, texts,  # every example, with its decisions
+            {"ppl_gen0": ppl_gen0, "z_score": synth.z, "flagged": synth.flagged, "dropped_by": dropped_by})
+    pool = mixing.mix(cfg.mixing, ctx.human, state.synthetic, g, seed, fresh=ctx.fresh, total=len(synth))
+    train_set = curate.screen(pool, cfg.curate, np.random.default_rng([seed, DETECT, g, 2]))
+
+    if state.init is not None:
+        state.model.load_state_dict(state.init)
+    result = _train(ctx, state, train_set, g)
+    state.steps += result.steps
+    seconds["train"] = result.seconds
+    facts = {**summarize(ppl_gen0, "synthetic_ppl_gen0"), **result.record(),
+             "train_composition": train_set.composition(), "synthetic_mean_length": float(synth.lengths.mean()),
+             **curate.curation_row(dropped_by, synth, ctx.human, pool, cfg.curate.detector != "none")}
+    on_main(acc, evaluate_and_save, ctx, state, g, facts, seconds, result)
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
-def enough_to_train(train_set: Examples, cfg: Config) -> bool:
-    """At least one block of text, or the generation keeps the weights it starts from (and says so)."""
-    if int(train_set.lengths.sum()) >= cfg.data.block_size:
-        return True
-    tqdm.write(f"warning: curation left {int(train_set.lengths.sum())} tokens, less than one block "
-               f"(data.block_size={cfg.data.block_size}): this generation is not trained")
-    return False
+def _train(ctx: Context, state: State, train_set: Examples, g: int) -> train.TrainResult:
+    steps = state.steps
+    return train.train_generation(state.model, train_set, ctx.corpus.valid, ctx.cfg, ctx.accelerator, g,
+                                  seed_for(ctx.cfg.run.seed, g, TRAIN), ctx.tokenizer.eos_token_id,
+                                  log=lambda values, step: ctx.log(values, steps + step))
 
 
-def train_generation(x: Inputs, model, train_set: Examples, g: int, step_offset: int) -> TrainResult:
-    """Train model g in place on its training set, ending on the checkpoint best on human validation."""
-    cfg = x.cfg
-    epochs = cfg.train.gen0_epochs if g == 0 and cfg.train.gen0_epochs else cfg.train.epochs
-    separator = x.tokenizer.eos_token_id if cfg.train.eos_between_examples else None
-    return train(model, train_set, x.tok.valid, cfg.train, cfg.data.block_size, x.accelerator,
-                 seed_for(cfg.run.seed, g, TRAIN), epochs, desc=f"gen {g} train", separator=separator,
-                 log=lambda values, step: x.log(values, step_offset + step))
+def _zero_shot(ctx: Context, model) -> float:
+    with autocast(ctx.cfg.train.precision, ctx.accelerator.device):
+        return perplexity(model, ctx.es.test_blocks, ctx.cfg.eval.batch_size, desc="zero-shot ppl")
 
 
-def evaluate_generation(x: Inputs, model, gen0) -> tuple[dict, list[dict]]:
-    """A model's metrics row and per-sample records: fixed prompts and seed in every generation."""
-    with x.amp():
-        samples = sample(model, x.cfg, x.es, x.tokenizer, seed_for(x.cfg.run.seed, EVAL))
-        return evaluate(model, gen0, x.cfg, x.es, samples, x.gt)
-
-
-def human_baseline(x: Inputs, gen0) -> tuple[dict, list[dict]]:
-    """The same sample metrics on the human continuations of the evaluation prompts, and the per-sequence
-    perplexities under generation 0 of held-out human text shaped like synthetic data."""
-    with x.amp():
-        row, records = sample_metrics(human_samples(x.es, x.tokenizer), gen0, None, x.cfg, x.es, x.gt)
-        ppl = sequence_perplexities(gen0, x.human_reference, batch_size=x.cfg.eval.batch_size)
-    return {"generation": "human", **row, **summarize(ppl, "synthetic_ppl_gen0"), "ppl_gen0_per_sequence": ppl}, \
-        records
-
-
-def save(x: Inputs, g: int, model, row: dict, records: list[dict], seconds: dict, result: TrainResult,
-         rows: list[dict]) -> None:
-    """Checkpoint, per-sample records, metrics; the COMPLETE marker last. Wall times go beside the metrics,
-    not in them, so a resumed run's metrics.jsonl equals an uninterrupted one's."""
-    out = rundir.gen_dir(x.run_dir, g)
-    rundir.save_pretrained(out / "model", model, x.tokenizer)
-    rundir.write_jsonl(out / "samples.jsonl", [rundir.finite(r) for r in records])
-    rundir.write_json(out / "metrics.json", row)
-    rundir.write_json(out / "timing.json", {"seconds": seconds,
-                                            "train_tokens_per_s": result.tokens / max(result.seconds, 1e-9)})
-    rows.append(row)
-    rundir.write_jsonl(x.run_dir / "metrics.jsonl", rows)
-    rundir.mark_complete(x.run_dir, g)
-    rundir.prune_checkpoints(x.run_dir, g, x.cfg.run.keep_checkpoints)
-    x.log({f"generation/{k}": v for k, v in row.items()}, g)
-    tqdm.write(f"gen {g}/{x.cfg.run.generations}: ppl_human {row['ppl_human']:.2f}  "
+def evaluate_and_save(ctx: Context, state: State, g: int, facts: dict, seconds: dict[str, float],
+                      result: train.TrainResult) -> None:
+    """On the main process: evaluate model g and save the generation (its row: metrics, then `facts`)."""
+    cfg = ctx.cfg
+    with timed(seconds, "evaluate"):
+        row, records = evaluation.evaluate_generation(state.model, state.gen0, cfg, ctx.es, ctx.tokenizer, ctx.gt,
+                                                      seed_for(cfg.run.seed, EVAL))
+    row = rundir.finite({"generation": g, **row, **facts})
+    if g == 0 and cfg.run.gen0_from:
+        rundir.write_json(rundir.gen_dir(ctx.run_dir, 0) / "source.json",
+                          {"gen0_from": str(Path(cfg.run.gen0_from).resolve())})
+    timing = {"seconds": seconds, "train_tokens_per_s": result.tokens / max(result.seconds, 1e-9)}
+    rundir.save_generation(ctx.run_dir, g, state.model, ctx.tokenizer, row, records, timing, state.rows,
+                           cfg.run.keep_checkpoints)
+    ctx.log({f"generation/{k}": v for k, v in row.items()}, g)
+    tqdm.write(f"gen {g}/{cfg.run.generations}: ppl_human {row['ppl_human']:.2f}  "
                f"distinct_4 {row['distinct_4']:.3f}  self_bleu {row['self_bleu']:.3f}  "
                + "  ".join(f"{k} {v:.1f}s" for k, v in seconds.items()))
 
 
-def _train_record(result: TrainResult) -> dict:
-    return {"val_loss": result.val_loss, "train_loss": result.train_loss, "best_epoch": result.best_epoch,
-            "train_steps": result.steps, "train_tokens": result.tokens}
+def human_baseline(ctx: Context, state: State) -> dict:
+    """The human baseline, computed once per run (on the main process): the floor and reference of every
+    sample metric, and the perplexity filter's ceiling (its human 99th percentile)."""
+    path = ctx.run_dir / "human_baseline.json"
+
+    def compute() -> None:
+        if path.is_file():
+            return
+        baseline, records = evaluation.human_baseline(state.gen0, ctx.cfg, ctx.es, ctx.tokenizer, ctx.gt,
+                                                      ctx.human_reference)
+        rundir.write_json(path, rundir.finite(baseline))
+        rundir.write_jsonl(ctx.run_dir / "human_samples.jsonl", [rundir.finite(r) for r in records])
+
+    on_main(ctx.accelerator, compute)
+    baseline = json.loads(path.read_text()) if path.is_file() else {}
+    if baseline:
+        state.ppl_ceiling = float(np.nanpercentile(baseline["ppl_gen0_per_sequence"], 99))
+    return baseline
 
 
-def take_gen0(x: Inputs, model) -> TrainResult:
-    """Generation 0 of another run (run.gen0_from) instead of training it: its weights and training record."""
-    source = Path(x.cfg.run.gen0_from)
-    if not rundir.is_complete(source, 0):
-        raise rundir.RunDirError(f"run.gen0_from: {source} has no complete generation 0")
-    from testbed import config
-
-    other = config.from_dict(config.read_yaml(source / "config.yaml"))
-    differ = gen0_diff(other, x.cfg)
-    if differ:
-        raise config.ConfigError(f"config key 'run.gen0_from': {source} trained its generation 0 with other values "
-                                 f"of {', '.join(differ)}")
-    model.load_state_dict(load_model(str(rundir.gen_dir(source, 0) / "model")).state_dict())
-    model.eval()
-    r = json.loads((rundir.gen_dir(source, 0) / "metrics.json").read_text())
-    if x.main:
-        rundir.write_json(rundir.gen_dir(x.run_dir, 0) / "source.json", {"gen0_from": str(source.resolve())})
-    return TrainResult(steps=r["train_steps"], tokens=r["train_tokens"], seconds=0.0, train_loss=r["train_loss"],
-                       val_loss=r["val_loss"], best_epoch=r["best_epoch"])
-
-
-# ---------------------------------------------------------------------------------------------
-# The driver.
-
-
-def run(cfg: Config, run_dir: Path, resume: bool = False) -> tuple[list[dict], dict]:
-    """Run (or resume) every generation of `cfg` in `run_dir`; return the metrics rows and the human baseline."""
-    x, model = prepare(cfg, run_dir, resume)
-    device, seed, N = x.accelerator.device, cfg.run.seed, cfg.run.generations
-
-    # Resume: completed generations are read back, the newest model is reloaded.
-    start = rundir.completed(run_dir, N)
-    rows = [json.loads((rundir.gen_dir(run_dir, g) / "metrics.json").read_text()) for g in range(start)]
-    synthetic = [load_synthetic(rundir.gen_dir(run_dir, g) / "synthetic") for g in range(1, start)]
-    gen0 = None
-    if start > 0:
-        model = load_model(str(rundir.gen_dir(run_dir, start - 1) / "model")).to(device)
-        gen0 = load_model(str(rundir.gen_dir(run_dir, 0) / "model")).to(device).eval()
-        tqdm.write(f"resuming {run_dir} at generation {start} ({start} complete)")
-    # The detector's view of the human text is decided once (oracle flags: seeded by the run).
-    curate.detect(x.human, cfg, model.config, device, np.random.default_rng([seed, DETECT, 0]))
-    curate.detect(x.fresh, cfg, model.config, device, np.random.default_rng([seed, DETECT, 1]))
-    # Deduplication reaches back over earlier generations only when their data stays in the pool.
-    accumulating = cfg.mixing.strategy in ("accumulate", "accumulate_subsample")
-    dedup = curate.Deduplicator(cfg.curate)
-    if accumulating:
-        for g in range(1, start):
-            dedup.keep(kept_texts(rundir.gen_dir(run_dir, g) / "synthetic"))
-    steps = sum(r["train_steps"] for r in rows)  # the trackers' global step
-
-    if start == 0:  # Generation 0: the base model's zero-shot score, then training on human text.
-        rundir.gen_dir(run_dir, 0).mkdir(exist_ok=True)
-        with main_only(x.accelerator), x.amp():
-            zero_shot = perplexity(model, x.es.test_blocks, cfg.eval.batch_size, desc="zero-shot ppl") \
-                if x.main else None
-        t = time.perf_counter()
-        result = take_gen0(x, model) if cfg.run.gen0_from else train_generation(x, model, x.human, 0, steps)
-        seconds = {"train": time.perf_counter() - t}
-        steps += result.steps
-        gen0 = copy.deepcopy(model).eval()
-        with main_only(x.accelerator):
-            if x.main:
-                t = time.perf_counter()
-                row, records = evaluate_generation(x, model, gen0)
-                seconds["evaluate"] = time.perf_counter() - t
-                row = rundir.finite({"generation": 0, **row, "ppl_human_zero_shot": zero_shot,
-                                     **summarize(np.zeros(0), "synthetic_ppl_gen0"), **_train_record(result),
-                                     "train_composition": x.human.composition(), "synthetic_mean_length": None})
-                save(x, 0, model, row, records, seconds, result, rows)
-
-    # The human baseline, once: the floor and reference of every sample metric.
-    baseline_path = run_dir / "human_baseline.json"
-    with main_only(x.accelerator):
-        if x.main and not baseline_path.is_file():
-            baseline, records = human_baseline(x, gen0)
-            rundir.write_json(baseline_path, rundir.finite(baseline))
-            rundir.write_jsonl(run_dir / "human_samples.jsonl", [rundir.finite(r) for r in records])
-    baseline = json.loads(baseline_path.read_text()) if baseline_path.is_file() else {}
-    ppl_ceiling = float(np.nanpercentile(baseline["ppl_gen0_per_sequence"], 99)) if baseline else np.inf
-    # train.init: the weights every generation g >= 1 starts from (previous: model g-1, as it is).
-    start_state = {"base": lambda: _cpu_state(base_model(cfg, x.tokenizer)), "gen0": lambda: _cpu_state(gen0),
-                   "previous": lambda: None}[cfg.train.init]()
-
-    for g in range(max(start, 1), N + 1):
-        out = rundir.gen_dir(run_dir, g)
-        out.mkdir(exist_ok=True)
-        seconds: dict[str, float] = {}
-
-        # 1. Generate: model g-1 writes this generation's synthetic set, scored under generation 0.
-        t = time.perf_counter()
-        synth, texts = synthesize(x, model, g)
-        seconds["generate"] = time.perf_counter() - t
-        t = time.perf_counter()
-        ppl_gen0 = score_under_gen0(x, gen0, synth)
-        curate.detect(synth, cfg, model.config, device, np.random.default_rng([seed, DETECT, g + 1]))
-        seconds["score"] = time.perf_counter() - t
-
-        # 2. Curate: the producer's filters decide which synthetic examples may be used at all.
-        if not accumulating:
-            dedup = curate.Deduplicator(cfg.curate)
-        dropped_by = curate.filter_synthetic(cfg, texts, ppl_gen0, dedup, x.lang, ppl_ceiling)
-        synthetic.append(synth.take(dropped_by == curate.KEPT))
-        with main_only(x.accelerator):
-            if x.main:  # every example with its provenance, scores and curation decisions
-                save_synthetic(out / "synthetic", synth, texts, {"ppl_gen0": ppl_gen0, "z_score": synth.z,
-                                                                 "flagged": synth.flagged, "dropped_by": dropped_by})
-
-        # 3. Mix: the strategy builds the training pool. 4. Screen: the detector drops what it flags.
-        pool = mix(cfg.mixing, x.human, synthetic, g, seed, fresh=x.fresh, total=len(synth))
-        train_set = curate.screen(pool, cfg.curate, np.random.default_rng([seed, DETECT, g, 2]))
-
-        # 5. Train: from the weights train.init names (curation may leave too little text to train on).
-        if start_state is not None:
-            model.load_state_dict(start_state)
-        result = train_generation(x, model, train_set, g, steps) if enough_to_train(train_set, cfg) \
-            else TrainResult(steps=0, tokens=0, seconds=0.0, train_loss=np.nan, val_loss=np.nan, best_epoch=0.0)
-        steps += result.steps
-        seconds["train"] = result.seconds
-
-        # 6. Evaluate and 7. save, on the main process (the others wait, and stop with its error if it fails).
-        with main_only(x.accelerator):
-            if not x.main:
-                continue
-            t = time.perf_counter()
-            row, records = evaluate_generation(x, model, gen0)
-            seconds["evaluate"] = time.perf_counter() - t
-            row = rundir.finite({"generation": g, **row, **summarize(ppl_gen0, "synthetic_ppl_gen0"),
-                                 **_train_record(result), "train_composition": train_set.composition(),
-                                 "synthetic_mean_length": float(synth.lengths.mean()),
-                                 **curate.curation_row(dropped_by, synth, x.human, pool,
-                                                       cfg.curate.detector != "none")})
-            save(x, g, model, row, records, seconds, result, rows)
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-
-    if cfg.run.keep_checkpoints == "none" and N >= 1 and x.main:
-        rundir.prune_checkpoints(run_dir, N + 1, "none")
+def finish(ctx: Context) -> None:
+    """After the last generation: drop the newest checkpoint under run.keep_checkpoints=none; close trackers."""
+    cfg = ctx.cfg
+    if cfg.run.keep_checkpoints == "none":
+        on_main(ctx.accelerator, rundir.prune_checkpoints, ctx.run_dir, cfg.run.generations + 1, "none")
     if cfg.run.log_with != "none":
-        x.accelerator.end_training()
-    return rows, baseline
+        ctx.accelerator.end_training()

@@ -7,14 +7,13 @@ synthetic step produced it; human examples carry 0).
 from __future__ import annotations
 
 import dataclasses
-import os
-import shutil
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from testbed import rundir
 from testbed.config import ConfigError, MixingConfig
 from testbed.data import pad_rows
 
@@ -123,18 +122,15 @@ def mix(cfg: MixingConfig, human: Examples, synthetic: list[Examples], generatio
 def save_synthetic(path: Path, examples: Examples, texts: list[str], columns: dict[str, np.ndarray]) -> None:
     """One generation's synthetic set as a `datasets` dataset (Arrow, memory-mapped when loaded): columns
     index, text, input_ids, source, generation, and `columns` (e.g. ppl_gen0, curation decisions).
-    Written to a temporary folder and renamed into place, so a kill leaves the old set or the new one."""
+    Written atomically (rundir.write_dir): a kill leaves the old set or the new one."""
     import datasets
 
     datasets.disable_progress_bars()
     ids = [row[:n] for row, n in zip(examples.ids.tolist(), examples.lengths.tolist())]
     data = {"index": np.arange(len(examples)), "text": texts, "input_ids": ids, "source": examples.source.tolist(),
             "generation": examples.generation, **{k: np.asarray(v) for k, v in columns.items()}}
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    datasets.Dataset.from_dict(data).save_to_disk(str(tmp))
-    shutil.rmtree(path, ignore_errors=True)
-    os.rename(tmp, path)
+    dataset = datasets.Dataset.from_dict(data)
+    rundir.write_dir(path, lambda tmp: dataset.save_to_disk(str(tmp)))
 
 
 def load_synthetic(path: Path) -> Examples:
@@ -153,10 +149,11 @@ def load_synthetic(path: Path) -> Examples:
                     np.asarray(ds["flagged"][:], bool) if "flagged" in columns else None)
 
 
-def kept_texts(path: Path) -> list[str]:
-    """The texts of the synthetic examples saved by `save_synthetic` that curation kept."""
+def synthetic_texts(path: Path) -> tuple[list[str], np.ndarray]:
+    """The texts of a synthetic set saved by `save_synthetic`, each with its curation decision (`dropped_by`:
+    the filter that dropped it, empty when kept)."""
     import datasets
 
     ds = datasets.load_from_disk(str(path))
     dropped = ds["dropped_by"][:] if "dropped_by" in ds.column_names else [""] * len(ds)
-    return [t for t, d in zip(ds["text"][:], dropped) if d == ""]
+    return ds["text"][:], np.asarray(dropped, dtype=object).astype(str)

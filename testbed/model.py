@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -92,6 +93,12 @@ def load_tokenizer(cfg: Config, train_lines: list[str]):
     return tokenizer
 
 
+def start_token(tokenizer) -> int:
+    """The token a sequence starts from (an unconditional sample's prompt): the tokenizer's BOS, or its
+    end-of-text when it has none (GPT-2 style: <|endoftext|> separates and starts texts)."""
+    return tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+
+
 def _arch_kwargs(m: ModelConfig) -> dict:
     if m.arch == "gpt2":
         return dict(n_layer=m.layers, n_embd=m.width, n_head=m.heads, n_positions=m.context)
@@ -104,7 +111,7 @@ def _arch_kwargs(m: ModelConfig) -> dict:
 
 def build_model(m: ModelConfig, tokenizer, seed: int):
     """A randomly initialised `m.arch` model sized by the config; the init is seeded."""
-    ids = dict(bos_token_id=tokenizer.bos_token_id or tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id,
+    ids = dict(bos_token_id=start_token(tokenizer), eos_token_id=tokenizer.eos_token_id,
                pad_token_id=tokenizer.pad_token_id)
     config = AutoConfig.for_model(m.arch, vocab_size=len(tokenizer), **ids, **_arch_kwargs(m))
     torch.manual_seed(seed)
@@ -123,6 +130,17 @@ def load_model(name: str, trust_remote_code: bool = False, key: str = "model.nam
     except (OSError, ValueError) as exc:
         raise _load_error(key, name, exc) from None
     return model.float()  # remote code may ignore `dtype`
+
+
+@contextlib.contextmanager
+def evaluating(model) -> Iterator[torch.device]:
+    """The model in eval mode (dropout off) for the block, its mode restored after; yields its device."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield next(model.parameters()).device
+    finally:
+        model.train(was_training)
 
 
 _AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}

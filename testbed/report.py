@@ -12,7 +12,7 @@ import numpy as np
 import yaml
 
 from testbed.config import flatten
-from testbed.rundir import RunDirError
+from testbed.rundir import RunDirError, read_jsonl
 
 # (row key, column header, format) of the terminal table, in the order shown.
 COLUMNS = [
@@ -111,7 +111,7 @@ class Run:
 
 
 def load_run(path: Path) -> Run:
-    rows = [json.loads(line) for line in (path / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    rows = read_jsonl(path / "metrics.jsonl")
     baseline_file = path / "human_baseline.json"
     baseline = json.loads(baseline_file.read_text()) if baseline_file.is_file() else {}
     cfg = yaml.safe_load((path / "config.yaml").read_text())

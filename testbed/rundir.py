@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from testbed.config import Config, read_yaml
+
 COMPLETE = "COMPLETE"
 
 
@@ -45,22 +47,36 @@ def refuse_existing(path: Path) -> None:
 
 
 def create(path: Path, fill: Callable[[Path], None]) -> None:
-    """Make a new run directory: `fill` writes its first files into a temporary folder, which is then
-    renamed into place, so the directory either does not exist or holds them. Never reuses one."""
+    """Make a new run directory holding the first files `fill` writes (see `write_dir`). Never reuses one."""
     refuse_existing(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp(path)
+    write_dir(path, fill, replace=False)
+
+
+def write_dir(path: Path, fill: Callable[[Path], None], replace: bool = True) -> None:
+    """Write a directory atomically: `fill` writes its contents into a temporary folder, which then takes the
+    place of `path`. An old `path` is moved aside first and deleted only once the new one is in place; a
+    kill between the two renames leaves it aside, and `remove_partial_writes` moves it back. With
+    `replace` false an existing `path` is an error (the rename refuses it)."""
+    tmp, old = _tmp(path), _aside(path)
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         tmp.mkdir()
         fill(tmp)
+        if replace and path.exists():
+            os.rename(path, old)
         os.rename(tmp, path)
+        shutil.rmtree(old, ignore_errors=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _tmp(path: Path) -> Path:
     return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+
+
+def _aside(path: Path) -> Path:
+    return path.with_name(f".{path.name}.old-{os.getpid()}")
 
 
 def write_text(path: Path, text: str) -> None:
@@ -141,27 +157,24 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 
 def save_pretrained(path: Path, *objects) -> None:
-    """save_pretrained each object (model: safetensors; tokenizer) into a temporary directory, then
-    rename it into place."""
-    tmp = _tmp(path)
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        for obj in objects:
-            obj.save_pretrained(tmp)
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    """save_pretrained each object (model: safetensors; tokenizer) into `path`, atomically (`write_dir`)."""
+    write_dir(path, lambda tmp: [obj.save_pretrained(tmp) for obj in objects])
 
 
 def remove_partial_writes(run: Path) -> None:
-    """Delete temporary files and folders left by a write that was killed half-way."""
+    """Undo what a write killed half-way left: delete temporary files and folders, and move a folder that
+    `write_dir` had set aside back into place when its new version never arrived."""
     for tmp in run.rglob(".*.tmp-*"):
         if tmp.is_dir():
             shutil.rmtree(tmp, ignore_errors=True)
         else:
             tmp.unlink(missing_ok=True)
+    for old in run.rglob(".*.old-*"):
+        target = old.with_name(old.name[1:].rsplit(".old-", 1)[0])
+        if target.exists():
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(old, target)
 
 
 def gen_dir(run: Path, generation: int) -> Path:
@@ -204,3 +217,36 @@ def prune_checkpoints(run: Path, generation: int, keep: str) -> None:
         return
     for g in range(1, generation):
         shutil.rmtree(gen_dir(run, g) / "model", ignore_errors=True)
+
+
+def read_rows(run: Path, generations: int) -> list[dict[str, Any]]:
+    """The metrics rows of the first `generations` generations, as each generation saved its own."""
+    return [json.loads((gen_dir(run, g) / "metrics.json").read_text()) for g in range(generations)]
+
+
+def save_generation(run: Path, generation: int, model, tokenizer, row: dict, records: list[dict],
+                    timing: dict, rows: list[dict], keep_checkpoints: str) -> None:
+    """A generation's checkpoint, per-sample records and metrics (appended to `rows` and metrics.jsonl), then
+    its COMPLETE marker. Wall times (`timing`) go beside the metrics, not in them, so a resumed run's
+    metrics.jsonl equals an uninterrupted one's."""
+    out = gen_dir(run, generation)
+    save_pretrained(out / "model", model, tokenizer)
+    write_jsonl(out / "samples.jsonl", [finite(r) for r in records])
+    write_json(out / "metrics.json", row)
+    write_json(out / "timing.json", timing)
+    rows.append(row)
+    write_jsonl(run / "metrics.jsonl", rows)
+    mark_complete(run, generation)
+    prune_checkpoints(run, generation, keep_checkpoints)
+
+
+def run_threads(cfg: Config, run: Path, resume: bool) -> int | None:
+    """The CPU thread count a run computes with: run.threads, else the count saved with the run (a resume)
+    or with the run whose generation 0 it takes (run.gen0_from). Sums split over other counts differ in the
+    last digits, so a resumed or shared generation is only redone exactly with the same count."""
+    if cfg.run.threads is not None:
+        return cfg.run.threads
+    source = run if resume else Path(cfg.run.gen0_from) if cfg.run.gen0_from else None
+    if source is None or not (source / "config.yaml").is_file():
+        return None
+    return (read_yaml(source / "config.yaml").get("run") or {}).get("threads")

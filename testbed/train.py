@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -14,12 +16,13 @@ from accelerate import Accelerator
 from accelerate.utils import gather_object
 from tqdm.auto import tqdm
 
-from testbed.config import TrainConfig
+from testbed import config, rundir
+from testbed.config import Config, TrainConfig, gen0_diff
 from testbed.data import to_blocks
 from testbed.distributed import check_same_weights, from_main, map_rows
 from testbed.metrics.perplexity import sequence_nll
 from testbed.mixing import SYNTHETIC, Examples
-from testbed.model import autocast
+from testbed.model import autocast, base_model, load_model
 
 
 @dataclass
@@ -30,6 +33,14 @@ class TrainResult:
     train_loss: float  # mean loss over the last epoch
     val_loss: float  # validation NLL of the kept checkpoint
     best_epoch: float  # epoch (fractional for mid-epoch evaluations) of the kept checkpoint
+
+    def record(self) -> dict:
+        """The training record of a metrics row."""
+        return {"val_loss": self.val_loss, "train_loss": self.train_loss, "best_epoch": self.best_epoch,
+                "train_steps": self.steps, "train_tokens": self.tokens}
+
+
+NOT_TRAINED = TrainResult(steps=0, tokens=0, seconds=0.0, train_loss=math.nan, val_loss=math.nan, best_epoch=0.0)
 
 
 def pack(examples: Examples, block_size: int, seed: int, separator: int | None = None) -> np.ndarray:
@@ -191,3 +202,54 @@ def train(model, examples: Examples, valid_blocks: np.ndarray, cfg: TrainConfig,
     return TrainResult(steps=step, tokens=sum(t for t, _ in tokens_and_losses), seconds=seconds,
                        train_loss=float(np.mean([loss for _, loss in tokens_and_losses])), val_loss=best_loss,
                        best_epoch=best_epoch)
+
+
+# ---------------------------------------------------------------------------------------------
+# The training stage of the loop.
+
+
+def enough_to_train(train_set: Examples, block_size: int) -> bool:
+    """At least one block of text, or the generation keeps the weights it starts from (and says so)."""
+    if int(train_set.lengths.sum()) >= block_size:
+        return True
+    tqdm.write(f"warning: curation left {int(train_set.lengths.sum())} tokens, less than one block "
+               f"(data.block_size={block_size}): this generation is not trained")
+    return False
+
+
+def train_generation(model, train_set: Examples, valid_blocks: np.ndarray, cfg: Config, accelerator: Accelerator,
+                     generation: int, seed: int, eos: int,
+                     log: Callable[[dict[str, float], int], None] | None = None) -> TrainResult:
+    """The training stage: model g trains in place on its training set (generation 0 for train.gen0_epochs),
+    ending on the checkpoint best on human validation; NOT_TRAINED when curation left less than a block."""
+    t = cfg.train
+    if not enough_to_train(train_set, cfg.data.block_size):
+        return NOT_TRAINED
+    epochs = t.gen0_epochs if generation == 0 and t.gen0_epochs else t.epochs
+    return train(model, train_set, valid_blocks, t, cfg.data.block_size, accelerator, seed, epochs,
+                 desc=f"gen {generation} train", separator=eos if t.eos_between_examples else None, log=log)
+
+
+def take_gen0(model, cfg: Config) -> TrainResult:
+    """Generation 0 of another run (run.gen0_from) instead of training it: its weights, loaded into `model`,
+    and its training record. The two configs must agree on everything generation 0 depends on."""
+    source = Path(cfg.run.gen0_from)
+    if not rundir.is_complete(source, 0):
+        raise rundir.RunDirError(f"run.gen0_from: {source} has no complete generation 0")
+    differ = gen0_diff(config.from_dict(config.read_yaml(source / "config.yaml")), cfg)
+    if differ:
+        raise config.ConfigError(f"config key 'run.gen0_from': {source} trained its generation 0 with other values "
+                                 f"of {', '.join(differ)}")
+    model.load_state_dict(load_model(str(rundir.gen_dir(source, 0) / "model")).state_dict())
+    model.eval()
+    r = json.loads((rundir.gen_dir(source, 0) / "metrics.json").read_text())
+    return TrainResult(steps=r["train_steps"], tokens=r["train_tokens"], seconds=0.0, train_loss=r["train_loss"],
+                       val_loss=r["val_loss"], best_epoch=r["best_epoch"])
+
+
+def start_weights(cfg: Config, tokenizer, gen0) -> dict[str, torch.Tensor] | None:
+    """train.init: the weights (a CPU copy) every generation g >= 1 starts from; None: model g-1, as it is."""
+    if cfg.train.init == "previous":
+        return None
+    model = base_model(cfg, tokenizer) if cfg.train.init == "base" else gen0
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}

@@ -1,3 +1,4 @@
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -98,8 +99,29 @@ def test_round_trip_and_diff():
 
 @pytest.mark.parametrize("path", sorted((REPO / "configs").glob("*.yaml")), ids=lambda p: p.name)
 def test_every_shipped_config_validates(path: Path):
+    """Every file in configs/ loads, and every value it names reaches the config (none is dropped, renamed
+    or overridden on the way)."""
     cfg = config.load(path)
-    assert cfg.run.generations >= 1
+    loaded = config.flatten(cfg.to_dict())
+    written = {k: v for k, v in config.flatten(config.read_yaml(path)).items() if not k.startswith("sweep.")}
+    assert written, f"{path.name} sets nothing"
+    assert {k: loaded.get(k, "missing") for k in written} == written
+
+
+def test_eval_decoding_defaults_to_generation_and_is_checked_like_it():
+    from testbed.evaluation import eval_decoding
+
+    cfg = config.load(None, ["generation.num_beams=3", "generation.do_sample=false", "generation.top_p=0.8",
+                             "generation.watermark.enabled=true"])
+    assert eval_decoding(cfg) == dataclasses.replace(cfg.generation, watermark=config.WatermarkConfig())
+    chosen = eval_decoding(config.load(None, ["generation.num_beams=3", "eval.decoding.num_beams=1",
+                                              "eval.decoding.top_p=1.0"]))
+    assert (chosen.num_beams, chosen.top_p, chosen.temperature) == (1, 1.0, 1.0)
+    for key, value in (("top_p", "1.5"), ("num_beams", "0"), ("temperature", "0"), ("min_p", "1")):
+        with pytest.raises(config.ConfigError, match=rf"config key 'eval\.decoding\.{key}': must"):
+            config.load(None, [f"eval.decoding.{key}={value}"])
+    with pytest.raises(config.ConfigError, match=r"unknown config key 'eval\.decoding\.beams'"):
+        config.load(None, ["eval.decoding.beams=2"])
 
 
 def test_default_yaml_is_the_builtin_default():
@@ -121,5 +143,9 @@ def test_paper_configs_match_the_paper():
         g = cfg.generation
         assert (g.num_beams, g.do_sample, g.repetition_penalty) == (5, False, 1.0)
         assert (g.prompt_tokens, g.max_new_tokens, g.min_new_tokens) == (64, 64, 64)
+        # Evaluation samples the model's own distribution, not the 5-beam search.
+        d = cfg.eval.decoding
+        assert (d.do_sample, d.num_beams, d.temperature, d.top_k, d.top_p, d.min_p, d.repetition_penalty) == \
+            (True, 1, 1.0, 0, 1.0, 0.0, 1.0)
         assert t.select_best and cfg.sweep.grid == {"run.seed": [0, 1, 2, 3, 4]}
     assert config.load(REPO / "configs" / "shumailov2024-opt125m-keep10.yaml").mixing.human_fraction == 0.1

@@ -2,11 +2,11 @@
 generation, tiny sizes), the WikiText config on a small corpus. (The paper configs: tests/test_paper.py;
 the default: every tiny run.)"""
 
-import json
 from pathlib import Path
 
 import pytest
 
+from testbed import rundir
 from testbed.cli import main
 
 from .conftest import REPO, TINY
@@ -27,7 +27,7 @@ def test_sweep_configs_run_every_setting(name: str, tmp_path: Path):
     for i, r in enumerate(runs):
         shared = [f"run.gen0_from={tmp_path / 'run0'}"] if i else []
         assert main(["run", str(path), *r.overrides, *scaled, *shared, f"run.name=run{i}"]) == 0, r.name
-        rows = [json.loads(x) for x in (tmp_path / f"run{i}" / "metrics.jsonl").read_text().splitlines()]
+        rows = rundir.read_jsonl(tmp_path / f"run{i}" / "metrics.jsonl")
         assert [row["generation"] for row in rows] == [0, 1] and rows[1]["ppl_human"] > 1
     assert main(["report", str(tmp_path)]) == 0
 

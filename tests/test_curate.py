@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from testbed import language
+from testbed import language, rundir
 from testbed.config import CurateConfig, LanguageConfig, ModelConfig, WatermarkConfig
 from testbed.curate import (
     Deduplicator,
@@ -39,6 +39,19 @@ def test_deduplicator_remembers_earlier_generations():
     assert exact.keep(["The cat  sat", "the cat sat", "a dog"]).tolist() == [True, False, True]
     assert exact.keep(["A DOG", "a bird"]).tolist() == [False, True]  # seen in the previous call
     assert Deduplicator(CurateConfig()).keep(["x", "x"]).tolist() == [True, True]  # dedup: none
+
+
+@pytest.mark.parametrize("dedup", ["exact", "minhash"])
+def test_a_rebuilt_index_holds_what_passed_deduplication(dedup):
+    """On resume the index holds every earlier text that passed deduplication, also those a later filter
+    dropped: a duplicate of one of them is dropped as in the uninterrupted run."""
+    cfg = CurateConfig(dedup=dedup)
+    texts = ["the cat sat on the mat today", "the cat sat on the mat today", "a dog ran past the old houses"]
+    rebuilt = Deduplicator.rebuilt(cfg, [(texts, np.array(["", "dedup", "perplexity"]))])
+    uninterrupted = Deduplicator(cfg)
+    uninterrupted.keep(texts)
+    later = ["a dog ran past the old houses", "green fields near quiet houses", "the cat sat on the mat today"]
+    assert rebuilt.keep(later).tolist() == uninterrupted.keep(later).tolist() == [False, True, False]
 
 
 def test_oracle_detector_hits_its_rates_within_binomial_error():
@@ -111,8 +124,11 @@ CURATED = ["mixing.strategy=fixed_fraction", "mixing.human_fraction=0.5", "mixin
            "data.max_train_blocks=40", "generation.watermark.enabled=true", "curate.detector=watermark",
            "curate.z_threshold=1.5", "curate.dedup=minhash", "curate.verifier=grammar",
            "curate.perplexity_keep=0.9", "curate.perplexity_order=lowest", "run.log_with=tensorboard"]
+# Accumulating with deduplication and a filter after it: the deduplication index reaches back over every
+# earlier generation, including texts the perplexity filter then dropped (a resume must rebuild just that).
 ORACLE = ["mixing.strategy=accumulate", "curate.detector=oracle", "curate.detector_tpr=0.9",
-          "curate.detector_fpr=0.05", "curate.dedup=exact", "curate.resample=importance"]
+          "curate.detector_fpr=0.05", "curate.dedup=exact", "curate.perplexity_keep=0.5",
+          "curate.resample=importance"]
 
 
 @pytest.fixture(scope="module")
@@ -128,9 +144,8 @@ def curated_runs(tmp_path_factory):
 
 
 def _rows(run):
-    import json
 
-    return [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    return rundir.read_jsonl(run / "metrics.jsonl")
 
 
 def test_curation_counts_add_up_with_provenance(curated_runs):
@@ -168,16 +183,18 @@ def test_tensorboard_event_files_read_back(curated_runs):
     assert ppl == pytest.approx([r["ppl_human"] for r in _rows(curated_runs / "watermark")], rel=1e-6)
 
 
-def test_a_curated_run_resumes_to_identical_metrics(curated_runs, tmp_path):
+@pytest.mark.parametrize("name, extra", [("watermark", CURATED), ("oracle", ORACLE)])
+def test_a_curated_run_resumes_to_identical_metrics(curated_runs, tmp_path, name, extra):
+    """Stopped after generation 1 and resumed: generation 2 is curated, trained and measured exactly as in
+    the uninterrupted run, byte for byte."""
     from testbed.cli import main
 
     from .conftest import TINY
 
-    args = ["run", *TINY, *CURATED, f"run.out_dir={tmp_path}", "run.name=part"]
+    args = ["run", *TINY, *extra, f"run.out_dir={tmp_path}", "run.name=part"]
     assert main([*args, "run.generations=1"]) == 0
     assert main([*args, "run.generations=2", "--resume", "--allow-config-change"]) == 0
-    assert (tmp_path / "part" / "metrics.jsonl").read_bytes() == \
-        (curated_runs / "watermark" / "metrics.jsonl").read_bytes()
+    assert (tmp_path / "part" / "metrics.jsonl").read_bytes() == (curated_runs / name / "metrics.jsonl").read_bytes()
 
 
 def test_env_json_says_what_ran(curated_runs):

@@ -1,7 +1,6 @@
 """Every bad input stops with one line naming the problem, exit code 2, and nothing written."""
 
 import errno
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -99,7 +98,7 @@ def test_disk_full_keeps_finished_generations(tmp_path: Path, capsys, monkeypatc
     assert err.strip().splitlines()[-1].startswith("error: disk full while writing") and "Traceback" not in err
     run = out / "full"
     assert rundir.completed(run, 2) == 2  # generations 0 and 1 are intact
-    assert [json.loads(x)["generation"] for x in (run / "metrics.jsonl").read_text().splitlines()] == [0, 1]
+    assert [r["generation"] for r in rundir.read_jsonl(run / "metrics.jsonl")] == [0, 1]
     assert (run / "gen_001" / "model" / "model.safetensors").is_file()
     monkeypatch.setattr(rundir, "save_pretrained", real)
     assert main(["run", str(run), "--resume"]) == 0

@@ -60,12 +60,26 @@ def test_seeded_batched_generation_is_reproducible_and_batch_independent_for_gre
     assert x[0, :2].tolist() == ids[0, 5:].tolist()
 
 
-def test_beam_search_runs():
+def test_beam_search_is_transformers_beam_search_with_the_penalty():
+    """generation.num_beams and repetition_penalty reach transformers: the continuations equal its own beam
+    search, in any batch size, and differ from greedy decoding."""
     tok, model = _model()
+    model.eval()
+    eos = tok.eos_token_id
     prompts = np.random.default_rng(0).integers(1, len(tok), size=(4, 5))
-    out, _ = generate(model, prompts, GenerationConfig(do_sample=False, num_beams=3, repetition_penalty=3.0),
-                      6, 4, seed=0, eos=tok.eos_token_id)
-    assert out.shape == (4, 6)
+    beam = GenerationConfig(do_sample=False, num_beams=3, repetition_penalty=3.0)
+    out, lengths = generate(model, prompts, beam, 6, 4, seed=0, eos=eos)
+    with torch.no_grad():
+        x = torch.as_tensor(prompts)
+        ref = model.generate(x, attention_mask=torch.ones_like(x), num_beams=3, do_sample=False, repetition_penalty=3.0,
+                             max_new_tokens=6, pad_token_id=eos, eos_token_id=eos)[:, 5:].numpy()
+    expected = np.full((4, 6), eos)
+    expected[:, : ref.shape[1]] = ref
+    assert np.array_equal(out, expected) and np.array_equal(lengths, continuation_lengths(expected, eos))
+    assert np.array_equal(generate(model, prompts, beam, 6, 1, seed=0, eos=eos)[0], out)
+    greedy, _ = generate(model, prompts, GenerationConfig(do_sample=False, repetition_penalty=3.0), 6, 4, seed=0,
+                         eos=eos)
+    assert not np.array_equal(out, greedy)
 
 
 @pytest.mark.parametrize("temperature, top_k, top_p, min_p", [

@@ -1,6 +1,5 @@
 """The `accelerate launch` path on CPU: two processes share generation and train data-parallel."""
 
-import json
 import os
 import subprocess
 import sys
@@ -9,6 +8,8 @@ from pathlib import Path
 import datasets
 import pytest
 from accelerate.commands.config.config_args import ClusterConfig
+
+from testbed import rundir
 
 from .conftest import REPO, TINY
 
@@ -25,7 +26,7 @@ def _launch(*args: str) -> subprocess.CompletedProcess:
 
 
 def _rows(run: Path) -> list[dict]:
-    return [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    return rundir.read_jsonl(run / "metrics.jsonl")
 
 
 def test_two_processes_match_the_single_process_layout(tmp_path: Path):

@@ -13,6 +13,7 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
+from testbed import rundir
 from testbed.cli import main
 
 from .conftest import load_script
@@ -56,7 +57,7 @@ def test_paper_configs_run_end_to_end(rehearsal: Path, name: str):
     for key in ("distinct_1", "distinct_2", "self_bleu", "entropy", "synthetic_ppl_gen0_mean"):
         assert baseline[key] is not None and math.isfinite(baseline[key]) and baseline[key] > 0, key
     assert len(baseline["ppl_gen0_per_sequence"]) > 0
-    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    rows = rundir.read_jsonl(run / "metrics.jsonl")
     assert rows[0]["ppl_human_zero_shot"] > rows[0]["ppl_human"] > 1  # generation 0 learnt something
     assert "ppl_human_zero_shot" not in rows[1]
     composition = rows[1]["train_composition"]

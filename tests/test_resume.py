@@ -4,7 +4,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -18,10 +17,32 @@ from .conftest import TINY
 MIX = ["mixing.strategy=accumulate_subsample"]  # reads earlier generations back on resume
 
 
-def _start(out: Path, name: str, *extra: str) -> subprocess.Popen:
+# Runs `testbed run` with every rename (the last step of each atomic write: rundir, save_pretrained,
+# save_synthetic) followed by a check: once RUN_DIR/TRIGGER exists, the process sends itself SIGNAL. The kill
+# lands right after that write, on any machine, however fast.
+KILL_AT = """
+import os, signal, sys
+from pathlib import Path
+trigger, sig = Path(sys.argv[1]), int(sys.argv[2])
+for name in ("rename", "replace"):
+    def wrapped(src, dst, *a, _real=getattr(os, name), **k):
+        _real(src, dst, *a, **k)
+        if trigger.exists():
+            os.kill(os.getpid(), sig)
+    setattr(os, name, wrapped)
+from testbed.cli import main
+sys.exit(main(sys.argv[3:]))
+"""
+
+
+def _start(out: Path, name: str, *extra: str, kill_at: tuple[str, int] | None = None) -> subprocess.Popen:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen([sys.executable, "-m", "testbed.cli", "run", *TINY, *MIX, f"run.out_dir={out}",
-                             f"run.name={name}", *extra], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    args = ["run", *TINY, *MIX, f"run.out_dir={out}", f"run.name={name}", *extra]
+    if kill_at is None:
+        command = [sys.executable, "-m", "testbed.cli", *args]
+    else:
+        command = [sys.executable, "-c", KILL_AT, str(out / name / kill_at[0]), str(int(kill_at[1])), *args]
+    return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
 def _resume(run_dir: Path) -> subprocess.CompletedProcess:
@@ -37,13 +58,13 @@ def reference(tmp_path_factory) -> bytes:
     return (out / "ref" / "metrics.jsonl").read_bytes()
 
 
-# Each point: a path whose appearance says where the run is, and the signal sent right then.
+# Each point: the write after which the run is killed, and the signal.
 KILL_POINTS = [
-    ("tokenizer", signal.SIGKILL),  # generation 0 training
+    ("tokenizer", signal.SIGKILL),  # the run directory just made, before generation 0 trains
     ("gen_000/model", signal.SIGKILL),  # between the checkpoint and the generation's other files (slow)
-    ("gen_001/synthetic", signal.SIGTERM),  # mixing / training of generation 1
-    ("gen_001/COMPLETE", signal.SIGKILL),  # generation 2's synthetic data being generated (slow)
-    ("gen_002/model", signal.SIGKILL),  # the last generation's metrics being written
+    ("gen_001/synthetic", signal.SIGTERM),  # before mixing and training generation 1
+    ("gen_001/COMPLETE", signal.SIGKILL),  # before generation 2's synthetic data (slow)
+    ("gen_002/model", signal.SIGKILL),  # before the last generation's metrics are written
 ]
 SLOW = {"gen_000/model", "gen_001/COMPLETE"}  # kept out of the default run for time: pytest -m slow
 
@@ -51,15 +72,11 @@ SLOW = {"gen_000/model", "gen_001/COMPLETE"}  # kept out of the default run for 
 @pytest.mark.parametrize("trigger, sig", [pytest.param(p, s, id=p, marks=[pytest.mark.slow] if p in SLOW else [])
                                           for p, s in KILL_POINTS])
 def test_killed_run_resumes_to_the_same_metrics(tmp_path: Path, reference: bytes, trigger: str, sig: int):
-    proc = _start(tmp_path, "run")
+    proc = _start(tmp_path, "run", kill_at=(trigger, sig))
     run_dir = tmp_path / "run"
-    deadline = time.time() + 300
-    while not (run_dir / trigger).exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.002)
-    assert proc.poll() is None, "the run ended before the kill point"
-    proc.send_signal(sig)
-    assert proc.wait(timeout=60) != 0
-    assert not (run_dir / "gen_002" / "COMPLETE").exists()
+    code = proc.wait(timeout=300)
+    assert code == (-signal.SIGKILL if sig == signal.SIGKILL else 130), proc.stderr.read().decode()[-2000:]
+    assert (run_dir / trigger).exists() and not (run_dir / "gen_002" / "COMPLETE").exists()
 
     resumed = _resume(run_dir)
     assert resumed.returncode == 0, resumed.stderr[-2000:]

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from testbed import rundir
 from testbed.cli import main
 
 from .conftest import REPO, TINY
@@ -75,7 +76,7 @@ def test_slurm_sweep_completes_and_resumes_after_scancel(cluster, tmp_path: Path
     # Submitting again skips what is done and resumes what was stopped; --wait blocks until the end.
     assert main(["sweep", str(cfg), "--launcher", "slurm", "--out", str(sweep), "--wait"]) == 0
     for name in ("run.seed=0", "run.seed=1"):
-        rows = [json.loads(x) for x in (sweep / name / "metrics.jsonl").read_text().splitlines()]
+        rows = rundir.read_jsonl(sweep / name / "metrics.jsonl")
         assert [r["generation"] for r in rows] == [0, 1, 2, 3, 4]
     commands = [line for line in (sweep / "logs" / "run.seed=0.log").read_text().splitlines() if line.startswith("$ ")]
     assert len(commands) == 2 and "--resume" not in commands[0] and commands[1].endswith("--resume")

@@ -10,14 +10,22 @@ from testbed.metrics.signals import (
     mean_cosine_distance,
     next_token_stats,
     ppl_gap,
-    rep_n_per_sample,
     sample_perplexity,
     sequence_embeddings,
     tail_token_mass,
     unigram_kl,
     valid_tokens,
 )
-from testbed.metrics.text import distinct_n, entropy, rare_ngrams, rep_n, self_bleu, summarize, tail_coverage
+from testbed.metrics.text import (
+    distinct_n,
+    entropy,
+    rare_ngrams,
+    rep_n,
+    rep_n_per_sample,
+    self_bleu,
+    summarize,
+    tail_coverage,
+)
 
 __all__ = ["distinct_n", "effective_rank", "effective_rank_of", "embedding_diversity", "entropy", "loglik_std",
            "mean_cosine_distance", "next_token_stats", "perplexity", "ppl_gap", "rare_ngrams", "rep_n",

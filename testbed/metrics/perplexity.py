@@ -3,15 +3,64 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-# Logits are turned into fp32 log-probabilities this many elements at a time (64 MB, plus as much for the
-# log-softmax), so scoring never holds a second full (batch, length, vocabulary) tensor beside the model's.
+from testbed.model import evaluating
+
+# The LM head is applied to the final hidden states this many logits at a time (64 MB in fp32, plus as much for
+# the log-softmax), so scoring never holds a (batch, length, vocabulary) tensor: at 256 x 64 positions and
+# OPT's 50,272-token vocabulary that would be 3.3 GB.
 CHUNK_ELEMENTS = 2**24
+
+
+def valid_mask(ids: np.ndarray, lengths: np.ndarray | None = None) -> np.ndarray:
+    """True at the positions of `ids` that hold a token: not -1 and before the row's length."""
+    ids = np.asarray(ids)
+    valid = ids >= 0
+    if lengths is not None:
+        valid &= np.arange(ids.shape[1])[None, :] < np.asarray(lengths)[:, None]
+    return valid
+
+
+def batches(ids: np.ndarray, valid: np.ndarray, batch_size: int, device: torch.device,
+            desc: str | None = None) -> Iterator[tuple[slice, torch.Tensor, torch.Tensor]]:
+    """(rows, input ids with padding set to 0, bool mask) of each batch of rows, on `device`."""
+    starts = range(0, len(ids), batch_size)
+    for start in tqdm(starts, desc=desc, unit="batch", leave=False, disable=desc is None):
+        rows = slice(start, start + batch_size)
+        yield rows, torch.as_tensor(np.where(valid[rows], ids[rows], 0), device=device), \
+            torch.as_tensor(valid[rows], device=device)
+
+
+def final_hidden(model, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.nn.Module]:
+    """The model's final hidden states of a batch and its LM head, which maps them to logits.
+
+    The hidden states come from the model's own path to them (`model.base_model`: GPT-2's transformer with
+    its final norm, OPT's decoder with its final norm and project_out, Llama's model with its norm), so
+    head(hidden) equals the model's logits; the head can then be applied a chunk of positions at a time.
+    """
+    hidden = model.base_model(input_ids=x, attention_mask=mask.long()).last_hidden_state
+    return hidden, model.get_output_embeddings()
+
+
+def logit_chunks(hidden: torch.Tensor, t: int, head: torch.nn.Module | None = None,
+                 chunk_elements: int = CHUNK_ELEMENTS) -> Iterator[tuple[tuple[slice, slice], torch.Tensor]]:
+    """fp32 logits of positions [:, :t] of `hidden` (batch, >= t, width), a block of rows (or of positions
+    within a row, for long rows) at a time: about `chunk_elements` logits each, with where they belong.
+    `head` maps hidden states to logits; None: `hidden` are logits already."""
+    batch = hidden.shape[0]
+    vocab = hidden.shape[-1] if head is None else head.weight.shape[0]
+    cols = max(1, min(t, chunk_elements // vocab))
+    rows = max(1, chunk_elements // (cols * vocab))
+    for r in range(0, batch, rows):
+        for c in range(0, t, cols):
+            where = (slice(r, r + rows), slice(c, min(c + cols, t)))
+            yield where, (hidden[where] if head is None else head(hidden[where])).float()
 
 
 @torch.inference_mode()
@@ -24,46 +73,32 @@ def sequence_nll(model, ids: np.ndarray, lengths: np.ndarray | None = None, batc
     Sums stay on the model's device until the end: one transfer to the host, not one per batch.
     """
     ids = np.asarray(ids)
-    valid = ids >= 0
-    if lengths is not None:
-        valid &= np.arange(ids.shape[1])[None, :] < np.asarray(lengths)[:, None]
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    nll = torch.zeros(len(ids), dtype=torch.float32, device=device)
-    count = torch.zeros(len(ids), dtype=torch.int64, device=device)
-    starts = range(0, len(ids), batch_size)
-    for start in tqdm(starts, desc=desc, unit="batch", leave=False, disable=desc is None):
-        rows = slice(start, start + batch_size)
-        mask = torch.as_tensor(valid[rows], device=device)
-        x = torch.as_tensor(np.where(valid[rows], ids[rows], 0), device=device)
-        target_mask = mask[:, 1:] & mask[:, :-1]
-        # Unnamed, the logits are freed here, not held through the next batch's forward pass.
-        token = token_nll(model(input_ids=x, attention_mask=mask.long()).logits, x[:, 1:], CHUNK_ELEMENTS)
-        nll[rows] = (token * target_mask).sum(dim=1)
-        count[rows] = target_mask.sum(dim=1)
-    model.train(was_training)
+    valid = valid_mask(ids, lengths)
+    with evaluating(model) as device:
+        nll = torch.zeros(len(ids), dtype=torch.float32, device=device)
+        count = torch.zeros(len(ids), dtype=torch.int64, device=device)
+        for rows, x, mask in batches(ids, valid, batch_size, device, desc):
+            target_mask = mask[:, 1:] & mask[:, :-1]
+            hidden, head = final_hidden(model, x, mask)
+            nll[rows] = (token_nll(hidden, x[:, 1:], head, CHUNK_ELEMENTS) * target_mask).sum(dim=1)
+            count[rows] = target_mask.sum(dim=1)
     # An fp32 sum is exact in float64, so converting here equals converting batch by batch.
     return nll.cpu().double().numpy(), count.cpu().numpy()
 
 
-def token_nll(logits: torch.Tensor, targets: torch.Tensor, chunk_elements: int = CHUNK_ELEMENTS) -> torch.Tensor:
-    """fp32 NLL of `targets` (batch, t) under `logits[:, :t]` (batch, >= t, vocabulary), position by position.
+def token_nll(hidden: torch.Tensor, targets: torch.Tensor, head: torch.nn.Module | None = None,
+              chunk_elements: int = CHUNK_ELEMENTS) -> torch.Tensor:
+    """fp32 NLL of `targets` (batch, t) at positions [:, :t] of `hidden` (see `logit_chunks`; with `head`
+    None, `hidden` are logits), position by position.
 
-    Equal to cross_entropy over the whole tensor, computed a block of rows (or of positions within a
-    row, for long rows) at a time, so only about `chunk_elements` logits are ever copied to fp32.
+    Equal to cross_entropy over the whole logits tensor, which is never built: only about `chunk_elements`
+    logits exist at a time.
     """
-    batch, t = targets.shape
-    vocab = logits.shape[-1]
-    cols = max(1, min(t, chunk_elements // vocab))
-    rows = max(1, chunk_elements // (cols * vocab))
-    out = torch.empty(batch, t, dtype=torch.float32, device=logits.device)
-    for r in range(0, batch, rows):
-        for c in range(0, t, cols):
-            chunk = logits[r : r + rows, c : min(c + cols, t)].float()
-            target = targets[r : r + rows, c : c + cols]
-            out[r : r + rows, c : c + cols] = F.cross_entropy(chunk.reshape(-1, vocab), target.reshape(-1),
-                                                              reduction="none").view(target.shape)
+    out = torch.empty(targets.shape, dtype=torch.float32, device=hidden.device)
+    for where, logits in logit_chunks(hidden, targets.shape[1], head, chunk_elements):
+        target = targets[where]
+        out[where] = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1),
+                                     reduction="none").view(target.shape)
     return out
 
 

@@ -8,24 +8,13 @@ that feed them. Token ids follow `sequence_nll`: an (n, L) int array where -1, o
 
 from __future__ import annotations
 
-import contextlib
 import math
-from collections.abc import Iterator
 
 import numpy as np
 import torch
 
-from testbed.metrics.perplexity import CHUNK_ELEMENTS, sequence_nll
-from testbed.metrics.text import NGrams, Samples
-
-
-def valid_mask(ids: np.ndarray, lengths: np.ndarray | None = None) -> np.ndarray:
-    """True at the positions of `ids` that hold a token: not -1 and before the row's length."""
-    ids = np.asarray(ids)
-    valid = ids >= 0
-    if lengths is not None:
-        valid &= np.arange(ids.shape[1])[None, :] < np.asarray(lengths)[:, None]
-    return valid
+from testbed.metrics.perplexity import CHUNK_ELEMENTS, batches, final_hidden, logit_chunks, sequence_nll, valid_mask
+from testbed.model import evaluating
 
 
 def valid_tokens(ids: np.ndarray, lengths: np.ndarray | None = None) -> np.ndarray:
@@ -33,47 +22,21 @@ def valid_tokens(ids: np.ndarray, lengths: np.ndarray | None = None) -> np.ndarr
     return np.asarray(ids)[valid_mask(ids, lengths)]
 
 
-@contextlib.contextmanager
-def _evaluating(model) -> Iterator[torch.device]:
-    """The model in eval mode (its mode restored after), yielding its device."""
-    was_training = model.training
-    model.eval()
-    try:
-        yield next(model.parameters()).device
-    finally:
-        model.train(was_training)
-
-
-def _batches(ids: np.ndarray, valid: np.ndarray, batch_size: int,
-             device: torch.device) -> Iterator[tuple[slice, torch.Tensor, torch.Tensor]]:
-    """(rows, input ids with padding set to 0, bool mask) of each batch of rows, on `device`."""
-    for start in range(0, len(ids), batch_size):
-        rows = slice(start, start + batch_size)
-        x = torch.as_tensor(np.where(valid[rows], ids[rows], 0), device=device)
-        yield rows, x, torch.as_tensor(valid[rows], device=device)
-
-
-def position_stats(logits: torch.Tensor, targets: torch.Tensor,
+def position_stats(hidden: torch.Tensor, targets: torch.Tensor, head: torch.nn.Module | None = None,
                    chunk_elements: int = CHUNK_ELEMENTS) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """fp32 NLL of `targets` (batch, t), predictive entropy (nats) and top probability, at each position of
-    `logits[:, :t]` (batch, >= t, vocabulary).
+    """fp32 NLL of `targets` (batch, t), predictive entropy (nats) and top probability, at positions [:, :t]
+    of `hidden` (see `logit_chunks`; with `head` None, `hidden` are logits).
 
     Chunked like `token_nll`: about `chunk_elements` logits are in fp32 at a time (with their log-softmax,
-    probabilities and entropy terms, four blocks that size), never a whole (batch, t, vocabulary) copy.
+    probabilities and entropy terms, four blocks that size), never a whole (batch, t, vocabulary) tensor.
     """
-    batch, t = targets.shape
-    vocab = logits.shape[-1]
-    cols = max(1, min(t, chunk_elements // vocab))
-    rows = max(1, chunk_elements // (cols * vocab))
-    nll, entropy, top = (torch.empty(batch, t, dtype=torch.float32, device=logits.device) for _ in range(3))
-    for r in range(0, batch, rows):
-        for c in range(0, t, cols):
-            where = (slice(r, r + rows), slice(c, c + cols))
-            logp = logits[r : r + rows, c : min(c + cols, t)].float().log_softmax(-1)
-            nll[where] = -logp.gather(-1, targets[where].unsqueeze(-1)).squeeze(-1)
-            top[where] = logp.amax(-1).exp()
-            # entr(p) = -p log p, and 0 where p = 0 (a -inf logit), where p * log p would give NaN.
-            entropy[where] = torch.special.entr(logp.exp()).sum(-1)
+    nll, entropy, top = (torch.empty(targets.shape, dtype=torch.float32, device=hidden.device) for _ in range(3))
+    for where, logits in logit_chunks(hidden, targets.shape[1], head, chunk_elements):
+        logp = logits.log_softmax(-1)
+        nll[where] = -logp.gather(-1, targets[where].unsqueeze(-1)).squeeze(-1)
+        top[where] = logp.amax(-1).exp()
+        # entr(p) = -p log p, and 0 where p = 0 (a -inf logit), where p * log p would give NaN.
+        entropy[where] = torch.special.entr(logp.exp()).sum(-1)
     return nll, entropy, top
 
 
@@ -92,16 +55,15 @@ def next_token_stats(model, blocks: np.ndarray, batch_size: int = 64, confident:
     blocks = np.asarray(blocks)
     valid = valid_mask(blocks)
     pooled: list[torch.Tensor] = []
-    with _evaluating(model) as device:
+    with evaluating(model) as device:
         sums = torch.zeros(3, len(blocks), dtype=torch.float32, device=device)  # NLL, entropy, confident
         count = torch.zeros(len(blocks), dtype=torch.int64, device=device)
-        for rows, x, mask in _batches(blocks, valid, batch_size, device):
-            out = model(input_ids=x, attention_mask=mask.long(), output_hidden_states=with_rank)
+        for rows, x, mask in batches(blocks, valid, batch_size, device):
+            hidden, head = final_hidden(model, x, mask)
             if with_rank:
-                pooled.append(_mean_pool(out.hidden_states[-1], mask).cpu())
+                pooled.append(_mean_pool(hidden, mask).cpu())
             target_mask = mask[:, 1:] & mask[:, :-1]
-            nll, entropy, top = position_stats(out.logits, x[:, 1:], CHUNK_ELEMENTS)
-            del out  # the logits are not held through the next batch's forward pass
+            nll, entropy, top = position_stats(hidden, x[:, 1:], head, CHUNK_ELEMENTS)
             for k, value in enumerate((nll, entropy, top >= confident)):
                 sums[k, rows] = (value * target_mask).sum(dim=1)
             count[rows] = target_mask.sum(dim=1)
@@ -195,9 +157,9 @@ def sequence_embeddings(model, ids: np.ndarray, lengths: np.ndarray | None = Non
     """
     ids = np.asarray(ids)
     valid = valid_mask(ids, lengths)
-    with _evaluating(model) as device:
+    with evaluating(model) as device:
         out = []
-        for _, x, mask in _batches(ids, valid, batch_size, device):
+        for _, x, mask in batches(ids, valid, batch_size, device):
             out.append(_mean_pool(model.base_model(input_ids=x, attention_mask=mask.long()).last_hidden_state,
                                   mask).cpu())
     width = model.config.hidden_size
@@ -271,16 +233,3 @@ def embedding_diversity(model, ids: np.ndarray, lengths: np.ndarray | None = Non
     """
     emb = sequence_embeddings(model, ids, lengths, batch_size)
     return mean_cosine_distance(emb[valid_mask(ids, lengths).any(axis=1)])
-
-
-def rep_n_per_sample(samples: Samples, n: int = 4) -> np.ndarray:
-    """Each sample's share of n-grams already seen earlier in it; NaN for a sample shorter than n.
-
-    `text.rep_n` is the mean of the non-NaN values.
-    """
-    grams = NGrams(samples, n)
-    owner, _, _ = grams.pair_counts(n)
-    unique = np.bincount(owner, minlength=grams.count)
-    totals = grams.per_sample_totals(n)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(totals > 0, 1 - unique / totals, np.nan)

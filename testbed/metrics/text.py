@@ -72,13 +72,24 @@ def distinct_n(samples: Samples, n: int, per_sample: bool = False) -> float:
 
 
 def rep_n(samples: Samples, n: int = 4) -> float:
-    """Mean over samples of the share of n-grams that already occurred earlier in the same sample."""
+    """Mean over samples of the share of n-grams that already occurred earlier in the same sample: the mean
+    of `rep_n_per_sample` over samples of at least n words (0 if none)."""
+    per = rep_n_per_sample(samples, n)
+    per = per[~np.isnan(per)]
+    return float(np.mean(per)) if len(per) else 0.0
+
+
+def rep_n_per_sample(samples: Samples, n: int = 4) -> np.ndarray:
+    """Each sample's share of n-grams already seen earlier in it; NaN for a sample shorter than n.
+
+    `rep_n` is the mean of the non-NaN values.
+    """
     grams = NGrams(samples, n)
     owner, _, _ = grams.pair_counts(n)
     unique = np.bincount(owner, minlength=grams.count)
     totals = grams.per_sample_totals(n)
-    has = totals > 0
-    return float(np.mean(1 - unique[has] / totals[has])) if has.any() else 0.0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(totals > 0, 1 - unique / totals, np.nan)
 
 
 def entropy(samples: Samples) -> float:

@@ -1,26 +1,30 @@
 import math
 import sys
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from transformers import GPT2Config, GPT2LMHeadModel
+from transformers import AutoConfig, AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel
 
 from testbed.metrics import perplexity, sequence_nll, sequence_perplexities
 from testbed.metrics.perplexity import token_nll
 
 
 class Uniform(torch.nn.Module):
-    """Predicts every one of V tokens with the same probability."""
+    """Predicts every one of V tokens with the same probability: zero hidden states, a zero LM head."""
 
     def __init__(self, vocab: int):
         super().__init__()
-        self.vocab = vocab
-        self.dummy = torch.nn.Parameter(torch.zeros(1))
+        self.head = torch.nn.Linear(1, vocab, bias=False)
+        torch.nn.init.zeros_(self.head.weight)
 
-    def forward(self, input_ids, attention_mask=None):
-        return type("Out", (), {"logits": torch.zeros(*input_ids.shape, self.vocab) + self.dummy})()
+    def base_model(self, input_ids, attention_mask=None):
+        return SimpleNamespace(last_hidden_state=torch.zeros(*input_ids.shape, 1))
+
+    def get_output_embeddings(self):
+        return self.head
 
 
 def test_uniform_model_has_perplexity_v():
@@ -80,3 +84,38 @@ def test_sequence_nll_equals_the_unchunked_formula_with_padding(monkeypatch):
         assert count.tolist() == [8, 4, 2, 0, 8, 0]
         np.testing.assert_allclose(nll, expected, rtol=1e-6)
         assert nll[3] == nll[5] == 0.0
+
+
+@pytest.mark.parametrize("arch, extra", [
+    ("gpt2", dict(n_layer=1, n_embd=16, n_head=2, n_positions=16)),
+    # OPT-350m's shape: word embeddings narrower than the model, a project_out after the decoder.
+    ("opt", dict(num_hidden_layers=1, hidden_size=16, word_embed_proj_dim=8, ffn_dim=32, num_attention_heads=2,
+                 max_position_embeddings=16, do_layer_norm_before=False)),
+    ("opt", dict(num_hidden_layers=1, hidden_size=16, word_embed_proj_dim=16, ffn_dim=32, num_attention_heads=2,
+                 max_position_embeddings=16)),
+    ("llama", dict(num_hidden_layers=1, hidden_size=16, intermediate_size=32, num_attention_heads=2,
+                   num_key_value_heads=2, max_position_embeddings=16)),
+])
+def test_the_head_applied_in_chunks_gives_the_models_own_logits(arch, extra, monkeypatch):
+    """Scoring applies the LM head to the final hidden states a few positions at a time: the NLL equals the
+    cross-entropy of the model's whole logits, on every architecture's own path to its last hidden state."""
+    from testbed.metrics import next_token_stats
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(AutoConfig.for_model(arch, vocab_size=40, bos_token_id=0,
+                                                                  eos_token_id=0, pad_token_id=0, **extra)).eval()
+    ids = np.random.default_rng(3).integers(0, 40, size=(5, 10))
+    ids[2, 6:] = -1
+    mask = torch.as_tensor(ids >= 0)
+    x = torch.as_tensor(np.where(ids >= 0, ids, 0))
+    with torch.no_grad():
+        logits = model(input_ids=x, attention_mask=mask.long()).logits[:, :-1].float()
+    per_token = F.cross_entropy(logits.reshape(-1, 40), x[:, 1:].reshape(-1), reduction="none").view(5, 9)
+    target_mask = mask[:, 1:] & mask[:, :-1]
+    expected = (per_token * target_mask).sum(dim=1).double().numpy()
+    monkeypatch.setattr(sys.modules["testbed.metrics.perplexity"], "CHUNK_ELEMENTS", 100)  # 2 positions a chunk
+    monkeypatch.setattr(sys.modules["testbed.metrics.signals"], "CHUNK_ELEMENTS", 100)
+    nll, _ = sequence_nll(model, ids, batch_size=5)
+    np.testing.assert_allclose(nll, expected, rtol=1e-6)
+    ppl = math.exp((per_token * target_mask).sum().item() / target_mask.sum().item())
+    assert next_token_stats(model, ids, batch_size=2)["perplexity"] == pytest.approx(ppl, rel=1e-6)
