@@ -107,7 +107,7 @@ def cmd_sweep(ns: argparse.Namespace) -> int:
     slurm = {"partition": ns.partition, "time_min": ns.time_min, "cpus_per_run": ns.cpus_per_run,
              "mem_gb": ns.mem_gb, "array_parallelism": ns.array_parallelism}
     return sweep.run_all(ns.config, ns.axes, ns.out, ns.list, launcher=ns.launcher, jobs=ns.jobs,
-                         gpus_per_run=ns.gpus_per_run, slurm_flags=slurm, wait=ns.wait, share=not ns.no_share_gen0)
+                         gpus_per_run=ns.gpus_per_run, slurm_flags=slurm, wait=ns.wait, share=not ns.no_share)
 
 
 def cmd_report(ns: argparse.Namespace) -> int:
@@ -160,8 +160,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--jobs", type=int, default=1, help="local: runs at once")
     s.add_argument("--gpus-per-run", type=int, help="GPUs each run gets (local: CUDA_VISIBLE_DEVICES)")
     s.add_argument("--wait", action="store_true", help="slurm: block until every run has finished")
-    s.add_argument("--no-share-gen0", action="store_true",
-                   help="train generation 0 in every run (by default runs that would train the same one share it)")
+    s.add_argument("--no-share", "--no-share-gen0", dest="no_share", action="store_true",
+                   help="compute every generation in every run (by default runs that would compute the same first "
+                        "generations share them)")
     for flag, kind, text in (("--partition", str, "partition"), ("--time-min", int, "time limit per run, minutes"),
                              ("--cpus-per-run", int, "CPUs per run"), ("--mem-gb", float, "memory per run"),
                              ("--array-parallelism", int, "runs at once, at most")):

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from transformers import AutoTokenizer
 
 from testbed import curate, language, rundir
-from testbed.config import Config, flatten, gen0_diff, read_yaml, to_yaml
+from testbed.config import Config, ConfigError, flatten, from_dict, prefix_diff, read_yaml, to_yaml
 from testbed.data import TokenizedCorpus, load_corpus, split_names, tokenize_corpus, windows
 from testbed.distributed import check_batch_split, from_main, main_only, map_rows
 from testbed.evaluation import (
@@ -43,6 +43,7 @@ from testbed.generate import generate_sharded, synthetic_prompts
 from testbed.metrics import perplexity, sequence_perplexities, summarize
 from testbed.mixing import (
     Examples,
+    accumulates,
     check_fresh_pool,
     human_examples,
     kept_texts,
@@ -106,18 +107,18 @@ def prepare(cfg: Config, run_dir: Path, resume: bool) -> tuple[Inputs, torch.nn.
                               dataloader_config=DataLoaderConfiguration(split_batches=True), log_with=log_with,
                               project_dir=str(run_dir))
     check_batch_split(cfg.train.batch_size, accelerator.num_processes)
-    if cfg.run.gen0_from and cfg.run.threads is None and (Path(cfg.run.gen0_from) / "config.yaml").is_file():
-        # Sums split over other thread counts differ in the last digits: compute as its generation 0 did.
-        cfg.run.threads = (read_yaml(Path(cfg.run.gen0_from) / "config.yaml").get("run") or {}).get("threads")
+    if cfg.run.prefix_from and cfg.run.threads is None and (Path(cfg.run.prefix_from) / "config.yaml").is_file():
+        # Sums split over other thread counts differ in the last digits: compute as the prefix's run did.
+        cfg.run.threads = (read_yaml(Path(cfg.run.prefix_from) / "config.yaml").get("run") or {}).get("threads")
     if accelerator.device.type == "cpu":  # saved with the config below: a resume uses the same thread count
         cfg.run.threads = reproducible_cpu(cfg.run.threads)
     if not accelerator.is_main_process:
         os.environ["TQDM_DISABLE"] = "1"
 
     corpus = load_corpus(cfg.data, cfg.run.seed)
-    shared = Path(cfg.run.gen0_from) / "tokenizer" if cfg.run.gen0_from else None
+    shared = Path(cfg.run.prefix_from) / "tokenizer" if cfg.run.prefix_from else None
     saved = run_dir / "tokenizer" if resume else shared
-    if saved is not None and saved.is_dir():  # the run's own, or that of the run its generation 0 comes from
+    if saved is not None and saved.is_dir():  # the run's own, or that of the run its generations come from
         tokenizer = AutoTokenizer.from_pretrained(saved)
         tokenizer.padding_side = "left"
     else:  # made once: BPE training need not give the same merges in two processes
@@ -125,7 +126,7 @@ def prepare(cfg: Config, run_dir: Path, resume: bool) -> tuple[Inputs, torch.nn.
     tok = tokenize_corpus(corpus, tokenizer, cfg.data, split_names(cfg.data))
     human, fresh = human_examples(tok.train), human_examples(tok.train_pool)
     n_synthetic = cfg.generation.num_samples or len(human)
-    check_fresh_pool(cfg.mixing, n_synthetic, cfg.run.generations, len(fresh))
+    check_fresh_pool(cfg.mixing, n_synthetic, cfg.run.generations, len(fresh), cap=len(human))
     model = base_model(cfg, tokenizer).to(accelerator.device)
     check_context(cfg, model)
     eos = tokenizer.eos_token_id
@@ -240,25 +241,20 @@ def _train_record(result: TrainResult) -> dict:
             "train_steps": result.steps, "train_tokens": result.tokens}
 
 
-def take_gen0(x: Inputs, model) -> TrainResult:
-    """Generation 0 of another run (run.gen0_from) instead of training it: its weights and training record."""
-    source = Path(x.cfg.run.gen0_from)
-    if not rundir.is_complete(source, 0):
-        raise rundir.RunDirError(f"run.gen0_from: {source} has no complete generation 0")
-    from testbed import config
-
-    other = config.from_dict(config.read_yaml(source / "config.yaml"))
-    differ = gen0_diff(other, x.cfg)
+def take_prefix(x: Inputs) -> None:
+    """Generations 0..run.prefix_until of run.prefix_from instead of computing them (those not complete here
+    yet): the run then continues from the next one as a resumed run would."""
+    source, k = Path(x.cfg.run.prefix_from), x.cfg.run.prefix_until
+    if rundir.completed(source, k) <= k:
+        raise rundir.RunDirError(f"run.prefix_from: {source} has not completed generations 0..{k}")
+    differ = prefix_diff(from_dict(read_yaml(source / "config.yaml")), x.cfg, k)
     if differ:
-        raise config.ConfigError(f"config key 'run.gen0_from': {source} trained its generation 0 with other values "
-                                 f"of {', '.join(differ)}")
-    model.load_state_dict(load_model(str(rundir.gen_dir(source, 0) / "model")).state_dict())
-    model.eval()
-    r = json.loads((rundir.gen_dir(source, 0) / "metrics.json").read_text())
-    if x.main:
-        rundir.write_json(rundir.gen_dir(x.run_dir, 0) / "source.json", {"gen0_from": str(source.resolve())})
-    return TrainResult(steps=r["train_steps"], tokens=r["train_tokens"], seconds=0.0, train_loss=r["train_loss"],
-                       val_loss=r["val_loss"], best_epoch=r["best_epoch"])
+        raise ConfigError(f"config key 'run.prefix_from': {source} computed generations 0..{k} with other "
+                                 f"values of {', '.join(differ)}")
+    if not (rundir.gen_dir(source, k) / "model").is_dir():
+        raise rundir.RunDirError(f"run.prefix_from: {source} no longer holds the model of generation {k} "
+                                 "(run.keep_checkpoints removed it)")
+    rundir.take_generations(source, x.run_dir, k)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -269,6 +265,9 @@ def run(cfg: Config, run_dir: Path, resume: bool = False) -> tuple[list[dict], d
     """Run (or resume) every generation of `cfg` in `run_dir`; return the metrics rows and the human baseline."""
     x, model = prepare(cfg, run_dir, resume)
     device, seed, N = x.accelerator.device, cfg.run.seed, cfg.run.generations
+    with main_only(x.accelerator):
+        if cfg.run.prefix_from and x.main:
+            take_prefix(x)
 
     # Resume: completed generations are read back, the newest model is reloaded.
     start = rundir.completed(run_dir, N)
@@ -282,12 +281,6 @@ def run(cfg: Config, run_dir: Path, resume: bool = False) -> tuple[list[dict], d
     # The detector's view of the human text is decided once (oracle flags: seeded by the run).
     curate.detect(x.human, cfg, model.config, device, np.random.default_rng([seed, DETECT, 0]))
     curate.detect(x.fresh, cfg, model.config, device, np.random.default_rng([seed, DETECT, 1]))
-    # Deduplication reaches back over earlier generations only when their data stays in the pool.
-    accumulating = cfg.mixing.strategy in ("accumulate", "accumulate_subsample")
-    dedup = curate.Deduplicator(cfg.curate)
-    if accumulating:
-        for g in range(1, start):
-            dedup.keep(kept_texts(rundir.gen_dir(run_dir, g) / "synthetic"))
     steps = sum(r["train_steps"] for r in rows)  # the trackers' global step
 
     if start == 0:  # Generation 0: the base model's zero-shot score, then training on human text.
@@ -296,7 +289,7 @@ def run(cfg: Config, run_dir: Path, resume: bool = False) -> tuple[list[dict], d
             zero_shot = perplexity(model, x.es.test_blocks, cfg.eval.batch_size, desc="zero-shot ppl") \
                 if x.main else None
         t = time.perf_counter()
-        result = take_gen0(x, model) if cfg.run.gen0_from else train_generation(x, model, x.human, 0, steps)
+        result = train_generation(x, model, x.human, 0, steps)
         seconds = {"train": time.perf_counter() - t}
         steps += result.steps
         gen0 = copy.deepcopy(model).eval()
@@ -338,8 +331,11 @@ def run(cfg: Config, run_dir: Path, resume: bool = False) -> tuple[list[dict], d
         seconds["score"] = time.perf_counter() - t
 
         # 2. Curate: the producer's filters decide which synthetic examples may be used at all.
-        if not accumulating:
+        # Deduplication reaches back over earlier generations only while their data stays in the pool.
+        if not accumulates(cfg.mixing, g) or g == max(start, 1) or not accumulates(cfg.mixing, g - 1):
             dedup = curate.Deduplicator(cfg.curate)
+            for h in range(1, g if accumulates(cfg.mixing, g) else 1):
+                dedup.keep(kept_texts(rundir.gen_dir(run_dir, h) / "synthetic"))
         dropped_by = curate.filter_synthetic(cfg, texts, ppl_gen0, dedup, x.lang, ppl_ceiling)
         synthetic.append(synth.take(dropped_by == curate.KEPT))
         with main_only(x.accelerator):

@@ -73,7 +73,7 @@ CURATION = [("synthetic_kept", "synthetic kept"), ("synthetic_dropped_dedup", "d
             ("detector_tpr", "detector TPR"), ("detector_fpr", "detector FPR"),
             ("z_synthetic_mean", "z synthetic"), ("z_human_mean", "z human")]
 
-IGNORED_KEYS = {"run.name", "run.out_dir", "run.seed", "run.gen0_from"}
+IGNORED_KEYS = {"run.name", "run.out_dir", "run.seed", "run.prefix_from", "run.prefix_until"}
 SUMMARY = ["ppl_human", "distinct_2", "self_bleu", "entropy", "tail_coverage", "synthetic_ppl_gen0_mean",
            "kl_per_word", "tail_mass_lost"]
 
@@ -138,10 +138,14 @@ def differing_keys(runs: list[Run]) -> list[str]:
 
 
 def _sweep_label(run: Run) -> str | None:
-    """A sweep run's name lists its own overrides (key=value,...): the label, without the seed."""
+    """A sweep run's name lists its own overrides (key=value,...), after its setting's name if it has one:
+    the label, without the seed."""
     parts = run.path.name.split(",")
-    if not all("=" in p and "." in p.partition("=")[0] for p in parts):
+    named = (run.path.parent / "sweep.json").is_file() and "=" not in parts[0]
+    if not all("=" in p and "." in p.partition("=")[0] for p in parts[named:]):
         return None
+    if named:
+        return ", ".join([parts[0], *(p for p in parts[1:] if not p.startswith("run.seed="))])
     kept = [p.partition("=") for p in parts if not p.startswith("run.seed=")]
     return ", ".join(f"{k.split('.')[-1]}={v}" for k, _, v in kept) or "run"
 
@@ -225,7 +229,7 @@ def markdown(groups: dict[str, list[Run]], runs: list[Run]) -> str:
             finite = mean[np.isfinite(mean)]
             cells.append(f"{finite[0]:.3g} → {finite[-1]:.3g}" if len(finite) else "-")
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    lines += early_warning(groups, runs) + curation_table(groups)
+    lines += early_warning(groups, runs) + curation_table(groups) + recovery_table(groups, runs)
     for key, title, unit, better in metrics_present:
         arrow = {True: " (higher is better)", False: " (lower is better)", None: ""}[better]
         lines += ["", f"## {title}", "", f"`{key}`, {unit}{arrow}.", "",
@@ -293,6 +297,13 @@ def curation_table(groups: dict[str, list[Run]]) -> list[str]:
 
 # ---------------------------------------------------------------------------------------------
 # Plots (matplotlib, headless).
+
+
+def recovery_table(groups: dict[str, list[Run]], runs: list[Run]) -> list[str]:
+    """The recovery table (testbed/recovery.py), when there are recovery runs."""
+    from testbed import recovery
+
+    return recovery.recovery_table(groups, runs)
 
 
 def plot_metrics(groups: dict[str, list[Run]], runs: list[Run], out: Path) -> Path:

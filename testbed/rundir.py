@@ -204,3 +204,39 @@ def prune_checkpoints(run: Path, generation: int, keep: str) -> None:
         return
     for g in range(1, generation):
         shutil.rmtree(gen_dir(run, g) / "model", ignore_errors=True)
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    """A hard link (files here are never changed in place: every write renames a new file over the old),
+    or a copy across file systems."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def take_generations(source: Path, run: Path, until: int) -> list[int]:
+    """Generations 0..until of run `source` become this run's: each folder not complete here yet is linked
+    (or copied) in whole, COMPLETE marker included, with source.json naming where it came from; then the
+    human baseline files and metrics.jsonl, so the run reads as one that computed them. Returns the
+    generations taken."""
+    taken = []
+    for g in range(until + 1):
+        if is_complete(run, g):
+            continue
+        target = gen_dir(run, g)
+        tmp = _tmp(target)
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(gen_dir(source, g), tmp, copy_function=_link_or_copy)
+        write_json(tmp / "source.json", {"prefix_from": str(source.resolve())})
+        shutil.rmtree(target, ignore_errors=True)  # a half-written generation of this run
+        os.rename(tmp, target)
+        taken.append(g)
+    for name in ("human_baseline.json", "human_samples.jsonl"):
+        if (source / name).is_file() and not (run / name).is_file():
+            _link_or_copy(str(source / name), str(_tmp(run / name)))
+            os.replace(_tmp(run / name), run / name)
+    if taken:
+        rows = [json.loads((gen_dir(run, g) / "metrics.json").read_text()) for g in range(completed(run, until))]
+        write_jsonl(run / "metrics.jsonl", rows)
+    return taken

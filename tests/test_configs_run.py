@@ -25,7 +25,7 @@ def test_sweep_configs_run_every_setting(name: str, tmp_path: Path):
     runs = [r for r in expand(config_module.load(path), {}) if "run.seed=0" in r.overrides]
     assert len(runs) == len(config_module.load(path).sweep.settings) >= 4
     for i, r in enumerate(runs):
-        shared = [f"run.gen0_from={tmp_path / 'run0'}"] if i else []
+        shared = [f"run.prefix_from={tmp_path / 'run0'}"] if i else []
         assert main(["run", str(path), *r.overrides, *scaled, *shared, f"run.name=run{i}"]) == 0, r.name
         rows = [json.loads(x) for x in (tmp_path / f"run{i}" / "metrics.jsonl").read_text().splitlines()]
         assert [row["generation"] for row in rows] == [0, 1] and rows[1]["ppl_human"] > 1

@@ -1,0 +1,84 @@
+"""The report's recovery table: runs that train on their own samples (replace) until generation k, then
+heal with human data (mixing.schedule), against the damage done by generation k.
+
+Per setting (one k and one healing setting, over seeds) and metric: the share of the damage undone,
+(m_k - m_healed) / (m_k - m_0), with m the mean over seeds at generation 0, at k and at the last (healed)
+generation; and the healing generations it took the metric to come back to generation 0's level, within
+the seed-to-seed noise of generation 0 (report.NOISE_SIGMAS standard deviations, as the early-warning table).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from testbed.report import NOISE_SIGMAS, Run, mean_std, series
+
+# The metrics of the table, head and tail separately where the runs have them.
+RECOVERY_METRICS = ["ppl_human", "ppl_human_head", "ppl_human_tail", "kl_per_word", "tail_coverage",
+                    "tail_token_mass", "tail_mass_lost", "grammatical_rate", "distinct_2", "entropy",
+                    "loglik_std_gen0"]
+
+
+def switch(config: dict) -> tuple[int, str] | None:
+    """(k, healing) of a recovery run: mixing.strategy replace, and a first schedule entry that brings
+    human data from generation k + 1 on (`healing`: its keys, e.g. 'fixed_fraction, human_fraction=1.0');
+    None for other runs."""
+    schedule = config.get("mixing.schedule") or []
+    if config.get("mixing.strategy") != "replace" or not schedule:
+        return None
+    entry = schedule[0]
+    if entry.get("strategy", "replace") == "replace":
+        return None
+    keys = ", ".join(f"{k}={v}" for k, v in entry.items() if k not in ("from_generation", "strategy"))
+    return entry["from_generation"] - 1, entry["strategy"] + (f", {keys}" if keys else "")
+
+
+def _phase_at(runs: list[Run], generation: int) -> str:
+    """The seeds' phases (metrics rows' `phase`) at a generation, e.g. 'late' or 'early/late'; '-' if absent."""
+    phases = sorted({row["phase"] for r in runs for row in r.rows if row["generation"] == generation
+                     and row.get("phase")})
+    return "/".join(phases) or "-"
+
+
+def recovery_cell(runs: list[Run], key: str, k: int, sigma0: float) -> str:
+    """'73% (2)': the share of the damage at generation k undone by the last generation, and the healing
+    generations until the metric was back within the noise of generation 0 ('-': not by the last); 'no
+    damage' when generation k itself is within that noise."""
+    g, mean, _ = series(runs, key)
+    at = dict(zip(g.tolist(), mean.tolist()))
+    m0, mk, healed = at.get(0, math.nan), at.get(k, math.nan), at.get(int(g[-1]), math.nan)
+    if not all(np.isfinite([m0, mk, healed, sigma0])):
+        return "-"
+    band = NOISE_SIGMAS * sigma0
+    if abs(mk - m0) <= band:
+        return "no damage"
+    direction = np.sign(mk - m0)
+    back = [int(h) - k for h, m in zip(g, mean) if h > k and np.isfinite(m) and (m - m0) * direction <= band]
+    return f"{(mk - healed) / (mk - m0):.0%} ({back[0] if back else '-'})"
+
+
+def recovery_table(groups: dict[str, list[Run]], runs: list[Run]) -> list[str]:
+    """Markdown: per recovery setting, the switch generation k, the healing, the phase at k and, per metric,
+    the share of the damage undone and the healing generations it took. Empty without recovery runs."""
+    settings = [(label, rs, switch(rs[0].config)) for label, rs in groups.items()]
+    settings = sorted([s for s in settings if s[2] is not None], key=lambda s: (s[2][1], s[2][0]))
+    if not settings:
+        return []
+    keys = [k for k in RECOVERY_METRICS if any(row.get(k) is not None for r in runs for row in r.rows)]
+    sigma = {k: mean_std([row.get(k) for r in runs for row in r.rows if row["generation"] == 0])[1] for k in keys}
+    lines = ["", "## Recovery: how much of the damage healing undoes", "",
+             "Runs trained on their own samples (replace) until generation k, then on human data. Cells: the share "
+             "of the damage at generation k undone by the last generation, (m_k − m_healed) / (m_k − m_0), means "
+             "over seeds (100%: back to generation 0; above: better than generation 0; below 0: worse than at k); "
+             f"in parentheses the healing generations until the metric was back within {NOISE_SIGMAS:g} standard "
+             "deviations of generation 0 across seeds (`-`: not by the last). `no damage`: generation k was "
+             "within that noise. Phase: the rows' `phase` at generation k.", "",
+             "| setting | k | healing | generations healed | phase at k | " + " | ".join(f"`{k}`" for k in keys) + " |",
+             "|---|---|---|---|---|" + "---|" * len(keys)]
+    for label, rs, (k, healing) in settings:
+        last = max(row["generation"] for r in rs for row in r.rows)
+        cells = [recovery_cell(rs, key, k, sigma[key]) for key in keys]
+        lines.append(f"| {label} | {k} | {healing} | {last - k} | {_phase_at(rs, k)} | " + " | ".join(cells) + " |")
+    return lines
