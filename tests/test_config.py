@@ -80,7 +80,8 @@ def test_schedule_gives_the_mixing_settings_of_each_generation():
                              "strategy: replace, human_pool: reuse}]"])
     at = {g: (m.strategy, m.human_fraction, m.human_pool) for g in range(1, 6) for m in [cfg.mixing.at(g)]}
     assert at == {1: ("fixed_fraction", 0.1, "fresh"), 2: ("fixed_fraction", 0.1, "fresh"),
-                  3: ("fixed_fraction", 1.0, "fresh"), 4: ("fixed_fraction", 1.0, "fresh"), 5: ("replace", 1.0, "reuse")}
+                  3: ("fixed_fraction", 1.0, "fresh"), 4: ("fixed_fraction", 1.0, "fresh"),
+                  5: ("replace", 1.0, "reuse")}
     assert isinstance(cfg.mixing.schedule[0]["human_fraction"], float)  # coerced as the key's type
 
 
