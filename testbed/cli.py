@@ -1,4 +1,4 @@
-"""Command line: testbed run | validate | sweep | report | paper-check | gaussian.
+"""Command line: testbed run | validate | sweep | report | paper-check | gaussian | categorical.
 
 User errors (config, data, model, run directory, a full disk) print one line and exit with code 2;
 --debug shows the traceback instead.
@@ -132,6 +132,24 @@ def cmd_gaussian(ns: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_categorical(ns: argparse.Namespace) -> int:
+    from testbed import categorical
+
+    for flag, value, least in (("--outcomes", ns.outcomes, 2), ("--samples", ns.samples, 2),
+                               ("--generations", ns.generations, 1), ("--repeats", ns.repeats, 2)):
+        if value < least:
+            raise ConfigError(f"{flag} must be at least {least}, got {value}")
+    if ns.samples > categorical.MAX_SAMPLES:
+        raise ConfigError(f"--samples must be at most {categorical.MAX_SAMPLES} (the exact chain is an (M+1) x (M+1) "
+                          f"matrix), got {ns.samples}")
+    if not ns.zipf >= 0:
+        raise ConfigError(f"--zipf must be a number >= 0, got {ns.zipf}")
+    out = Path(ns.out or f"runs/categorical-V{ns.outcomes}-M{ns.samples}-N{ns.generations}-R{ns.repeats}"
+                         f"-s{ns.zipf:g}-seed{ns.seed}")
+    categorical.run(ns.outcomes, ns.samples, ns.generations, ns.repeats, ns.zipf, ns.seed, out)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="testbed", description="Recursive fine-tuning and model-collapse metrics.")
     p.add_argument("--debug", action="store_true", help="show tracebacks for user errors")
@@ -186,6 +204,17 @@ def build_parser() -> argparse.ArgumentParser:
     gp.add_argument("--seed", type=int, default=0)
     gp.add_argument("--out", help="output directory (default runs/gaussian-M..-N..-R..-seed..)")
     gp.set_defaults(func=cmd_gaussian)
+
+    cp = sub.add_parser("categorical", help="the categorical refit toy: survival of rare outcomes against the "
+                                            "exact Markov chain")
+    cp.add_argument("--outcomes", type=int, default=1000, help="V: outcomes of the Zipf law")
+    cp.add_argument("--samples", type=int, default=1000, help="M: samples per generation (at most 2000)")
+    cp.add_argument("--generations", type=int, default=100, help="N")
+    cp.add_argument("--repeats", type=int, default=2000, help="R: independent chains")
+    cp.add_argument("--zipf", type=float, default=1.1, help="s: p_r proportional to r^-s")
+    cp.add_argument("--seed", type=int, default=0)
+    cp.add_argument("--out", help="output directory (default runs/categorical-V..-M..-N..-R..-s..-seed..)")
+    cp.set_defaults(func=cmd_categorical)
     return p
 
 

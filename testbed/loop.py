@@ -24,7 +24,7 @@ from accelerate import Accelerator, DataLoaderConfiguration
 from tqdm.auto import tqdm
 from transformers import AutoTokenizer
 
-from testbed import curate, language, rundir
+from testbed import curate, language, phases, rundir
 from testbed.config import Config, ConfigError, flatten, from_dict, prefix_diff, read_yaml, to_yaml
 from testbed.data import TokenizedCorpus, load_corpus, split_names, tokenize_corpus, windows
 from testbed.distributed import check_batch_split, from_main, main_only, map_rows
@@ -199,11 +199,12 @@ def train_generation(x: Inputs, model, train_set: Examples, g: int, step_offset:
                  log=lambda values, step: x.log(values, step_offset + step))
 
 
-def evaluate_generation(x: Inputs, model, gen0) -> tuple[dict, list[dict]]:
-    """A model's metrics row and per-sample records: fixed prompts and seed in every generation."""
+def evaluate_generation(x: Inputs, model, gen0, noise: bool = False) -> tuple[dict, list[dict]]:
+    """A model's metrics row and per-sample records: fixed prompts and seed in every generation; with `noise`
+    (generation 0) also the noise band of the phases."""
     with x.amp():
         samples = sample(model, x.cfg, x.es, x.tokenizer, seed_for(x.cfg.run.seed, EVAL))
-        return evaluate(model, gen0, x.cfg, x.es, samples, x.gt)
+        return evaluate(model, gen0, x.cfg, x.es, samples, x.gt, noise)
 
 
 def human_baseline(x: Inputs, gen0) -> tuple[dict, list[dict]]:
@@ -220,6 +221,8 @@ def save(x: Inputs, g: int, model, row: dict, records: list[dict], seconds: dict
          rows: list[dict]) -> None:
     """Checkpoint, per-sample records, metrics; the COMPLETE marker last. Wall times go beside the metrics,
     not in them, so a resumed run's metrics.jsonl equals an uninterrupted one's."""
+    row0 = rows[0] if rows else row
+    row["phase"] = phases.phase(row, row0, phases.row_band(row0))
     out = rundir.gen_dir(x.run_dir, g)
     rundir.save_pretrained(out / "model", model, x.tokenizer)
     rundir.write_jsonl(out / "samples.jsonl", [rundir.finite(r) for r in records])
@@ -296,7 +299,7 @@ def run(cfg: Config, run_dir: Path, resume: bool = False) -> tuple[list[dict], d
         with main_only(x.accelerator):
             if x.main:
                 t = time.perf_counter()
-                row, records = evaluate_generation(x, model, gen0)
+                row, records = evaluate_generation(x, model, gen0, noise=True)
                 seconds["evaluate"] = time.perf_counter() - t
                 row = rundir.finite({"generation": 0, **row, "ppl_human_zero_shot": zero_shot,
                                      **summarize(np.zeros(0), "synthetic_ppl_gen0"), **_train_record(result),
