@@ -10,6 +10,7 @@ the seed-to-seed noise of generation 0 (report.NOISE_SIGMAS standard deviations,
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 
@@ -82,3 +83,64 @@ def recovery_table(groups: dict[str, list[Run]], runs: list[Run]) -> list[str]:
         cells = [recovery_cell(rs, key, k, sigma[key]) for key in keys]
         lines.append(f"| {label} | {k} | {healing} | {last - k} | {_phase_at(rs, k)} | " + " | ".join(cells) + " |")
     return lines
+
+
+# The panels of the recovery figure (row key, title, log scale).
+PLOTTED = [("ppl_human", "Perplexity on human test text", True), ("ppl_human_tail", "… on rare target tokens", True),
+           ("tail_coverage", "Tail coverage", False), ("grammatical_rate", "Grammatical sentences", False)]
+
+
+def plot_recovery(groups: dict[str, list[Run]], out: Path) -> Path | None:
+    """recovery.png: per healing setting (columns) and metric (rows), the control that never heals (replace
+    settings without a schedule) and each switch generation k, mean and 95% CI over seeds, the switch
+    marked; None without recovery runs."""
+    healing: dict[str, list[tuple[int, str, list[Run]]]] = {}
+    for label, rs in groups.items():
+        if (s := switch(rs[0].config)) is not None:
+            healing.setdefault(s[1], []).append((s[0], label, rs))
+    if not healing:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    controls = [(label, rs) for label, rs in groups.items() if rs[0].config.get("mixing.strategy") == "replace"
+                and not rs[0].config.get("mixing.schedule")]
+    rows = [p for p in PLOTTED
+            if any(row.get(p[0]) is not None for rs in groups.values() for r in rs for row in r.rows)]
+    width = max(5.5 * len(healing), 8.0)
+    fig, axes = plt.subplots(len(rows), len(healing), figsize=(width, 2.9 * len(rows)), squeeze=False)
+    for col, (heal, settings) in enumerate(sorted(healing.items())):
+        colors = plt.cm.viridis(np.linspace(0, 0.85, len(settings)))
+        for row_i, (key, title, log) in enumerate(rows):
+            ax = axes[row_i, col]
+            for label, rs in controls:
+                g, mean, _ = series(rs, key)
+                ok = np.isfinite(mean)
+                ax.plot(g[ok], mean[ok], color="black", ls="--", lw=1.2, label=f"{label} (no healing)")
+            for color, (k, _, rs) in zip(colors, sorted(settings)):
+                g, mean, ci = series(rs, key)
+                ok = np.isfinite(mean)
+                ax.plot(g[ok], mean[ok], marker="o", ms=3, color=color, label=f"healed from k={k}")
+                band = ok & np.isfinite(ci)
+                if band.any():
+                    low = np.maximum(mean - ci, 0) if log else mean - ci
+                    ax.fill_between(g[band], low[band], (mean + ci)[band], color=color, alpha=0.2, lw=0)
+                ax.axvline(k + 0.5, color=color, lw=0.8, ls=":")
+            if log:
+                ax.set_yscale("log")
+            ax.set_title(f"{title}\nhealing: {heal}" if row_i == 0 else title, fontsize=9)
+            ax.set_xlabel("generation")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.grid(alpha=0.3)
+        axes[0, col].legend(fontsize=7)
+    fig.suptitle("Recovery: replace until generation k (dotted line), then human data\n(mean and 95% CI over seeds)",
+                 fontsize=11)
+    fig.subplots_adjust(left=0.8 / width, right=0.98, top=1 - 1.1 / fig.get_figheight(), bottom=0.6 / fig.get_figheight(),
+                        hspace=0.5, wspace=0.2)
+    path = out / "recovery.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

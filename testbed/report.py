@@ -346,6 +346,13 @@ def recovery_table(groups: dict[str, list[Run]], runs: list[Run]) -> list[str]:
     return recovery.recovery_table(groups, runs)
 
 
+def recovery_plots(groups: dict[str, list[Run]], out: Path) -> list[Path]:
+    """recovery.png (testbed/recovery.py), when there are recovery runs."""
+    from testbed import recovery
+
+    return [p for p in [recovery.plot_recovery(groups, out)] if p is not None]
+
+
 def plot_metrics(groups: dict[str, list[Run]], runs: list[Run], out: Path) -> Path:
     """Each metric against generation: a line per setting, a 95% CI band over seeds, human dashed."""
     import matplotlib
@@ -455,4 +462,4 @@ def write_report(paths: list[Path], out: Path | None = None) -> list[Path]:
     groups = group_settings(runs)
     md = out / "report.md"
     md.write_text(markdown(groups, runs), encoding="utf-8")
-    return [md, plot_metrics(groups, runs, out), plot_perplexity_histograms(groups, out)]
+    return [md, plot_metrics(groups, runs, out), plot_perplexity_histograms(groups, out)] + recovery_plots(groups, out)
