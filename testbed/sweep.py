@@ -363,7 +363,9 @@ def _load_plan(sweep_dir: Path) -> tuple[str, list[SweepRun], str]:
     if not f.is_file():
         raise rundir.RunDirError(f"{sweep_dir} is not a sweep directory (no sweep.json): start it with testbed sweep")
     plan_ = json.loads(f.read_text())
-    return plan_["config"], [SweepRun(**r) for r in plan_["runs"]], plan_["launcher"]
+    # Sweeps planned before shared prefixes recorded `gen0_from`: the same as prefix_from up to generation 0.
+    runs = [SweepRun(**{"prefix_from" if k == "gen0_from" else k: v for k, v in r.items()}) for r in plan_["runs"]]
+    return plan_["config"], runs, plan_["launcher"]
 
 
 def show_status(sweep_dir: Path) -> int:
