@@ -5,7 +5,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 import yaml
 
 from testbed import config
@@ -141,7 +143,11 @@ def test_schedule_run_resumes_after_a_kill_to_the_same_metrics(sweep_dir, tmp_pa
     assert proc.poll() is None, "the run ended before the kill point"
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=60) != 0 and not (run_dir / "gen_003" / "COMPLETE").exists()
-    assert main(["run", str(run_dir), "--resume"]) == 0
+    threads = torch.get_num_threads()
+    try:  # the sweep's runs computed with 1 thread (2 jobs on this machine's cores): the resume does too
+        assert main(["run", str(run_dir), "--resume"]) == 0
+    finally:  # and later in-process runs of this test session use the default again
+        torch.set_num_threads(threads)
     assert (run_dir / "metrics.jsonl").read_bytes() == (out / "heal,run.seed=1" / "metrics.jsonl").read_bytes()
 
 
@@ -188,19 +194,32 @@ def test_report_tables_and_plots(sweep_dir):
     _, out = sweep_dir
     runs = find_runs([out])
     groups = group_settings(runs)
-    assert sorted(groups) == ["strategy=accumulate", "strategy=replace"]
+    assert sorted(groups) == ["heal", "strategy=accumulate", "strategy=replace"]  # named settings: their name
     assert all(len(rs) == 2 for rs in groups.values())
     assert main(["report", str(out)]) == 0
     md = (out / "report.md").read_text()
-    assert "| strategy=replace | 2 | replace |" in md
+    assert "| strategy=replace | 2 | [] | replace | 2 |" in md  # mixing.schedule, mixing.strategy, run.generations
     assert "## Summary" in md and "`ppl_human`" in md
     assert "## Perplexity on human test text" in md
     ppl0 = [r.rows[0]["ppl_human"] for r in groups["strategy=replace"]]
     mean, std = sum(ppl0) / 2, abs(ppl0[0] - ppl0[1]) / math.sqrt(2)  # the sample std of two values
     table = md.split("## Perplexity on human test text")[1]
     row0 = next(line for line in table.splitlines() if line.startswith("| 0 |"))
-    assert row0.split(" | ")[2] == f"{mean:.2f} ± {std:.2f}"  # columns: generation, accumulate, replace
-    for png in ("metrics.png", "synthetic_ppl_gen0.png"):
+    assert row0.split(" | ")[3] == f"{mean:.2f} ± {std:.2f}"  # columns: generation, heal, accumulate, replace
+    # The recovery table: heal replaced until generation 2 and healed for 1; the share of ppl_human's damage
+    # undone, worked from the rows (unless generation 2 stayed within 2 sigma of generation 0's seeds).
+    recovery = md.split("## Recovery")[1].split("\n## ")[0]
+    heal_row = next(line for line in recovery.splitlines() if line.startswith("| heal |")).split(" | ")
+    assert heal_row[1:4] == ["2", "fixed_fraction, human_fraction=1.0", "1"]  # k, healing, generations healed
+    assert set(heal_row[4].split("/")) <= {"none", "early", "late"}  # the seeds' phases at k
+    ppl = np.array([[row["ppl_human"] for row in r.rows] for r in groups["heal"]]).mean(axis=0)
+    sigma0 = np.std([r.rows[0]["ppl_human"] for r in runs], ddof=1)
+    cell = heal_row[5]
+    if abs(ppl[2] - ppl[0]) <= 2 * sigma0:
+        assert cell == "no damage"
+    else:
+        assert cell.startswith(f"{(ppl[2] - ppl[3]) / (ppl[2] - ppl[0]):.0%} (")
+    for png in ("metrics.png", "synthetic_ppl_gen0.png", "recovery.png"):
         data = (out / png).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20000
     elsewhere = out.parent / "new" / "place"
