@@ -144,7 +144,7 @@ def test_schedule_run_resumes_after_a_kill_to_the_same_metrics(sweep_dir, tmp_pa
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=60) != 0 and not (run_dir / "gen_003" / "COMPLETE").exists()
     threads = torch.get_num_threads()
-    try:  # the sweep's runs computed with 1 thread (2 jobs on this machine's cores): the resume does too
+    try:  # the resume computes with the thread count the run recorded (the sweep gave each of 2 jobs a share)
         assert main(["run", str(run_dir), "--resume"]) == 0
     finally:  # and later in-process runs of this test session use the default again
         torch.set_num_threads(threads)
