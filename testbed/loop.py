@@ -248,6 +248,8 @@ def take_prefix(x: Inputs) -> None:
     """Generations 0..run.prefix_until of run.prefix_from instead of computing them (those not complete here
     yet): the run then continues from the next one as a resumed run would."""
     source, k = Path(x.cfg.run.prefix_from), x.cfg.run.prefix_until
+    if rundir.completed(x.run_dir, k) > k:  # taken before (a resume): the source need not exist any more
+        return
     if rundir.completed(source, k) <= k:
         raise rundir.RunDirError(f"run.prefix_from: {source} has not completed generations 0..{k}")
     differ = prefix_diff(from_dict(read_yaml(source / "config.yaml")), x.cfg, k)
