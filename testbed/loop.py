@@ -255,7 +255,7 @@ def take_prefix(x: Inputs) -> None:
     differ = prefix_diff(from_dict(read_yaml(source / "config.yaml")), x.cfg, k)
     if differ:
         raise ConfigError(f"config key 'run.prefix_from': {source} computed generations 0..{k} with other "
-                                 f"values of {', '.join(differ)}")
+                          f"values of {', '.join(differ)}")
     if not (rundir.gen_dir(source, k) / "model").is_dir():
         raise rundir.RunDirError(f"run.prefix_from: {source} no longer holds the model of generation {k} "
                                  "(run.keep_checkpoints removed it)")

@@ -138,8 +138,8 @@ def plot_recovery(groups: dict[str, list[Run]], out: Path) -> Path | None:
         axes[0, col].legend(fontsize=7)
     fig.suptitle("Recovery: replace until generation k (dotted line), then human data\n(mean and 95% CI over seeds)",
                  fontsize=11)
-    fig.subplots_adjust(left=0.8 / width, right=0.98, top=1 - 1.1 / fig.get_figheight(), bottom=0.6 / fig.get_figheight(),
-                        hspace=0.5, wspace=0.2)
+    height = fig.get_figheight()
+    fig.subplots_adjust(left=0.8 / width, right=0.98, top=1 - 1.1 / height, bottom=0.6 / height, hspace=0.5, wspace=0.2)
     path = out / "recovery.png"
     fig.savefig(path, dpi=110)
     plt.close(fig)
