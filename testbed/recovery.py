@@ -14,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from testbed.report import NOISE_SIGMAS, Run, mean_std, series
+from testbed import phases
+from testbed.report import NOISE_SIGMAS, Run, mean_std, series, setting_phases
 
 # The metrics of the table, head and tail separately where the runs have them.
 RECOVERY_METRICS = ["ppl_human", "ppl_human_head", "ppl_human_tail", "kl_per_word", "tail_coverage",
@@ -36,11 +37,14 @@ def switch(config: dict) -> tuple[int, str] | None:
     return entry["from_generation"] - 1, entry["strategy"] + (f", {keys}" if keys else "")
 
 
-def _phase_at(runs: list[Run], generation: int) -> str:
-    """The seeds' phases (metrics rows' `phase`) at a generation, e.g. 'late' or 'early/late'; '-' if absent."""
-    phases = sorted({row["phase"] for r in runs for row in r.rows if row["generation"] == generation
-                     and row.get("phase")})
-    return "/".join(phases) or "-"
+def _phase_at(rs: list[Run], runs: list[Run], generation: int) -> str:
+    """The phase of the setting's mean over seeds at a generation, as the report's phase table gives it (the
+    band: generation 0's spread across the seeds of all runs; one seed: the run's own bootstrap band)."""
+    several = len({r.config.get("run.seed") for r in runs}) >= 2
+    zero = [row for r in runs for row in r.rows if row["generation"] == 0]
+    band = phases.seed_band(zero, NOISE_SIGMAS) if several else phases.row_band(rs[0].rows[0])
+    generations, labels = setting_phases(rs, band)
+    return dict(zip(generations, labels)).get(generation, "-")
 
 
 def recovery_cell(runs: list[Run], key: str, k: int, sigma0: float) -> str:
@@ -75,13 +79,14 @@ def recovery_table(groups: dict[str, list[Run]], runs: list[Run]) -> list[str]:
              "over seeds (100%: back to generation 0; above: better than generation 0; below 0: worse than at k); "
              f"in parentheses the healing generations until the metric was back within {NOISE_SIGMAS:g} standard "
              "deviations of generation 0 across seeds (`-`: not by the last). `no damage`: generation k was "
-             "within that noise. Phase: the rows' `phase` at generation k.", "",
+             "within that noise. Phase at k: as in the phase table, of the mean over seeds.", "",
              "| setting | k | healing | generations healed | phase at k | " + " | ".join(f"`{k}`" for k in keys) + " |",
              "|---|---|---|---|---|" + "---|" * len(keys)]
     for label, rs, (k, healing) in settings:
         last = max(row["generation"] for r in rs for row in r.rows)
         cells = [recovery_cell(rs, key, k, sigma[key]) for key in keys]
-        lines.append(f"| {label} | {k} | {healing} | {last - k} | {_phase_at(rs, k)} | " + " | ".join(cells) + " |")
+        lines.append(f"| {label} | {k} | {healing} | {last - k} | {_phase_at(rs, runs, k)} | " + " | ".join(cells)
+                     + " |")
     return lines
 
 

@@ -283,6 +283,15 @@ def early_warning(groups: dict[str, list[Run]], runs: list[Run]) -> list[str]:
     return lines
 
 
+def setting_phases(rs: list[Run], band: dict[str, float]) -> tuple[list[int], list[str]]:
+    """The generations of one setting and the phase of its mean over seeds at each."""
+    columns = {k: series(rs, k) for k in phases.SIGNALS}
+    generations = sorted({row["generation"] for r in rs for row in r.rows})
+    mean_rows = [{"generation": g, **{k: float(m[list(gs).index(g)]) for k, (gs, m, _) in columns.items()
+                                      if g in gs}} for g in generations]
+    return generations, phases.phases(mean_rows, band)
+
+
 def phase_table(groups: dict[str, list[Run]], runs: list[Run]) -> list[str]:
     """Markdown: per setting, the phase (testbed/phases.py) of the mean over seeds at each generation, and the
     first generation of the early and the late phase. The band is the early-warning table's: NOISE_SIGMAS
@@ -304,11 +313,7 @@ def phase_table(groups: dict[str, list[Run]], runs: list[Run]) -> list[str]:
              "Computed on the mean over seeds; `-`: not reached.", "",
              "| setting | first early | first late | phase by generation (0, 1, ...) |", "|---|---|---|---|"]
     for label, rs in groups.items():
-        columns = {k: series(rs, k) for k in phases.SIGNALS}
-        generations = sorted({row["generation"] for r in rs for row in r.rows})
-        mean_rows = [{"generation": g, **{k: float(m[list(gs).index(g)]) for k, (gs, m, _) in columns.items()
-                                          if g in gs}} for g in generations]
-        labels = phases.phases(mean_rows, band if several else phases.row_band(rs[0].rows[0]))
+        generations, labels = setting_phases(rs, band if several else phases.row_band(rs[0].rows[0]))
         first = phases.first_generations(generations, labels)
         cells = [str(first[p]) if first[p] is not None else "-" for p in ("early", "late")]
         lines.append(f"| {label} | {cells[0]} | {cells[1]} | {' '.join(labels)} |")
