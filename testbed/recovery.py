@@ -48,9 +48,9 @@ def _phase_at(rs: list[Run], runs: list[Run], generation: int) -> str:
 
 
 def recovery_cell(runs: list[Run], key: str, k: int, sigma0: float) -> str:
-    """'73% (2)': the share of the damage at generation k undone by the last generation, and the healing
-    generations until the metric was back within the noise of generation 0 ('-': not by the last); 'no
-    damage' when generation k itself is within that noise."""
+    """'73% (2)': the share of the damage at generation k undone by the last generation (of log perplexity
+    for perplexities), and the healing generations until the metric was back within the noise of generation 0
+    ('-': not by the last); 'no damage' when generation k itself is within that noise."""
     g, mean, _ = series(runs, key)
     at = dict(zip(g.tolist(), mean.tolist()))
     m0, mk, healed = at.get(0, math.nan), at.get(k, math.nan), at.get(int(g[-1]), math.nan)
@@ -61,6 +61,8 @@ def recovery_cell(runs: list[Run], key: str, k: int, sigma0: float) -> str:
         return "no damage"
     direction = np.sign(mk - m0)
     back = [int(h) - k for h, m in zip(g, mean) if h > k and np.isfinite(m) and (m - m0) * direction <= band]
+    if key.startswith("ppl_"):  # perplexities move by factors: the share of the damage on the log scale
+        m0, mk, healed = np.log([m0, mk, healed])
     return f"{(mk - healed) / (mk - m0):.0%} ({back[0] if back else '-'})"
 
 
@@ -76,7 +78,8 @@ def recovery_table(groups: dict[str, list[Run]], runs: list[Run]) -> list[str]:
     lines = ["", "## Recovery: how much of the damage healing undoes", "",
              "Runs trained on their own samples (replace) until generation k, then on human data. Cells: the share "
              "of the damage at generation k undone by the last generation, (m_k − m_healed) / (m_k − m_0), means "
-             "over seeds (100%: back to generation 0; above: better than generation 0; below 0: worse than at k); "
+             "over seeds, of log perplexity for perplexities (100%: back to generation 0; above: better than "
+             "generation 0; below 0: worse than at k); "
              f"in parentheses the healing generations until the metric was back within {NOISE_SIGMAS:g} standard "
              "deviations of generation 0 across seeds (`-`: not by the last). `no damage`: generation k was "
              "within that noise. Phase at k: as in the phase table, of the mean over seeds.", "",

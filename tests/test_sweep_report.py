@@ -207,7 +207,7 @@ def test_report_tables_and_plots(sweep_dir):
     row0 = next(line for line in table.splitlines() if line.startswith("| 0 |"))
     assert row0.split(" | ")[3] == f"{mean:.2f} ± {std:.2f}"  # columns: generation, heal, accumulate, replace
     # The recovery table: heal replaced until generation 2 and healed for 1; the share of ppl_human's damage
-    # undone, worked from the rows (unless generation 2 stayed within 2 sigma of generation 0's seeds).
+    # undone (log scale), worked from the rows (unless generation 2 stayed within 2 sigma of generation 0's seeds).
     recovery = md.split("## Recovery")[1].split("\n## ")[0]
     heal_row = next(line for line in recovery.splitlines() if line.startswith("| heal |")).split(" | ")
     assert heal_row[1:4] == ["2", "fixed_fraction, human_fraction=1.0", "1"]  # k, healing, generations healed
@@ -218,7 +218,8 @@ def test_report_tables_and_plots(sweep_dir):
     if abs(ppl[2] - ppl[0]) <= 2 * sigma0:
         assert cell == "no damage"
     else:
-        assert cell.startswith(f"{(ppl[2] - ppl[3]) / (ppl[2] - ppl[0]):.0%} (")
+        log = np.log(ppl)  # perplexities: the share of the damage on the log scale
+        assert cell.startswith(f"{(log[2] - log[3]) / (log[2] - log[0]):.0%} (")
     for png in ("metrics.png", "synthetic_ppl_gen0.png", "recovery.png"):
         data = (out / png).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20000
