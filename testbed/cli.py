@@ -1,4 +1,4 @@
-"""Command line: testbed run | validate | sweep | report | paper-check | gaussian.
+"""Command line: testbed run | validate | sweep | report | paper-check | gaussian | categorical.
 
 User errors (config, data, model, run directory, a full disk) print one line and exit with code 2;
 --debug shows the traceback instead.
@@ -103,7 +103,7 @@ def cmd_sweep(ns: argparse.Namespace) -> int:
     slurm = {"partition": ns.partition, "time_min": ns.time_min, "cpus_per_run": ns.cpus_per_run,
              "mem_gb": ns.mem_gb, "array_parallelism": ns.array_parallelism}
     return sweep.run_all(ns.config, ns.axes, ns.out, ns.list, launcher=ns.launcher, jobs=ns.jobs,
-                         gpus_per_run=ns.gpus_per_run, slurm_flags=slurm, wait=ns.wait, share=not ns.no_share_gen0)
+                         gpus_per_run=ns.gpus_per_run, slurm_flags=slurm, wait=ns.wait, share=not ns.no_share)
 
 
 def cmd_report(ns: argparse.Namespace) -> int:
@@ -125,6 +125,24 @@ def cmd_gaussian(ns: argparse.Namespace) -> int:
 
     out = Path(ns.out or f"runs/gaussian-M{ns.samples}-N{ns.generations}-R{ns.repeats}-seed{ns.seed}")
     gaussian.run(ns.samples, ns.generations, ns.repeats, ns.seed, out)
+    return 0
+
+
+def cmd_categorical(ns: argparse.Namespace) -> int:
+    from testbed import categorical
+
+    for flag, value, least in (("--outcomes", ns.outcomes, 2), ("--samples", ns.samples, 2),
+                               ("--generations", ns.generations, 1), ("--repeats", ns.repeats, 2)):
+        if value < least:
+            raise ConfigError(f"{flag} must be at least {least}, got {value}")
+    if ns.samples > categorical.MAX_SAMPLES:
+        raise ConfigError(f"--samples must be at most {categorical.MAX_SAMPLES} (the exact chain is an (M+1) x (M+1) "
+                          f"matrix), got {ns.samples}")
+    if not ns.zipf >= 0:
+        raise ConfigError(f"--zipf must be a number >= 0, got {ns.zipf}")
+    out = Path(ns.out or f"runs/categorical-V{ns.outcomes}-M{ns.samples}-N{ns.generations}-R{ns.repeats}"
+                         f"-s{ns.zipf:g}-seed{ns.seed}")
+    categorical.run(ns.outcomes, ns.samples, ns.generations, ns.repeats, ns.zipf, ns.seed, out)
     return 0
 
 
@@ -156,8 +174,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--jobs", type=int, default=1, help="local: runs at once")
     s.add_argument("--gpus-per-run", type=int, help="GPUs each run gets (local: CUDA_VISIBLE_DEVICES)")
     s.add_argument("--wait", action="store_true", help="slurm: block until every run has finished")
-    s.add_argument("--no-share-gen0", action="store_true",
-                   help="train generation 0 in every run (by default runs that would train the same one share it)")
+    s.add_argument("--no-share", "--no-share-gen0", dest="no_share", action="store_true",
+                   help="compute every generation in every run (by default runs that would compute the same first "
+                        "generations share them)")
     for flag, kind, text in (("--partition", str, "partition"), ("--time-min", int, "time limit per run, minutes"),
                              ("--cpus-per-run", int, "CPUs per run"), ("--mem-gb", float, "memory per run"),
                              ("--array-parallelism", int, "runs at once, at most")):
@@ -181,6 +200,17 @@ def build_parser() -> argparse.ArgumentParser:
     gp.add_argument("--seed", type=int, default=0)
     gp.add_argument("--out", help="output directory (default runs/gaussian-M..-N..-R..-seed..)")
     gp.set_defaults(func=cmd_gaussian)
+
+    cp = sub.add_parser("categorical", help="the categorical refit toy: survival of rare outcomes against the "
+                                            "exact Markov chain")
+    cp.add_argument("--outcomes", type=int, default=1000, help="V: outcomes of the Zipf law")
+    cp.add_argument("--samples", type=int, default=1000, help="M: samples per generation (at most 2000)")
+    cp.add_argument("--generations", type=int, default=100, help="N")
+    cp.add_argument("--repeats", type=int, default=2000, help="R: independent chains")
+    cp.add_argument("--zipf", type=float, default=1.1, help="s: p_r proportional to r^-s")
+    cp.add_argument("--seed", type=int, default=0)
+    cp.add_argument("--out", help="output directory (default runs/categorical-V..-M..-N..-R..-s..-seed..)")
+    cp.set_defaults(func=cmd_categorical)
     return p
 
 

@@ -30,10 +30,12 @@ class RunConfig:
     seed: int = 0  # seeds everything: data, init, shuffling, generation, evaluation
     generations: int = 5  # recursive generations after generation 0 (models 0..N)
     keep_checkpoints: Literal["all", "last", "none"] = "all"  # gen_000 is always kept (it scores data)
-    # A finished run directory whose generation 0 this run takes instead of training its own (its model,
-    # tokenizer and training record): sweeps share one generation 0 among settings that differ only after
-    # it. The two configs must agree on everything generation 0 depends on.
-    gen0_from: str | None = None
+    # A run directory whose generations 0..prefix_until this run takes instead of computing them (their
+    # folders, synthetic sets and metrics rows; then it continues from prefix_until + 1): sweeps share each
+    # common prefix among runs that differ only after it. The two configs must agree on everything those
+    # generations depend on (config.prefix_values).
+    prefix_from: str | None = None
+    prefix_until: int = 0
     log_with: Literal["none", "tensorboard", "wandb"] = "none"  # trackers through accelerate: loss, lr, metrics
     # CPU runs: torch's thread count. null: torch's default (the core count), written into the run's
     # config.yaml, so that a resume uses the same count: sums split over other counts round differently.
@@ -134,6 +136,16 @@ class MixingConfig:
     # generation gets human blocks no earlier generation saw, from the training split beyond
     # data.max_train_blocks (the "fresh data loop")
     human_pool: Literal["reuse", "fresh"] = "reuse"
+    # Mixing that changes by generation: entries {from_generation: k, <keys above>}, in increasing k
+    # (1..run.generations); each sets the keys it names from generation k on, the others keep their values.
+    # The keys above hold from generation 1 until the first entry.
+    schedule: list[dict[str, Any]] = field(default_factory=list)
+
+    def at(self, generation: int) -> MixingConfig:
+        """The mixing settings of `generation` (>= 1): these keys with every schedule entry up to it applied."""
+        values = {k: v for entry in self.schedule if entry["from_generation"] <= generation
+                  for k, v in entry.items() if k != "from_generation"}
+        return dataclasses.replace(self, schedule=[], **values)
 
 
 @dataclass
@@ -280,13 +292,22 @@ def _require(ok: bool, key: str, problem: str) -> None:
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=,-]*$")
 
 
+def is_plain_name(name: str) -> bool:
+    """A name usable as a directory name: letters, digits, . _ = , - (not starting with a symbol, no '..')."""
+    return bool(_NAME.match(name)) and ".." not in name
+
+
 def check(cfg: Config) -> None:
     """Raise ConfigError naming the first key whose value is out of range or inconsistent."""
     r, d, t, m, g, x, e = cfg.run, cfg.data, cfg.train, cfg.model, cfg.generation, cfg.mixing, cfg.eval
     _require(r.generations >= 1, "run.generations", f"must be at least 1, got {r.generations}")
+    _require(0 <= r.prefix_until <= r.generations, "run.prefix_until",
+             f"must be in 0..run.generations={r.generations}, got {r.prefix_until}")
+    _require(r.prefix_until == 0 or r.prefix_from is not None, "run.prefix_until",
+             "needs run.prefix_from (the run whose generations this run takes)")
     _require(r.threads is None or r.threads >= 1, "run.threads", f"must be at least 1 or null, got {r.threads}")
     _require(
-        r.name is None or (bool(_NAME.match(r.name)) and ".." not in r.name),
+        r.name is None or is_plain_name(r.name),
         "run.name",
         f"{r.name!r} must be a plain directory name (letters, digits, . _ - = ,), not a path",
     )
@@ -323,10 +344,8 @@ def check(cfg: Config) -> None:
     _check_decoding(e.decoding, "eval.decoding.")
     _require(g.batch_size >= 1, "generation.batch_size", "must be at least 1")
 
-    _require(0 <= x.human_fraction <= 1, "mixing.human_fraction",
-             f"must be a fraction in [0, 1], got {x.human_fraction}")
-    _require(x.human_pool == "reuse" or x.strategy == "fixed_fraction", "mixing.human_pool",
-             f"fresh applies to mixing.strategy=fixed_fraction, not {x.strategy}")
+    _check_mixing(x, "mixing.", "")
+    check_schedule(x, r.generations)
 
     w, c = g.watermark, cfg.curate
     _require(0 < w.greenlist_ratio < 1, "generation.watermark.greenlist_ratio", "must be in (0, 1)")
@@ -385,6 +404,40 @@ def _check_decoding(d: GenerationConfig | EvalDecodingConfig, prefix: str) -> No
     for key, (ok, problem) in rules.items():
         value = getattr(d, key)
         _require(value is None or ok(value), prefix + key, f"{problem}, got {value}")
+
+
+def _check_mixing(x: MixingConfig, prefix: str, inherited: str) -> None:
+    """The mixing keys' ranges, for the top level or (prefix 'mixing.schedule[i].') one entry's settings."""
+    _require(0 <= x.human_fraction <= 1, f"{prefix}human_fraction",
+             f"must be a fraction in [0, 1], got {x.human_fraction}")
+    _require(x.human_pool == "reuse" or x.strategy == "fixed_fraction", f"{prefix}human_pool",
+             f"fresh{inherited} applies to strategy fixed_fraction, not {x.strategy}")
+
+
+def check_schedule(x: MixingConfig, generations: int) -> None:
+    """mixing.schedule: mappings with from_generation increasing within 1..generations and known mixing
+    keys of the right types (coerced in place, e.g. 1 -> 1.0); the settings each entry yields in range."""
+    hints = {k: v for k, v in _hints(MixingConfig).items() if k != "schedule"}
+    previous = 0
+    for i, entry in enumerate(x.schedule):
+        key = f"mixing.schedule[{i}]"
+        _require(isinstance(entry, dict), key, f"expected a mapping {{from_generation: k, <mixing keys>}}, "
+                                               f"got {entry!r}")
+        for name in entry:
+            if name != "from_generation" and name not in hints:
+                hint = difflib.get_close_matches(str(name), ["from_generation", *hints], n=1)
+                extra = f" (did you mean '{key}.{hint[0]}'?)" if hint else ""
+                raise ConfigError(f"unknown config key '{key}.{name}'{extra}")
+        _require("from_generation" in entry, f"{key}.from_generation", "is required (the first generation "
+                                                                        "the entry applies to)")
+        k = _coerce(entry["from_generation"], int, f"{key}.from_generation", from_cli=False)
+        _require(previous < k <= generations, f"{key}.from_generation",
+                 f"must be in {previous + 1}..run.generations={generations} (entries in increasing order), got {k}")
+        previous = k
+        for name, value in entry.items():
+            if name != "from_generation":
+                entry[name] = _coerce(value, hints[name], f"{key}.{name}", from_cli=False)
+        _check_mixing(x.at(k), f"{key}.", " (set here or before)")
 
 
 def check_lengths(cfg: Config, context: int, source: str) -> None:
@@ -576,24 +629,40 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-# Keys generation 0's training never reads: runs that differ only in these can share one generation 0.
-AFTER_GEN0 = ("run.name", "run.out_dir", "run.generations", "run.keep_checkpoints", "run.gen0_from", "run.log_with",
-              "generation.", "mixing.", "curate.", "eval.", "sweep.", "train.init", "train.eos_between_examples")
+# Keys that decide none of a run's generations (its name, length, bookkeeping, the sweep around it).
+NOT_DECIDING = ("run.name", "run.out_dir", "run.generations", "run.keep_checkpoints", "run.prefix_from",
+                "run.prefix_until", "run.log_with", "sweep.")
+# Keys that generation 0 (its training and its metrics row) does not read: they act from generation 1 on.
+AFTER_GEN0 = ("mixing.", "curate.", "train.init", "train.eos_between_examples", "generation.watermark.")
 
 
-def gen0_values(cfg: Config) -> dict[str, Any]:
-    """The values (dotted keys) that decide what generation 0 learns: two runs that agree on them train the
-    same generation 0, so one of them can take it from the other (run.gen0_from)."""
-    values = {k: v for k, v in flatten(cfg.to_dict()).items() if not k.startswith(AFTER_GEN0)}
-    if cfg.train.gen0_epochs is not None:
-        values.pop("train.epochs")  # generation 0 trains for gen0_epochs
-    return values
+def prefix_values(cfg: Config, k: int) -> dict[str, Any]:
+    """The values (dotted keys) that decide generations 0..k: their models, synthetic sets and metrics rows.
+    Two runs that agree on them compute the same generations 0..k, so one can take them from the other
+    (run.prefix_from). Generation 1 on reads every key but the bookkeeping ones, and the mixing settings of
+    generations 1..k only (mixing.schedule beyond k does not matter)."""
+    values = {key: v for key, v in flatten(cfg.to_dict()).items() if not key.startswith(NOT_DECIDING)}
+    if k == 0:
+        values = {key: v for key, v in values.items() if not key.startswith(AFTER_GEN0)}
+        if cfg.train.gen0_epochs is not None:
+            values.pop("train.epochs")  # generation 0 trains for gen0_epochs
+        return values
+    values = {key: v for key, v in values.items() if not key.startswith("mixing.")}
+    return {**values, "mixing": [dataclasses.asdict(cfg.mixing.at(g)) for g in range(1, k + 1)]}
 
 
-def gen0_diff(a: Config, b: Config) -> list[str]:
-    """Keys whose values differ between two configs and change what generation 0 learns."""
-    va, vb = gen0_values(a), gen0_values(b)
-    return sorted(k for k in va.keys() | vb.keys() if va.get(k) != vb.get(k))
+def prefix_diff(a: Config, b: Config, k: int) -> list[str]:
+    """Keys whose values differ between two configs and change what generations 0..k compute."""
+    va, vb = prefix_values(a, k), prefix_values(b, k)
+    return sorted(key for key in va.keys() | vb.keys() if va.get(key) != vb.get(key))
+
+
+def shared_prefix(a: Config, b: Config) -> int:
+    """The last generation k such that runs of `a` and `b` compute the same generations 0..k; -1 if none."""
+    k = -1
+    while k < min(a.run.generations, b.run.generations) and not prefix_diff(a, b, k + 1):
+        k += 1
+    return k
 
 
 def diff(a: Config, b: Config) -> list[str]:

@@ -90,20 +90,22 @@ def human_samples(es: EvalSet, tokenizer) -> Samples:
 
 
 def evaluate(model, gen0, cfg: Config, es: EvalSet, samples: Samples,
-             gt: GroundTruth | None) -> tuple[dict, list[dict]]:
+             gt: GroundTruth | None, noise: bool = False) -> tuple[dict, list[dict]]:
     """A model's metrics row and one record per evaluation sample: `model_metrics` on human test text,
-    `sample_metrics` on its samples, and the gap between its perplexity on human text and on its own."""
-    row = model_metrics(model, cfg, es, gt)
-    sample_row, records = sample_metrics(samples, gen0, model, cfg, es, gt)
+    `sample_metrics` on its samples, and the gap between its perplexity on human text and on its own.
+    With `noise` (generation 0), also the `noise_<signal>` keys of the phase signals (see `bootstrap_noise`)."""
+    row = model_metrics(model, cfg, es, gt, noise)
+    sample_row, records = sample_metrics(samples, gen0, model, cfg, es, gt, noise)
     return {**row, **sample_row, "ppl_gap": metrics.ppl_gap(row["ppl_human"], sample_row["ppl_self"])}, records
 
 
 def evaluate_generation(model, gen0, cfg: Config, es: EvalSet, tokenizer, gt: GroundTruth | None,
-                        seed: int) -> tuple[dict, list[dict]]:
+                        seed: int, noise: bool = False) -> tuple[dict, list[dict]]:
     """The evaluation stage: a model's metrics row and per-sample records, from the same prompts, seed and
-    decoding in every generation, under the run's autocast."""
+    decoding in every generation, under the run's autocast; with `noise` (generation 0) also the noise band
+    of the phases."""
     with autocast(cfg.train.precision, next(model.parameters()).device):
-        return evaluate(model, gen0, cfg, es, sample(model, cfg, es, tokenizer, seed), gt)
+        return evaluate(model, gen0, cfg, es, sample(model, cfg, es, tokenizer, seed), gt, noise)
 
 
 def human_baseline(gen0, cfg: Config, es: EvalSet, tokenizer, gt: GroundTruth | None,
@@ -118,20 +120,36 @@ def human_baseline(gen0, cfg: Config, es: EvalSet, tokenizer, gt: GroundTruth | 
             "ppl_gen0_per_sequence": ppl}, records
 
 
-def model_metrics(model, cfg: Config, es: EvalSet, gt: GroundTruth | None) -> dict:
-    """On human test text, in one pass: perplexity, mean next-token entropy, the share of confident
-    (p >= 0.99) positions, the effective rank of the representations; on the built-in language also the
-    estimated KL(language || model)."""
-    stats = metrics.next_token_stats(model, es.test_blocks, cfg.eval.batch_size, with_rank=True)
-    row = {"ppl_human": stats["perplexity"], "token_entropy": stats["token_entropy"],
+def token_groups(es: EvalSet, tail_tokens: int) -> dict[str, np.ndarray]:
+    """Target tokens by their frequency in the human training text: `head`, the most frequent ids that make up
+    half its tokens; `tail`, every id outside its `tail_tokens` most frequent (never-seen ids included)."""
+    return {"head": metrics.head_tokens(es.human_tokens, es.vocab_size, 0.5),
+            "tail": ~metrics.frequent_tokens(es.human_tokens, tail_tokens, es.vocab_size)}
+
+
+def model_metrics(model, cfg: Config, es: EvalSet, gt: GroundTruth | None, noise: bool = False) -> dict:
+    """On human test text, in one pass: perplexity, overall and split by how frequent the target token is in
+    the human training text (`ppl_human_head`, `ppl_human_tail`, see token_groups), mean next-token entropy,
+    the share of confident (p >= 0.99) positions, the effective rank of the representations; on the
+    built-in language also the estimated KL(language || model). With `noise`, the bootstrap std over test
+    blocks of the head and tail perplexities."""
+    stats = metrics.next_token_stats(model, es.test_blocks, cfg.eval.batch_size, with_rank=True,
+                                     groups=token_groups(es, cfg.eval.tail_tokens))
+    row = {"ppl_human": stats["perplexity"], "ppl_human_head": stats["perplexity_head"],
+           "ppl_human_tail": stats["perplexity_tail"], "token_entropy": stats["token_entropy"],
            "confident_share": stats["confident_share"], "effective_rank": stats["effective_rank"]}
+    if noise:
+        nll, count = stats["block_nll"], stats["block_count"]
+        row.update(bootstrap_noise(len(es.test_blocks), {
+            f"ppl_human_{g}": lambda b, g=g: metrics.pooled_perplexity(nll[g][b], count[g][b])
+            for g in ("head", "tail")}, cfg.run.seed))
     if gt is not None:
         row["kl_per_word"] = kl_per_word(model, gt, cfg.eval.batch_size)
     return row
 
 
 def sample_metrics(samples: Samples, gen0, model, cfg: Config, es: EvalSet,
-                   gt: GroundTruth | None) -> tuple[dict, list[dict]]:
+                   gt: GroundTruth | None, noise: bool = False) -> tuple[dict, list[dict]]:
     """Metrics of a set of samples and a record per sample. With `model` None (human text) the measures
     under the model itself (ppl_self, loglik_std_self) are left out.
 
@@ -140,6 +158,7 @@ def sample_metrics(samples: Samples, gen0, model, cfg: Config, es: EvalSet,
     human training tokens; embedding diversity under generation 0; on the built-in language, the samples'
     exact quality. Records: prompt, text, length, perplexity under generation 0 and under the model,
     rep-4, and on the built-in language whether every sentence is grammatical and their true log P.
+    With `noise`, the bootstrap std over samples of the sample signals of the phase rule (`sample_noise`).
     """
     e = cfg.eval
     nll0, count0 = metrics.sequence_nll(gen0, samples.ids, samples.lengths, e.batch_size)
@@ -157,6 +176,8 @@ def sample_metrics(samples: Samples, gen0, model, cfg: Config, es: EvalSet,
     scores = score_sentences(samples.texts, gt, cfg.generation.mode == "prompted") if gt is not None else None
     if scores is not None:
         row.update(sample_quality(samples.texts, gt, scores))
+    if noise:
+        row.update(sample_noise(samples, nll0, count0, scores, cfg, es, gt))
     ppl0, rep = per_sequence(nll0, count0), metrics.rep_n_per_sample(samples.texts, 4)
     records = []
     for i, (prompt, text) in enumerate(zip(samples.prompts, samples.texts)):
@@ -221,6 +242,51 @@ def sample_quality(texts: list[str], gt: GroundTruth, scores: SentenceScores) ->
         "grammatical_rate": float(ok.mean()) if len(ok) else math.nan,
         "tail_mass_lost": float(gt.word_p[~np.isin(gt.vocab, produced)].sum()),
     }
+
+
+# Resamples of the bootstrap behind the noise band of a single run's phases: the std of a std estimate from
+# B resamples is off by about 1 / sqrt(2 (B - 1)), 13% here.
+NOISE_RESAMPLES = 32
+
+
+def bootstrap_noise(n: int, statistics: dict, seed: int, resamples: int = NOISE_RESAMPLES) -> dict[str, float]:
+    """`noise_<key>`: the std (ddof 1) of each statistic over bootstrap resamples of its n units (samples or
+    test blocks), drawn with replacement; each statistic maps an index array to a value. The same resamples
+    for every statistic; NaN values are left out (NaN if fewer than two are left)."""
+    rng = np.random.default_rng([seed, n])
+    draws = rng.integers(0, n, size=(resamples, n)) if n else np.zeros((resamples, 0), dtype=np.int64)
+    out = {}
+    for key, stat in statistics.items():
+        values = np.array([stat(b) for b in draws], dtype=float)
+        values = values[np.isfinite(values)]
+        out[f"noise_{key}"] = float(values.std(ddof=1)) if len(values) > 1 else math.nan
+    return out
+
+
+def sample_noise(samples: Samples, nll0: np.ndarray, count0: np.ndarray, scores: SentenceScores | None,
+                 cfg: Config, es: EvalSet, gt: GroundTruth | None) -> dict[str, float]:
+    """The bootstrap std over evaluation samples (see bootstrap_noise) of the sample signals of the phase rule:
+    tail coverage, tail-token mass, the spread of log-likelihood under generation 0, unigram entropy,
+    distinct-2, and on the built-in language the grammatical rate and the tail mass lost."""
+    texts = np.array(samples.texts, dtype=object)
+    valid = metrics.valid_mask(samples.ids, samples.lengths)
+    frequent = metrics.frequent_tokens(es.human_tokens, cfg.eval.tail_tokens, es.vocab_size)
+    tail_tokens = (valid & ~frequent[np.where(valid, samples.ids, 0)]).sum(axis=1)
+    tokens = valid.sum(axis=1)
+    stats = {
+        "tail_coverage": lambda b: metrics.tail_coverage(list(texts[b]), es.tail),
+        "tail_token_mass": lambda b: tail_tokens[b].sum() / tokens[b].sum() if tokens[b].sum() else math.nan,
+        "loglik_std_gen0": lambda b: metrics.loglik_std(nll0[b], count0[b]),
+        "entropy": lambda b: metrics.entropy(list(texts[b])),
+        "distinct_2": lambda b: metrics.distinct_n(list(texts[b]), 2),
+    }
+    if scores is not None:
+        ok = np.array([np.isfinite(v).sum() for v in scores.logp])
+        sentences = np.array([len(v) for v in scores.logp])
+        produced = np.array([np.isin(gt.vocab, t.split()) for t in samples.texts]).reshape(len(texts), -1)
+        stats["grammatical_rate"] = lambda b: ok[b].sum() / sentences[b].sum() if sentences[b].sum() else math.nan
+        stats["tail_mass_lost"] = lambda b: float(gt.word_p[~produced[b].any(axis=0)].sum())
+    return bootstrap_noise(len(texts), stats, cfg.run.seed)
 
 
 def kl_per_word(model, gt: GroundTruth, batch_size: int) -> float:

@@ -26,7 +26,7 @@ from accelerate import Accelerator, DataLoaderConfiguration
 from tqdm.auto import tqdm
 from transformers import AutoTokenizer
 
-from testbed import config, curate, evaluation, generate, language, mixing, rundir, train
+from testbed import config, curate, evaluation, generate, language, mixing, phases, rundir, train
 from testbed.config import Config
 from testbed.data import TokenizedCorpus, load_corpus, split_names, tokenize_corpus, windows
 from testbed.distributed import check_batch_split, from_main, on_main
@@ -130,12 +130,16 @@ def prepare(cfg: Config, run_dir: Path, resume: bool) -> tuple[Context, State]:
         os.environ["TQDM_DISABLE"] = "1"
 
     start = rundir.completed(run_dir, cfg.run.generations) if resume else 0
+    prefix = rundir.check_prefix(cfg, run_dir)  # generations 0..run.prefix_until come from another run
+    if prefix is not None:
+        start = cfg.run.prefix_until + 1
     text = load_corpus(cfg.data, cfg.run.seed)
     tokenizer = _tokenizer(cfg, run_dir, resume, text.train, accelerator)
     corpus = tokenize_corpus(text, tokenizer, cfg.data, split_names(cfg.data))
     human, fresh = mixing.human_examples(corpus.train), mixing.human_examples(corpus.train_pool)
-    mixing.check_fresh_pool(cfg.mixing, cfg.generation.num_samples or len(human), cfg.run.generations, len(fresh))
-    model = base_model(cfg, tokenizer) if start == 0 else _load(run_dir, start - 1, accelerator)
+    mixing.check_fresh_pool(cfg.mixing, cfg.generation.num_samples or len(human), cfg.run.generations, len(fresh),
+                            cap=len(human))
+    model = base_model(cfg, tokenizer) if start == 0 else _load(prefix or run_dir, start - 1, accelerator)
     model = model.to(accelerator.device)
     check_context(cfg, model)
     es = evaluation.eval_set(cfg, corpus, text.train, start_token(tokenizer),
@@ -146,7 +150,7 @@ def prepare(cfg: Config, run_dir: Path, resume: bool) -> tuple[Context, State]:
                            else 0, gen.max_new_tokens, "the human test split")
     ctx = Context(cfg, run_dir, accelerator, tokenizer, corpus, human, fresh, es, gt, reference,
                   gt.lang if gt is not None else None)
-    on_main(accelerator, _open_run_dir, cfg, run_dir, resume, tokenizer, accelerator)
+    on_main(accelerator, _open_run_dir, cfg, run_dir, resume, tokenizer, accelerator, prefix)
     if log_with:
         accelerator.init_trackers("testbed", config={k: v for k, v in config.flatten(cfg.to_dict()).items()
                                                       if isinstance(v, (int, float, str, bool))})
@@ -154,8 +158,8 @@ def prepare(cfg: Config, run_dir: Path, resume: bool) -> tuple[Context, State]:
 
 
 def _tokenizer(cfg: Config, run_dir: Path, resume: bool, train_lines: list[str], accelerator: Accelerator):
-    """The run's own saved tokenizer, or that of the run its generation 0 comes from, or a new one."""
-    shared = Path(cfg.run.gen0_from) / "tokenizer" if cfg.run.gen0_from else None
+    """The run's own saved tokenizer, or that of the run its first generations come from, or a new one."""
+    shared = Path(cfg.run.prefix_from) / "tokenizer" if cfg.run.prefix_from else None
     saved = run_dir / "tokenizer" if resume else shared
     if saved is not None and saved.is_dir():
         tokenizer = AutoTokenizer.from_pretrained(saved)
@@ -169,9 +173,11 @@ def _load(run_dir: Path, g: int, accelerator: Accelerator):
     return load_model(str(rundir.gen_dir(run_dir, g) / "model")).to(accelerator.device)
 
 
-def _open_run_dir(cfg: Config, run_dir: Path, resume: bool, tokenizer, accelerator: Accelerator) -> None:
+def _open_run_dir(cfg: Config, run_dir: Path, resume: bool, tokenizer, accelerator: Accelerator,
+                  prefix: Path | None) -> None:
     """A new run's directory with its config and tokenizer; a resumed one cleaned of half-done writes, its
-    config updated when the resume changes it (--allow-config-change). env.json records every start."""
+    config updated when the resume changes it (--allow-config-change); the generations it takes from
+    `prefix` (run.prefix_from) linked in. env.json records every start."""
     def first_files(d: Path) -> None:
         (d / "config.yaml").write_text(config.to_yaml(cfg), encoding="utf-8")
         tokenizer.save_pretrained(d / "tokenizer")
@@ -181,13 +187,15 @@ def _open_run_dir(cfg: Config, run_dir: Path, resume: bool, tokenizer, accelerat
     elif config.changes(config.from_dict(config.read_yaml(run_dir / "config.yaml")), cfg):
         rundir.write_text(run_dir / "config.yaml", config.to_yaml(cfg))
     rundir.remove_partial_writes(run_dir)
+    if prefix is not None:
+        rundir.take_generations(prefix, run_dir, cfg.run.prefix_until)
     rundir.write_environment(run_dir, accelerator)
 
 
 def restore(ctx: Context, model, start: int) -> State:
-    """The state generation `start` begins from: completed generations read back (their rows, curated
-    synthetic sets and the deduplication index), generation 0's model, and the detector's view of the human
-    text, decided once (oracle flags are seeded by the run)."""
+    """The state generation `start` begins from: completed generations read back (their rows and curated
+    synthetic sets), generation 0's model, and the detector's view of the human text, decided once (oracle
+    flags are seeded by the run)."""
     cfg, run_dir, seed = ctx.cfg, ctx.run_dir, ctx.cfg.run.seed
     if start > 0:
         tqdm.write(f"resuming {run_dir} at generation {start} ({start} complete)")
@@ -195,18 +203,24 @@ def restore(ctx: Context, model, start: int) -> State:
                   rows=rundir.read_rows(run_dir, start),
                   synthetic=[mixing.load_synthetic(rundir.gen_dir(run_dir, g) / "synthetic") for g in range(1, start)])
     state.steps = sum(r["train_steps"] for r in state.rows)
-    # Deduplication reaches back over earlier generations only when their data stays in the pool.
-    earlier = range(1, start) if _accumulating(cfg) else range(0)
-    state.dedup = curate.Deduplicator.rebuilt(
-        cfg.curate, [mixing.synthetic_texts(rundir.gen_dir(run_dir, g) / "synthetic") for g in earlier])
     device = ctx.accelerator.device
     curate.detect(ctx.human, cfg, model.config, device, np.random.default_rng([seed, DETECT, 0]))
     curate.detect(ctx.fresh, cfg, model.config, device, np.random.default_rng([seed, DETECT, 1]))
     return state
 
 
-def _accumulating(cfg: Config) -> bool:
-    return cfg.mixing.strategy in ("accumulate", "accumulate_subsample")
+def _deduplicator(ctx: Context, state: State, g: int) -> curate.Deduplicator:
+    """Deduplication reaches back over earlier generations only while their data stays in the pool (generation
+    g's mixing accumulates): then one index of every text that passed deduplication so far, rebuilt from the
+    saved synthetic sets when accumulation begins (or the run resumes), so a resumed run decides as an
+    uninterrupted one."""
+    if not mixing.accumulates(ctx.cfg.mixing, g):
+        state.dedup = None
+        return curate.Deduplicator(ctx.cfg.curate)
+    if state.dedup is None:
+        state.dedup = curate.Deduplicator.rebuilt(
+            ctx.cfg.curate, [mixing.synthetic_texts(rundir.gen_dir(ctx.run_dir, h) / "synthetic") for h in range(1, g)])
+    return state.dedup
 
 
 # ---------------------------------------------------------------------------------------------
@@ -214,13 +228,13 @@ def _accumulating(cfg: Config) -> bool:
 
 
 def generation_zero(ctx: Context, state: State) -> None:
-    """The base model's zero-shot score, then training on human text (or taking another run's generation 0)."""
-    cfg, model = ctx.cfg, state.model
+    """The base model's zero-shot score, then training on human text."""
+    model = state.model
     rundir.gen_dir(ctx.run_dir, 0).mkdir(exist_ok=True)
     zero_shot = on_main(ctx.accelerator, _zero_shot, ctx, model)
     seconds: dict[str, float] = {}
     with timed(seconds, "train"):
-        result = train.take_gen0(model, cfg) if cfg.run.gen0_from else _train(ctx, state, ctx.human, 0)
+        result = _train(ctx, state, ctx.human, 0)
     state.steps += result.steps
     state.gen0 = copy.deepcopy(model).eval()
     facts = {"ppl_human_zero_shot": zero_shot, **summarize(np.zeros(0), "synthetic_ppl_gen0"), **result.record(),
@@ -242,8 +256,8 @@ def generation(ctx: Context, state: State, g: int) -> None:
         ppl_gen0 = curate.score_under_gen0(state.gen0, synth, cfg, acc)
         curate.detect(synth, cfg, state.model.config, acc.device, np.random.default_rng([seed, DETECT, g + 1]))
 
-    dedup = state.dedup if _accumulating(cfg) else curate.Deduplicator(cfg.curate)
-    dropped_by = curate.filter_synthetic(cfg, texts, ppl_gen0, dedup, ctx.lang, state.ppl_ceiling)
+    dropped_by = curate.filter_synthetic(cfg, texts, ppl_gen0, _deduplicator(ctx, state, g), ctx.lang,
+                                         state.ppl_ceiling)
     state.synthetic.append(synth.take(dropped_by == curate.KEPT))
     on_main(acc, mixing.save_synthetic, out / "synthetic", synth, texts,  # every example, with its decisions
             {"ppl_gen0": ppl_gen0, "z_score": synth.z, "flagged": synth.flagged, "dropped_by": dropped_by})
@@ -281,11 +295,10 @@ def evaluate_and_save(ctx: Context, state: State, g: int, facts: dict, seconds: 
     cfg = ctx.cfg
     with timed(seconds, "evaluate"):
         row, records = evaluation.evaluate_generation(state.model, state.gen0, cfg, ctx.es, ctx.tokenizer, ctx.gt,
-                                                      seed_for(cfg.run.seed, EVAL))
+                                                      seed_for(cfg.run.seed, EVAL), noise=g == 0)
     row = rundir.finite({"generation": g, **row, **facts})
-    if g == 0 and cfg.run.gen0_from:
-        rundir.write_json(rundir.gen_dir(ctx.run_dir, 0) / "source.json",
-                          {"gen0_from": str(Path(cfg.run.gen0_from).resolve())})
+    row0 = state.rows[0] if state.rows else row
+    row["phase"] = phases.phase(row, row0, phases.row_band(row0))
     timing = {"seconds": seconds, "train_tokens_per_s": result.tokens / max(result.seconds, 1e-9)}
     rundir.save_generation(ctx.run_dir, g, state.model, ctx.tokenizer, row, records, timing, state.rows,
                            cfg.run.keep_checkpoints)

@@ -77,20 +77,34 @@ def human_share(cfg: MixingConfig, total: int) -> int:
     return int(round(cfg.human_fraction * total))
 
 
-def check_fresh_pool(cfg: MixingConfig, per_generation: int, generations: int, pool: int) -> None:
-    """human_pool=fresh draws human_share(...) unseen blocks in each generation: the pool must hold them all."""
-    need = human_share(cfg, per_generation) * generations
-    if cfg.human_pool == "fresh" and need > pool:
-        raise ConfigError(f"config key 'mixing.human_pool': fresh needs {human_share(cfg, per_generation)} unseen "
-                          f"human blocks in each of {generations} generations ({need}), but the training split "
-                          f"holds {pool} beyond data.max_train_blocks: lower data.max_train_blocks, or give more "
-                          "training text")
+def fresh_drawn(cfg: MixingConfig, per_generation: int, generations: int, cap: int) -> int:
+    """How many unseen human blocks generations 1..`generations` draw (human_pool=fresh), each drawing the
+    human share of its own settings (at most `cap`, the size of the human set)."""
+    settings = [cfg.at(g) for g in range(1, generations + 1)]
+    return sum(min(human_share(s, per_generation), cap) for s in settings
+               if s.strategy == "fixed_fraction" and s.human_pool == "fresh")
+
+
+def check_fresh_pool(cfg: MixingConfig, per_generation: int, generations: int, pool: int, cap: int) -> None:
+    """human_pool=fresh draws unseen blocks in each generation that uses it: the pool must hold them all."""
+    need = fresh_drawn(cfg, per_generation, generations, cap)
+    if need > pool:
+        raise ConfigError(f"config key 'mixing.human_pool': fresh needs {need} unseen human blocks over "
+                          f"{generations} generations (mixing.human_fraction x examples per generation, in each "
+                          f"generation that draws fresh blocks), but the training split holds {pool} beyond "
+                          "data.max_train_blocks: lower data.max_train_blocks, or give more training text")
+
+
+def accumulates(cfg: MixingConfig, generation: int) -> bool:
+    """Whether earlier generations' synthetic data stays in `generation`'s pool (accumulate strategies)."""
+    return cfg.at(generation).strategy in ("accumulate", "accumulate_subsample")
 
 
 def mix(cfg: MixingConfig, human: Examples, synthetic: list[Examples], generation: int, seed: int,
         fresh: Examples | None = None, total: int | None = None) -> Examples:
     """The training set of `generation` (>= 1) given all synthetic sets so far (synthetic[-1] is this one's,
-    after curation; `total`: how many were generated, by default as many).
+    after curation; `total`: how many were generated, by default as many), under the mixing settings of
+    that generation (`cfg.at(generation)`: mixing.schedule applied).
 
     replace: this generation's synthetic set. fixed_fraction: `total` examples, a share `human_fraction`
     of them human — a fresh draw from `human` each generation, one fixed subset, or (human_pool=fresh) the
@@ -100,21 +114,23 @@ def mix(cfg: MixingConfig, human: Examples, synthetic: list[Examples], generatio
     """
     rng = np.random.default_rng([seed, generation, 17])
     current = synthetic[-1]
-    if cfg.strategy == "replace":
+    settings = cfg.at(generation)
+    if settings.strategy == "replace":
         return current
-    if cfg.strategy == "fixed_fraction":
+    if settings.strategy == "fixed_fraction":
         total = len(current) if total is None else total
-        n_human = min(human_share(cfg, total), len(human))
-        if cfg.human_pool == "fresh":
+        n_human = min(human_share(settings, total), len(human))
+        if settings.human_pool == "fresh":
             order = np.random.default_rng([seed, 17]).permutation(len(fresh))  # one order for the whole run
-            human_part = fresh.take(np.sort(order[(generation - 1) * n_human : generation * n_human]))
+            start = fresh_drawn(cfg, total, generation - 1, len(human))  # what earlier generations drew
+            human_part = fresh.take(np.sort(order[start : start + n_human]))
         else:
-            human_rng = np.random.default_rng([seed, 17]) if cfg.fixed_subset else rng
+            human_rng = np.random.default_rng([seed, 17]) if settings.fixed_subset else rng
             human_part = human.take(np.sort(human_rng.permutation(len(human))[:n_human]))
         synth_part = current.take(np.sort(rng.permutation(len(current))[: total - n_human]))
         return concat([human_part, synth_part])
     pool = concat([human, *synthetic])
-    if cfg.strategy == "accumulate":
+    if settings.strategy == "accumulate":
         return pool
     return pool.take(np.sort(rng.permutation(len(pool))[: len(human)]))
 

@@ -11,13 +11,17 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from testbed import phases
 from testbed.config import flatten
 from testbed.rundir import RunDirError, read_jsonl
 
 # (row key, column header, format) of the terminal table, in the order shown.
 COLUMNS = [
     ("generation", "gen", "{}"),
+    ("phase", "phase", "{}"),
     ("ppl_human", "ppl_human", "{:.2f}"),
+    ("ppl_human_head", "ppl_head", "{:.2f}"),
+    ("ppl_human_tail", "ppl_tail", "{:.2f}"),
     ("distinct_1", "dist-1", "{:.3f}"),
     ("distinct_2", "dist-2", "{:.3f}"),
     ("distinct_4", "dist-4", "{:.3f}"),
@@ -34,6 +38,9 @@ COLUMNS = [
 # (row key, title, unit, higher is better) of the report's tables and plots.
 METRICS = [
     ("ppl_human", "Perplexity on human test text", "perplexity", False),
+    ("ppl_human_head", "Perplexity on human test text, frequent targets (half the training tokens)", "perplexity",
+     False),
+    ("ppl_human_tail", "Perplexity on human test text, rare targets (outside eval.tail_tokens)", "perplexity", False),
     ("distinct_1", "Distinct-1 of samples", "unique / total unigrams", True),
     ("distinct_2", "Distinct-2 of samples", "unique / total bigrams", True),
     ("distinct_4", "Distinct-4 of samples", "unique / total 4-grams", True),
@@ -60,10 +67,10 @@ METRICS = [
 ]
 
 # The early-warning table's signals: which moves first, beyond the seed-to-seed noise of generation 0.
-SIGNALS = ["ppl_human", "ppl_gap", "token_entropy", "confident_share", "tail_coverage", "tail_token_mass",
-           "unigram_kl", "distinct_2", "self_bleu", "entropy", "loglik_std_gen0", "effective_rank",
-           "embedding_diversity", "kl_per_word", "grammatical_rate"]
-NOISE_SIGMAS = 2.0
+SIGNALS = ["ppl_human", "ppl_human_head", "ppl_human_tail", "ppl_gap", "token_entropy", "confident_share",
+           "tail_coverage", "tail_token_mass", "unigram_kl", "distinct_2", "self_bleu", "entropy", "loglik_std_gen0",
+           "effective_rank", "embedding_diversity", "kl_per_word", "grammatical_rate"]
+NOISE_SIGMAS = phases.NOISE_SIGMAS
 
 # (row key, header) of the curation table: what each defence kept and dropped, means over generations >= 1.
 CURATION = [("synthetic_kept", "synthetic kept"), ("synthetic_dropped_dedup", "dropped: dedup"),
@@ -73,7 +80,7 @@ CURATION = [("synthetic_kept", "synthetic kept"), ("synthetic_dropped_dedup", "d
             ("detector_tpr", "detector TPR"), ("detector_fpr", "detector FPR"),
             ("z_synthetic_mean", "z synthetic"), ("z_human_mean", "z human")]
 
-IGNORED_KEYS = {"run.name", "run.out_dir", "run.seed", "run.gen0_from"}
+IGNORED_KEYS = {"run.name", "run.out_dir", "run.seed", "run.prefix_from", "run.prefix_until"}
 SUMMARY = ["ppl_human", "distinct_2", "self_bleu", "entropy", "tail_coverage", "synthetic_ppl_gen0_mean",
            "kl_per_word", "tail_mass_lost"]
 
@@ -138,10 +145,14 @@ def differing_keys(runs: list[Run]) -> list[str]:
 
 
 def _sweep_label(run: Run) -> str | None:
-    """A sweep run's name lists its own overrides (key=value,...): the label, without the seed."""
+    """A sweep run's name lists its own overrides (key=value,...), after its setting's name if it has one:
+    the label, without the seed."""
     parts = run.path.name.split(",")
-    if not all("=" in p and "." in p.partition("=")[0] for p in parts):
+    named = (run.path.parent / "sweep.json").is_file() and "=" not in parts[0]
+    if not all("=" in p and "." in p.partition("=")[0] for p in parts[named:]):
         return None
+    if named:
+        return ", ".join([parts[0], *(p for p in parts[1:] if not p.startswith("run.seed="))])
     kept = [p.partition("=") for p in parts if not p.startswith("run.seed=")]
     return ", ".join(f"{k.split('.')[-1]}={v}" for k, _, v in kept) or "run"
 
@@ -225,7 +236,8 @@ def markdown(groups: dict[str, list[Run]], runs: list[Run]) -> str:
             finite = mean[np.isfinite(mean)]
             cells.append(f"{finite[0]:.3g} → {finite[-1]:.3g}" if len(finite) else "-")
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    lines += early_warning(groups, runs) + curation_table(groups)
+    lines += (early_warning(groups, runs) + phase_table(groups, runs) + curation_table(groups)
+              + recovery_table(groups, runs))
     for key, title, unit, better in metrics_present:
         arrow = {True: " (higher is better)", False: " (lower is better)", None: ""}[better]
         lines += ["", f"## {title}", "", f"`{key}`, {unit}{arrow}.", "",
@@ -271,6 +283,43 @@ def early_warning(groups: dict[str, list[Run]], runs: list[Run]) -> list[str]:
     return lines
 
 
+def setting_phases(rs: list[Run], band: dict[str, float]) -> tuple[list[int], list[str]]:
+    """The generations of one setting and the phase of its mean over seeds at each."""
+    columns = {k: series(rs, k) for k in phases.SIGNALS}
+    generations = sorted({row["generation"] for r in rs for row in r.rows})
+    mean_rows = [{"generation": g, **{k: float(m[list(gs).index(g)]) for k, (gs, m, _) in columns.items()
+                                      if g in gs}} for g in generations]
+    return generations, phases.phases(mean_rows, band)
+
+
+def phase_table(groups: dict[str, list[Run]], runs: list[Run]) -> list[str]:
+    """Markdown: per setting, the phase (testbed/phases.py) of the mean over seeds at each generation, and the
+    first generation of the early and the late phase. The band is the early-warning table's: NOISE_SIGMAS
+    standard deviations of generation 0 across all runs and seeds; with a single seed, each run's own
+    bootstrap band (`noise_*` of its generation-0 row)."""
+    if not any(k in row for r in runs for row in r.rows for k in phases.SIGNALS):
+        return []
+    several = len({r.config.get("run.seed") for r in runs}) >= 2
+    band = phases.seed_band([row for r in runs for row in r.rows if row["generation"] == 0], NOISE_SIGMAS) \
+        if several else None
+    lines = ["", "## Phases: early (tails lost) and late (head and variance too)", "",
+             f"Rule (testbed/phases.py): a signal has left the band when it moved from generation 0 by more than "
+             f"{NOISE_SIGMAS:g} σ in the direction of damage; **late** when a head signal "
+             f"({', '.join(f'`{k}`' for k in phases.HEAD)}) and a variance signal "
+             f"({', '.join(f'`{k}`' for k in phases.VARIANCE)}) have; **early** when a tail signal "
+             f"({', '.join(f'`{k}`' for k in phases.TAIL)}) has and it is not late. σ: "
+             + ("generation 0's spread across seeds (the early-warning table's)." if several else
+                "the bootstrap std of generation 0's metrics over its samples and test blocks (one seed)."),
+             "Computed on the mean over seeds; `-`: not reached.", "",
+             "| setting | first early | first late | phase by generation (0, 1, ...) |", "|---|---|---|---|"]
+    for label, rs in groups.items():
+        generations, labels = setting_phases(rs, band if several else phases.row_band(rs[0].rows[0]))
+        first = phases.first_generations(generations, labels)
+        cells = [str(first[p]) if first[p] is not None else "-" for p in ("early", "late")]
+        lines.append(f"| {label} | {cells[0]} | {cells[1]} | {' '.join(labels)} |")
+    return lines
+
+
 def curation_table(groups: dict[str, list[Run]]) -> list[str]:
     """Markdown: what curation and screening kept and dropped, per setting (means over generations >= 1)."""
     rows = [row for rs in groups.values() for r in rs for row in r.rows]
@@ -293,6 +342,20 @@ def curation_table(groups: dict[str, list[Run]]) -> list[str]:
 
 # ---------------------------------------------------------------------------------------------
 # Plots (matplotlib, headless).
+
+
+def recovery_table(groups: dict[str, list[Run]], runs: list[Run]) -> list[str]:
+    """The recovery table (testbed/recovery.py), when there are recovery runs."""
+    from testbed import recovery
+
+    return recovery.recovery_table(groups, runs)
+
+
+def recovery_plots(groups: dict[str, list[Run]], out: Path) -> list[Path]:
+    """recovery.png (testbed/recovery.py), when there are recovery runs."""
+    from testbed import recovery
+
+    return [p for p in [recovery.plot_recovery(groups, out)] if p is not None]
 
 
 def plot_metrics(groups: dict[str, list[Run]], runs: list[Run], out: Path) -> Path:
@@ -404,4 +467,4 @@ def write_report(paths: list[Path], out: Path | None = None) -> list[Path]:
     groups = group_settings(runs)
     md = out / "report.md"
     md.write_text(markdown(groups, runs), encoding="utf-8")
-    return [md, plot_metrics(groups, runs, out), plot_perplexity_histograms(groups, out)]
+    return [md, plot_metrics(groups, runs, out), plot_perplexity_histograms(groups, out)] + recovery_plots(groups, out)

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from testbed.config import Config, read_yaml
+from testbed.config import Config, ConfigError, from_dict, prefix_diff, read_yaml
 
 COMPLETE = "COMPLETE"
 
@@ -242,11 +242,67 @@ def save_generation(run: Path, generation: int, model, tokenizer, row: dict, rec
 
 def run_threads(cfg: Config, run: Path, resume: bool) -> int | None:
     """The CPU thread count a run computes with: run.threads, else the count saved with the run (a resume)
-    or with the run whose generation 0 it takes (run.gen0_from). Sums split over other counts differ in the
+    or with the run whose first generations it takes (run.prefix_from). Sums split over other counts differ in the
     last digits, so a resumed or shared generation is only redone exactly with the same count."""
     if cfg.run.threads is not None:
         return cfg.run.threads
-    source = run if resume else Path(cfg.run.gen0_from) if cfg.run.gen0_from else None
+    source = run if resume else Path(cfg.run.prefix_from) if cfg.run.prefix_from else None
     if source is None or not (source / "config.yaml").is_file():
         return None
     return (read_yaml(source / "config.yaml").get("run") or {}).get("threads")
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    """A hard link (files here are never changed in place: every write renames a new file over the old),
+    or a copy across file systems."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def take_generations(source: Path, run: Path, until: int) -> list[int]:
+    """Generations 0..until of run `source` become this run's: each folder not complete here yet is linked
+    (or copied) in whole, COMPLETE marker included, with source.json naming where it came from; then the
+    human baseline files and metrics.jsonl, so the run reads as one that computed them. Returns the
+    generations taken."""
+    taken = []
+    for g in range(until + 1):
+        if is_complete(run, g):
+            continue
+        target = gen_dir(run, g)
+        tmp = _tmp(target)
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(gen_dir(source, g), tmp, copy_function=_link_or_copy)
+        write_json(tmp / "source.json", {"prefix_from": str(source.resolve())})
+        shutil.rmtree(target, ignore_errors=True)  # a half-written generation of this run
+        os.rename(tmp, target)
+        taken.append(g)
+    for name in ("human_baseline.json", "human_samples.jsonl"):
+        if (source / name).is_file() and not (run / name).is_file():
+            _link_or_copy(str(source / name), str(_tmp(run / name)))
+            os.replace(_tmp(run / name), run / name)
+    if taken:
+        write_jsonl(run / "metrics.jsonl", read_rows(run, completed(run, until)))
+    return taken
+
+
+def check_prefix(cfg: Config, run: Path) -> Path | None:
+    """The run whose generations 0..run.prefix_until this run takes (run.prefix_from), checked before any work:
+    complete, computed with the same values of everything those generations depend on, its model k kept.
+    None when there is nothing to take (no prefix_from, or a resume that holds its prefix already)."""
+    if not cfg.run.prefix_from:
+        return None
+    source, k = Path(cfg.run.prefix_from), cfg.run.prefix_until
+    if completed(run, k) > k:  # taken before (a resume): the source need not exist any more
+        return None
+    if completed(source, k) <= k:
+        raise RunDirError(f"run.prefix_from: {source} has not completed generations 0..{k}")
+    differ = prefix_diff(from_dict(read_yaml(source / "config.yaml")), cfg, k)
+    if differ:
+        raise ConfigError(f"config key 'run.prefix_from': {source} computed generations 0..{k} with other "
+                          f"values of {', '.join(differ)}")
+    if not (gen_dir(source, k) / "model").is_dir():
+        raise RunDirError(f"run.prefix_from: {source} no longer holds the model of generation {k} "
+                          "(run.keep_checkpoints removed it)")
+    return source

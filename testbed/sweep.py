@@ -36,10 +36,13 @@ class SweepRun:
     name: str
     overrides: list[str]  # key=value, in a stable order
     generations: int = 0  # filled in by plan(), from the run's checked config
-    gen0_from: str | None = None  # the run whose generation 0 this one takes (shared generation 0)
+    prefix_from: str | None = None  # the run whose generations 0..prefix_until this one takes (shared prefix)
+    prefix_until: int = 0
 
 
 def _value(v) -> str:
+    if isinstance(v, (list, dict)):  # e.g. mixing.schedule: JSON, which the override parser reads as YAML
+        return json.dumps(v)
     return "null" if v is None else str(v).lower() if isinstance(v, bool) else str(v)
 
 
@@ -54,43 +57,61 @@ def parse_axes(items: list[str]) -> dict[str, list[str]]:
 
 
 def expand(cfg: config.Config, cli_axes: dict[str, list[str]]) -> list[SweepRun]:
-    """settings x grid (CLI axes replace file axes of the same key); each run named by what varies."""
-    settings = [{k: _value(v) for k, v in s.items()} for s in cfg.sweep.settings] or [{}]
+    """settings x grid (CLI axes replace file axes of the same key); each run named by what varies. A
+    setting may carry a `name`, which stands for its own values in run names (needed when a value is a list
+    or mapping, e.g. mixing.schedule)."""
+    names = [s.get("name") for s in cfg.sweep.settings]
+    settings = [{k: _value(v) for k, v in s.items() if k != "name"} for s in cfg.sweep.settings] or [{}]
+    for i, (name, raw) in enumerate(zip(names, cfg.sweep.settings)):
+        key = f"sweep.settings[{i}]"
+        if name is not None and not (isinstance(name, str) and config.is_plain_name(name) and "=" not in name):
+            raise ConfigError(f"config key '{key}.name': {name!r} must be a plain name (letters, digits, . _ - ,)")
+        if name is None and any(isinstance(v, (list, dict)) for v in raw.values()):
+            raise ConfigError(f"config key '{key}.name': a setting with a list or mapping value needs a name "
+                              "(it names the setting's runs)")
     grid = {k: [_value(v) for v in vs] for k, vs in cfg.sweep.grid.items()}
     grid.update(cli_axes)
     runs = []
-    for setting in settings:
+    for name, setting in zip(names or [None], settings):
         for combo in itertools.product(*grid.values()):
             values = {**setting, **dict(zip(grid, combo))}
             overrides = [f"{k}={v}" for k, v in values.items()]
-            varying = [f"{k}={v}" for k, v in values.items() if len({s.get(k) for s in settings}) > 1
-                       or len(grid.get(k, [])) > 1]
-            runs.append(SweepRun(",".join(varying) or "run", overrides))
+            varying = [f"{k}={v}" for k, v in values.items() if (name is None or k not in setting)
+                       and (len({s.get(k) for s in settings}) > 1 or len(grid.get(k, [])) > 1)]
+            runs.append(SweepRun(",".join(([name] if name else []) + varying) or "run", overrides))
     names = [r.name for r in runs]
     if len(set(names)) != len(names):
         raise ConfigError("sweep runs are not distinct: two settings give the same values")
     return runs
 
 
-def share_gen0(runs: list[SweepRun], configs: list[config.Config], sweep_dir: Path) -> list[SweepRun]:
-    """Runs that agree on everything generation 0 depends on (config.gen0_values: typically the settings of
-    one seed that differ only in mixing, curation or later decoding) share one generation 0: the first of
-    them trains it, the others take it (run.gen0_from) once it is complete. Leaders come first."""
-    leaders: dict[str, SweepRun] = {}
-    for r, cfg in zip(runs, configs):
-        key = json.dumps(config.gen0_values(cfg), sort_keys=True, default=str)
-        if key in leaders:
-            r.gen0_from = leaders[key].name
-            r.overrides = [*r.overrides, f"run.gen0_from={sweep_dir / leaders[key].name}"]
-        else:
-            leaders[key] = r
-    return sorted(runs, key=lambda r: r.gen0_from is not None)
+def share_prefixes(runs: list[SweepRun], configs: list[config.Config], sweep_dir: Path) -> list[SweepRun]:
+    """Each run takes, from the earlier run it agrees with longest, the generations 0..k that both compute
+    alike (config.shared_prefix: e.g. one seed's settings that differ only in mixing share generation 0;
+    runs that switch from replace to human data at different generations share the replace generations up
+    to the earlier switch), so each common prefix is computed once. Beyond generation 0 the leader must keep
+    every checkpoint (run.keep_checkpoints=all), since the follower continues from model k. Runs come back
+    in an order where each leader precedes its followers."""
+    depth: dict[str, int] = {}
+    for i, (r, cfg) in enumerate(zip(runs, configs)):
+        best, until = None, -1
+        for j in range(i):
+            k = config.shared_prefix(configs[j], cfg)
+            k = min(k, 0) if configs[j].run.keep_checkpoints != "all" else k
+            if k > until:
+                best, until = j, k
+        depth[r.name] = 0
+        if best is not None:
+            r.prefix_from, r.prefix_until = runs[best].name, until
+            r.overrides = [*r.overrides, f"run.prefix_from={sweep_dir / runs[best].name}", f"run.prefix_until={until}"]
+            depth[r.name] = depth[runs[best].name] + 1
+    return sorted(runs, key=lambda r: depth[r.name])
 
 
 def plan(path: str, cli_items: list[str], out: str | None, share: bool = False) -> tuple[Path, list[SweepRun]]:
     """Check every run's config (errors name the key) and decide the sweep directory: --out, else
     `<run.out_dir>/<config stem>-sweep` with run.out_dir from the command line or the config. With
-    `share`, runs that would train the same generation 0 share one (see share_gen0)."""
+    `share`, runs that would compute the same first generations share them (see share_prefixes)."""
     cfg = config.load(path)
     axes = parse_axes(cli_items)
     if "run.name" in axes:
@@ -105,7 +126,7 @@ def plan(path: str, cli_items: list[str], out: str | None, share: bool = False) 
     for r, c in zip(runs, configs):
         r.generations = c.run.generations
     sweep_dir = (Path(out) if out else Path(out_dir[0]) / f"{Path(path).stem}-sweep").resolve()
-    return sweep_dir, share_gen0(runs, configs, sweep_dir) if share else runs
+    return sweep_dir, share_prefixes(runs, configs, sweep_dir) if share else runs
 
 
 def command(path: str, run: SweepRun, sweep_dir: Path, resume: bool = False) -> list[str]:
@@ -149,7 +170,7 @@ def execute(path: str, run: SweepRun, sweep_dir: Path, job_id: str | None = None
     log = log_file(sweep_dir, run.name)
     log.parent.mkdir(parents=True, exist_ok=True)
     _record(sweep_dir, run.name, job_id=job_id, state="running", exit_code=None, log=str(log))
-    if state == "new" and run.gen0_from and not wait_for_gen0(sweep_dir, run, log):
+    if state == "new" and run.prefix_from and not wait_for_prefix(sweep_dir, run, log):
         _record(sweep_dir, run.name, state="failed", exit_code=1)
         return 1
     cmd = [sys.executable, "-m", "testbed.cli", *command(path, run, sweep_dir, resume=state == "partial")[1:]]
@@ -163,16 +184,16 @@ def execute(path: str, run: SweepRun, sweep_dir: Path, job_id: str | None = None
     return code
 
 
-def wait_for_gen0(sweep_dir: Path, run: SweepRun, log: Path, poll_s: float = 2.0) -> bool:
-    """Wait until the run this one takes generation 0 from has completed it; False if that run failed."""
-    leader = sweep_dir / run.gen0_from
+def wait_for_prefix(sweep_dir: Path, run: SweepRun, log: Path, poll_s: float = 2.0) -> bool:
+    """Wait until the run this one takes generations 0..k from has completed them; False if it failed."""
+    leader, k = sweep_dir / run.prefix_from, run.prefix_until
     with open(log, "a", encoding="utf-8") as f:
-        f.write(f"waiting for generation 0 of {run.gen0_from} (shared)\n")
-    while not rundir.is_complete(leader, 0):
-        job = _job_file(sweep_dir, run.gen0_from)
+        f.write(f"waiting for generations 0..{k} of {run.prefix_from} (shared)\n")
+    while not rundir.is_complete(leader, k):
+        job = _job_file(sweep_dir, run.prefix_from)
         if job.is_file() and json.loads(job.read_text()).get("state") == "failed":
             with open(log, "a", encoding="utf-8") as f:
-                f.write(f"error: {run.gen0_from}, whose generation 0 this run shares, failed\n")
+                f.write(f"error: {run.prefix_from}, whose generations 0..{k} this run shares, failed\n")
             return False
         time.sleep(poll_s)
     return True
@@ -342,7 +363,9 @@ def _load_plan(sweep_dir: Path) -> tuple[str, list[SweepRun], str]:
     if not f.is_file():
         raise rundir.RunDirError(f"{sweep_dir} is not a sweep directory (no sweep.json): start it with testbed sweep")
     plan_ = json.loads(f.read_text())
-    return plan_["config"], [SweepRun(**r) for r in plan_["runs"]], plan_["launcher"]
+    # Sweeps planned before shared prefixes recorded `gen0_from`: the same as prefix_from up to generation 0.
+    runs = [SweepRun(**{"prefix_from" if k == "gen0_from" else k: v for k, v in r.items()}) for r in plan_["runs"]]
+    return plan_["config"], runs, plan_["launcher"]
 
 
 def show_status(sweep_dir: Path) -> int:
@@ -383,9 +406,12 @@ def run_all(path: str, cli_items: list[str], out: str | None, list_only: bool, l
     sweep_dir.mkdir(parents=True, exist_ok=True)
     rundir.write_json(sweep_dir / "sweep.json", {"config": path, "launcher": launcher,
                                                  "runs": [dataclasses.asdict(r) for r in runs]})
-    shared = sum(r.gen0_from is not None for r in runs)
-    print(f"sweep: {len(runs)} runs in {sweep_dir}" + (f"; {shared} take generation 0 from another run" if shared
-                                                     else ""), flush=True)
+    shared = [r for r in runs if r.prefix_from is not None]
+    total = sum(r.generations + 1 for r in runs)
+    taken = sum(r.prefix_until + 1 for r in shared)
+    print(f"sweep: {len(runs)} runs in {sweep_dir}" + (f"; {len(shared)} take their first generations from "
+                                                     f"another run: {total - taken} of {total} generations to "
+                                                     "compute" if shared else ""), flush=True)
     if launcher == "local":
         failed = run_local(path, runs, sweep_dir, jobs, gpus_per_run or 0)
     else:

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -16,13 +14,12 @@ from accelerate import Accelerator
 from accelerate.utils import gather_object
 from tqdm.auto import tqdm
 
-from testbed import config, rundir
-from testbed.config import Config, TrainConfig, gen0_diff
+from testbed.config import Config, TrainConfig
 from testbed.data import to_blocks
 from testbed.distributed import check_same_weights, from_main, map_rows
 from testbed.metrics.perplexity import sequence_nll
 from testbed.mixing import SYNTHETIC, Examples
-from testbed.model import autocast, base_model, load_model
+from testbed.model import autocast, base_model
 
 
 @dataclass
@@ -228,23 +225,6 @@ def train_generation(model, train_set: Examples, valid_blocks: np.ndarray, cfg: 
     epochs = t.gen0_epochs if generation == 0 and t.gen0_epochs else t.epochs
     return train(model, train_set, valid_blocks, t, cfg.data.block_size, accelerator, seed, epochs,
                  desc=f"gen {generation} train", separator=eos if t.eos_between_examples else None, log=log)
-
-
-def take_gen0(model, cfg: Config) -> TrainResult:
-    """Generation 0 of another run (run.gen0_from) instead of training it: its weights, loaded into `model`,
-    and its training record. The two configs must agree on everything generation 0 depends on."""
-    source = Path(cfg.run.gen0_from)
-    if not rundir.is_complete(source, 0):
-        raise rundir.RunDirError(f"run.gen0_from: {source} has no complete generation 0")
-    differ = gen0_diff(config.from_dict(config.read_yaml(source / "config.yaml")), cfg)
-    if differ:
-        raise config.ConfigError(f"config key 'run.gen0_from': {source} trained its generation 0 with other values "
-                                 f"of {', '.join(differ)}")
-    model.load_state_dict(load_model(str(rundir.gen_dir(source, 0) / "model")).state_dict())
-    model.eval()
-    r = json.loads((rundir.gen_dir(source, 0) / "metrics.json").read_text())
-    return TrainResult(steps=r["train_steps"], tokens=r["train_tokens"], seconds=0.0, train_loss=r["train_loss"],
-                       val_loss=r["val_loss"], best_epoch=r["best_epoch"])
 
 
 def start_weights(cfg: Config, tokenizer, gen0) -> dict[str, torch.Tensor] | None:

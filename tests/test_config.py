@@ -48,12 +48,55 @@ def test_yaml_then_cli(tmp_path: Path):
     (["run.name=../escape"], "config key 'run.name'"),
     (["data.source=files"], "config key 'data.path': is required when data.source is 'files'"),
     (["train.lr"], "is not of the form key.sub=value"),
+    # mixing.schedule (a YAML list on the command line): each error names the entry and the key
+    (["mixing.schedule=[{from_generation: 2}, {from_generation: 3, human_fraction: 1.5}]"],
+     "config key 'mixing.schedule[1].human_fraction': must be a fraction in [0, 1], got 1.5"),
+    (["mixing.schedule=[{from_generation: 2, strategy: acumulate}]"],
+     "config key 'mixing.schedule[0].strategy': expected one of replace | fixed_fraction"),
+    (["mixing.schedule=[{from_generation: 2, human_frac: 0.5}]"],
+     "unknown config key 'mixing.schedule[0].human_frac' (did you mean 'mixing.schedule[0].human_fraction'?)"),
+    (["mixing.schedule=[{from_generation: 3}, {from_generation: 2}]"],
+     "config key 'mixing.schedule[1].from_generation': must be in 4..run.generations=5 (entries in increasing "
+     "order), got 2"),
+    (["mixing.schedule=[{from_generation: 6}]"], "config key 'mixing.schedule[0].from_generation': must be in "
+                                                 "1..run.generations=5"),
+    (["mixing.schedule=[{strategy: accumulate}]"], "config key 'mixing.schedule[0].from_generation': is required"),
+    (["mixing.schedule=[{from_generation: 2, human_pool: fresh}]"],
+     "config key 'mixing.schedule[0].human_pool': fresh (set here or before) applies to strategy fixed_fraction"),
+    (["mixing.schedule=[3]"], "config key 'mixing.schedule[0]': expected a mapping"),
+    (["mixing.schedule=3"], "config key 'mixing.schedule': expected a list"),
+    (["run.prefix_until=2"], "config key 'run.prefix_until': needs run.prefix_from"),
 ])
 def test_bad_values_name_the_key(overrides, message):
     with pytest.raises(ConfigError) as exc:
         config.load(None, overrides)
     assert message in str(exc.value)
     assert "\n" not in str(exc.value)
+
+
+def test_schedule_gives_the_mixing_settings_of_each_generation():
+    """Entries apply from their generation on and change only the keys they name (from the CLI as YAML)."""
+    cfg = config.load(None, ["mixing.strategy=fixed_fraction", "mixing.human_pool=fresh",
+                             "mixing.schedule=[{from_generation: 3, human_fraction: 1}, {from_generation: 5, "
+                             "strategy: replace, human_pool: reuse}]"])
+    at = {g: (m.strategy, m.human_fraction, m.human_pool) for g in range(1, 6) for m in [cfg.mixing.at(g)]}
+    assert at == {1: ("fixed_fraction", 0.1, "fresh"), 2: ("fixed_fraction", 0.1, "fresh"),
+                  3: ("fixed_fraction", 1.0, "fresh"), 4: ("fixed_fraction", 1.0, "fresh"),
+                  5: ("replace", 1.0, "reuse")}
+    assert isinstance(cfg.mixing.schedule[0]["human_fraction"], float)  # coerced as the key's type
+
+
+def test_prefix_values_decide_which_generations_two_runs_share():
+    """Runs agree on generations 0..k when nothing that decides them differs: a switch to human data at
+    generation 3 leaves 0-2 shared with pure replace; evaluation keys decide generation 0's row already,
+    the watermark only generations >= 1."""
+    heal = config.load(None, ["mixing.schedule=[{from_generation: 3, strategy: fixed_fraction, human_fraction: 1}]"])
+    assert config.shared_prefix(config.load(None), heal) == 2
+    assert config.shared_prefix(config.load(None, ["run.generations=9"]), config.load(None)) == 5
+    assert config.shared_prefix(config.load(None, ["mixing.strategy=accumulate"]), config.load(None)) == 0
+    assert config.shared_prefix(config.load(None, ["generation.watermark.enabled=true"]), config.load(None)) == 0
+    assert config.shared_prefix(config.load(None, ["eval.num_samples=64"]), config.load(None)) == -1
+    assert config.prefix_diff(config.load(None, ["train.lr=1e-3"]), config.load(None), 0) == ["train.lr"]
 
 
 def test_yaml_type_errors_and_sections(tmp_path: Path):

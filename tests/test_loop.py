@@ -95,3 +95,16 @@ def test_existing_run_is_never_overwritten(finished_run: Path, capsys):
     assert main(["run", *TINY, f"run.out_dir={finished_run.parent}", "run.name=e2e"]) == 2
     assert "already exists: pass --resume" in capsys.readouterr().err
     assert (finished_run / "metrics.jsonl").read_bytes() == before
+
+
+def test_rows_carry_phases_and_generation_0_its_noise_band(finished_run: Path):
+    from testbed.phases import SIGNALS, phases, row_band
+
+    rows = [json.loads(x) for x in (finished_run / "metrics.jsonl").read_text().splitlines()]
+    band = row_band(rows[0])
+    assert {"ppl_human_head", "tail_coverage", "entropy", "grammatical_rate", "loglik_std_gen0"} <= set(band)
+    assert all(v >= 0 for v in band.values()) and band["entropy"] > 0
+    assert [r["phase"] for r in rows] == phases(rows, band) and rows[0]["phase"] == "none"
+    assert not any(k.startswith("noise_") for r in rows[1:] for k in r)  # computed once, at generation 0
+    assert set(band) <= set(SIGNALS)
+    assert all(r["ppl_human_head"] > 1 for r in rows)

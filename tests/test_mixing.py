@@ -67,10 +67,33 @@ def test_fresh_human_pool_never_repeats_a_block():
         assert len(rows) == 10 and (rows[:, 0] >= 10_000).all()  # from the pool, not generation 0's blocks
         seen += rows[:, 0].tolist()
     assert len(set(seen)) == 40  # 4 generations x 10 blocks, none twice
-    check_fresh_pool(cfg, 100, 4, 40)
-    with pytest.raises(ConfigError, match="fresh needs 10 unseen human blocks in each of 5 generations \\(50\\), "
-                                          "but the training split holds 40"):
-        check_fresh_pool(cfg, 100, 5, 40)
+    check_fresh_pool(cfg, 100, 4, 40, cap=len(H))
+    with pytest.raises(ConfigError, match="fresh needs 50 unseen human blocks over 5 generations .* but the "
+                                          "training split holds 40"):
+        check_fresh_pool(cfg, 100, 5, 40, cap=len(H))
+
+
+def test_schedule_changes_the_mix_by_generation_and_fresh_blocks_never_repeat():
+    """A schedule: replace for generations 1-2, then 10% fresh human blocks, then 30% from generation 4:
+    each generation gets its own share, and the fresh draws continue where the earlier ones stopped."""
+    from testbed.config import ConfigError
+    from testbed.mixing import check_fresh_pool
+
+    cfg = MixingConfig(schedule=[
+        {"from_generation": 3, "strategy": "fixed_fraction", "human_fraction": 0.1, "human_pool": "fresh"},
+        {"from_generation": 4, "human_fraction": 0.3}])
+    assert cfg.at(2).strategy == "replace" and cfg.at(4).human_pool == "fresh" and cfg.at(4).human_fraction == 0.3
+    pool = human_examples(10_000 + np.arange(80 * 4).reshape(80, 4))
+    seen = []
+    for g, n_human in ((1, 0), (2, 0), (3, 10), (4, 30), (5, 30)):
+        out = mix(cfg, H, [synth(g)], g, seed=0, fresh=pool, total=100)
+        rows = out.ids[out.source == "human"]
+        assert len(out) == 100 and len(rows) == n_human
+        seen += rows[:, 0].tolist()
+    assert len(seen) == len(set(seen)) == 70
+    check_fresh_pool(cfg, 100, 4, 40, cap=len(H))  # generations 3 and 4 draw 10 + 30
+    with pytest.raises(ConfigError, match="fresh needs 70 unseen human blocks over 5 generations"):
+        check_fresh_pool(cfg, 100, 5, 40, cap=len(H))
 
 
 def test_synthetic_sets_round_trip_through_datasets(tmp_path):

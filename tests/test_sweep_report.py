@@ -5,7 +5,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 import yaml
 
 from testbed import config
@@ -67,7 +69,10 @@ def sweep_dir(tmp_path_factory) -> tuple[Path, Path]:
         for p in parents:
             node = node.setdefault(p, {})
         node[leaf] = yaml.safe_load(value)
-    values["sweep"] = {"settings": [{"mixing.strategy": "replace"}, {"mixing.strategy": "accumulate"}],
+    # heal: replace for generations 1-2, then all human data in generation 3 (a schedule: a named setting)
+    heal = {"name": "heal", "run.generations": 3,
+            "mixing.schedule": [{"from_generation": 3, "strategy": "fixed_fraction", "human_fraction": 1.0}]}
+    values["sweep"] = {"settings": [{"mixing.strategy": "replace"}, {"mixing.strategy": "accumulate"}, heal],
                        "grid": {"run.seed": [0, 1]}}
     cfg = root / "tiny-sweep.yaml"
     cfg.write_text(yaml.safe_dump(values))
@@ -78,34 +83,72 @@ def sweep_dir(tmp_path_factory) -> tuple[Path, Path]:
 
 def test_sweep_runs_every_setting_and_skips_finished_runs(sweep_dir, capsys):
     cfg, out = sweep_dir
-    assert sorted(p.name for p in out.iterdir() if p.name.startswith("mixing")) == [
+    assert sorted(p.name for p in out.iterdir() if "run.seed" in p.name) == [
+        "heal,run.seed=0", "heal,run.seed=1",
         "mixing.strategy=accumulate,run.seed=0", "mixing.strategy=accumulate,run.seed=1",
         "mixing.strategy=replace,run.seed=0", "mixing.strategy=replace,run.seed=1"]
     capsys.readouterr()
     assert main(["sweep", str(cfg), "--out", str(out)]) == 0
-    assert "4 of 4 runs done; running 0" in capsys.readouterr().out
+    assert "6 of 6 runs done; running 0" in capsys.readouterr().out
     assert main(["sweep", "--status", str(out)]) == 0
     status = capsys.readouterr().out
-    assert "4 done" in status and re.search(r"mixing.strategy=replace,run.seed=1 +done", status)
+    assert "6 done" in status and re.search(r"mixing.strategy=replace,run.seed=1 +done", status)
     log = (out / "logs" / "mixing.strategy=replace,run.seed=1.log").read_text()
     assert log.startswith("$ ") and "gen 2/2" in log  # each run's output goes to its log
 
 
-def test_settings_share_generation_0_and_get_the_same_result(sweep_dir, tmp_path: Path, capsys):
-    """replace and accumulate differ only after generation 0: per seed, one trains it and the other takes it,
-    and every run's metrics equal those of a sweep where each run trains its own."""
+def test_settings_share_their_common_generations_and_get_the_same_result(sweep_dir, tmp_path: Path, capsys):
+    """Per seed, replace computes generations 0-2; accumulate differs from generation 1 on and takes generation
+    0 from it; heal replaces in generations 1-2 too, takes them, and computes generation 3. Every run's metrics
+    equal, byte for byte, those of a sweep where each run computes all of its own."""
     cfg, out = sweep_dir
     for seed in (0, 1):
-        follower = out / f"mixing.strategy=accumulate,run.seed={seed}"
-        source = json.loads((follower / "gen_000" / "source.json").read_text())["gen0_from"]
-        assert source == str(out / f"mixing.strategy=replace,run.seed={seed}")
-        assert not (out / f"mixing.strategy=replace,run.seed={seed}" / "gen_000" / "source.json").exists()
-    alone = tmp_path / "alone"  # seed 1's two runs, each training its own generation 0
-    assert main(["sweep", str(cfg), "run.seed=1", "--out", str(alone), "--jobs", "2", "--no-share-gen0"]) == 0
-    assert "take generation 0 from another run" not in capsys.readouterr().out
-    for strategy in ("replace", "accumulate"):  # one seed: the run names do not list it
-        got = (alone / f"mixing.strategy={strategy}" / "metrics.jsonl").read_bytes()
-        assert got == (out / f"mixing.strategy={strategy},run.seed=1" / "metrics.jsonl").read_bytes(), strategy
+        leader = out / f"mixing.strategy=replace,run.seed={seed}"
+        for follower, until, last in ((f"mixing.strategy=accumulate,run.seed={seed}", 0, 2),
+                                      (f"heal,run.seed={seed}", 2, 3)):
+            sources = [json.loads(f.read_text())["prefix_from"] if (f := out / follower / f"gen_00{g}" /
+                                                                    "source.json").is_file() else None
+                       for g in range(last + 1)]
+            assert sources == [str(leader)] * (until + 1) + [None] * (last - until), follower
+        assert not list(leader.glob("gen_*/source.json"))
+    alone = tmp_path / "alone"  # seed 1's runs, each computing every generation
+    assert main(["sweep", str(cfg), "run.seed=1", "--out", str(alone), "--jobs", "2", "--no-share"]) == 0
+    assert "from another run" not in capsys.readouterr().out
+    for name in ("mixing.strategy=replace", "mixing.strategy=accumulate", "heal"):  # one seed: not in the names
+        got = (alone / name / "metrics.jsonl").read_bytes()
+        assert got == (out / f"{name},run.seed=1" / "metrics.jsonl").read_bytes(), name
+    healed = [json.loads(line) for line in (out / "heal,run.seed=1" / "metrics.jsonl").read_text().splitlines()]
+    n = healed[1]["train_composition"]["synthetic@1"]  # replace, replace, then all human data
+    assert [r["train_composition"] for r in healed[1:]] == [{"synthetic@1": n}, {"synthetic@2": n}, {"human": n}]
+
+
+def test_schedule_run_resumes_after_a_kill_to_the_same_metrics(sweep_dir, tmp_path: Path):
+    """A single `testbed run` with a schedule (replace in generations 1-2, all human data in generation 3),
+    killed while it mixes and trains generation 3, resumes to the metrics of the run that was not killed."""
+    import os
+    import shutil
+    import signal
+    import time
+
+    _, out = sweep_dir
+    run_dir = tmp_path / "heal"
+    shutil.copytree(out / "heal,run.seed=1", run_dir)
+    shutil.rmtree(run_dir / "gen_003")
+    proc = subprocess.Popen([sys.executable, "-m", "testbed.cli", "run", str(run_dir), "--resume"],
+                            env={**os.environ, "HF_HUB_OFFLINE": "1"}, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not (run_dir / "gen_003" / "synthetic").exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.002)
+    assert proc.poll() is None, "the run ended before the kill point"
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) != 0 and not (run_dir / "gen_003" / "COMPLETE").exists()
+    threads = torch.get_num_threads()
+    try:  # the resume computes with the thread count the run recorded (the sweep gave each of 2 jobs a share)
+        assert main(["run", str(run_dir), "--resume"]) == 0
+    finally:  # and later in-process runs of this test session use the default again
+        torch.set_num_threads(threads)
+    assert (run_dir / "metrics.jsonl").read_bytes() == (out / "heal,run.seed=1" / "metrics.jsonl").read_bytes()
 
 
 def test_sweep_directory_follows_run_out_dir(tmp_path: Path):
@@ -132,7 +175,7 @@ def test_stopped_sweep_finishes_only_what_is_missing(sweep_dir, capsys, tmp_path
     (copy / "mixing.strategy=replace,run.seed=1" / "gen_002" / "COMPLETE").unlink()
     shutil.rmtree(copy / "mixing.strategy=accumulate,run.seed=1")
     assert main(["sweep", str(cfg), "--out", str(copy)]) == 0
-    assert "2 of 4 runs done; running 2" in capsys.readouterr().out
+    assert "4 of 6 runs done; running 2" in capsys.readouterr().out
     assert (copy / "mixing.strategy=replace,run.seed=1" / "gen_002" / "COMPLETE").exists()
     log = (copy / "logs" / "mixing.strategy=replace,run.seed=1.log").read_text().splitlines()
     assert [line.endswith("--resume") for line in log if line.startswith("$ ")] == [False, True]
@@ -143,7 +186,7 @@ def test_list_prints_one_command_per_run(sweep_dir):
     cfg, out = sweep_dir
     printed = subprocess.run([sys.executable, "-m", "testbed.cli", "sweep", str(cfg), "--out", str(out), "--list"],
                              capture_output=True, text=True).stdout.splitlines()
-    assert len(printed) == 4 and all(line.startswith("testbed run ") for line in printed)
+    assert len(printed) == 6 and all(line.startswith("testbed run ") for line in printed)
     assert "run.name=mixing.strategy=replace,run.seed=1" in printed[1]
 
 
@@ -151,19 +194,33 @@ def test_report_tables_and_plots(sweep_dir):
     _, out = sweep_dir
     runs = find_runs([out])
     groups = group_settings(runs)
-    assert sorted(groups) == ["strategy=accumulate", "strategy=replace"]
+    assert sorted(groups) == ["heal", "strategy=accumulate", "strategy=replace"]  # named settings: their name
     assert all(len(rs) == 2 for rs in groups.values())
     assert main(["report", str(out)]) == 0
     md = (out / "report.md").read_text()
-    assert "| strategy=replace | 2 | replace |" in md
+    assert "| strategy=replace | 2 | [] | replace | 2 |" in md  # mixing.schedule, mixing.strategy, run.generations
     assert "## Summary" in md and "`ppl_human`" in md
     assert "## Perplexity on human test text" in md
     ppl0 = [r.rows[0]["ppl_human"] for r in groups["strategy=replace"]]
     mean, std = sum(ppl0) / 2, abs(ppl0[0] - ppl0[1]) / math.sqrt(2)  # the sample std of two values
     table = md.split("## Perplexity on human test text")[1]
     row0 = next(line for line in table.splitlines() if line.startswith("| 0 |"))
-    assert row0.split(" | ")[2] == f"{mean:.2f} ± {std:.2f}"  # columns: generation, accumulate, replace
-    for png in ("metrics.png", "synthetic_ppl_gen0.png"):
+    assert row0.split(" | ")[3] == f"{mean:.2f} ± {std:.2f}"  # columns: generation, heal, accumulate, replace
+    # The recovery table: heal replaced until generation 2 and healed for 1; the share of ppl_human's damage
+    # undone (log scale), worked from the rows (unless generation 2 stayed within 2 sigma of generation 0's seeds).
+    recovery = md.split("## Recovery")[1].split("\n## ")[0]
+    heal_row = next(line for line in recovery.splitlines() if line.startswith("| heal |")).split(" | ")
+    assert heal_row[1:4] == ["2", "fixed_fraction, human_fraction=1.0", "1"]  # k, healing, generations healed
+    assert set(heal_row[4].split("/")) <= {"none", "early", "late"}  # the seeds' phases at k
+    ppl = np.array([[row["ppl_human"] for row in r.rows] for r in groups["heal"]]).mean(axis=0)
+    sigma0 = np.std([r.rows[0]["ppl_human"] for r in runs], ddof=1)
+    cell = heal_row[5]
+    if abs(ppl[2] - ppl[0]) <= 2 * sigma0:
+        assert cell == "no damage"
+    else:
+        log = np.log(ppl)  # perplexities: the share of the damage on the log scale
+        assert cell.startswith(f"{(log[2] - log[3]) / (log[2] - log[0]):.0%} (")
+    for png in ("metrics.png", "synthetic_ppl_gen0.png", "recovery.png"):
         data = (out / png).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20000
     elsewhere = out.parent / "new" / "place"

@@ -6,14 +6,18 @@ from testbed.metrics.signals import (
     effective_rank,
     effective_rank_of,
     embedding_diversity,
+    frequent_tokens,
+    head_tokens,
     loglik_std,
     mean_cosine_distance,
     next_token_stats,
+    pooled_perplexity,
     ppl_gap,
     sample_perplexity,
     sequence_embeddings,
     tail_token_mass,
     unigram_kl,
+    valid_mask,
     valid_tokens,
 )
 from testbed.metrics.text import (
@@ -27,7 +31,8 @@ from testbed.metrics.text import (
     tail_coverage,
 )
 
-__all__ = ["distinct_n", "effective_rank", "effective_rank_of", "embedding_diversity", "entropy", "loglik_std",
-           "mean_cosine_distance", "next_token_stats", "perplexity", "ppl_gap", "rare_ngrams", "rep_n",
-           "rep_n_per_sample", "sample_perplexity", "self_bleu", "sequence_embeddings", "sequence_nll",
-           "sequence_perplexities", "summarize", "tail_coverage", "tail_token_mass", "unigram_kl", "valid_tokens"]
+__all__ = ["distinct_n", "effective_rank", "effective_rank_of", "embedding_diversity", "entropy", "frequent_tokens",
+           "head_tokens", "loglik_std", "mean_cosine_distance", "next_token_stats", "perplexity", "pooled_perplexity",
+           "ppl_gap", "rare_ngrams", "rep_n", "rep_n_per_sample", "sample_perplexity", "self_bleu",
+           "sequence_embeddings", "sequence_nll", "sequence_perplexities", "summarize", "tail_coverage",
+           "tail_token_mass", "unigram_kl", "valid_mask", "valid_tokens"]

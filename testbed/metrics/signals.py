@@ -42,7 +42,7 @@ def position_stats(hidden: torch.Tensor, targets: torch.Tensor, head: torch.nn.M
 
 @torch.inference_mode()
 def next_token_stats(model, blocks: np.ndarray, batch_size: int = 64, confident: float = 0.99,
-                     with_rank: bool = False) -> dict[str, float]:
+                     with_rank: bool = False, groups: dict[str, np.ndarray] | None = None) -> dict:
     """How concentrated the model's next-token predictions are on `blocks` (human text), in one pass.
 
     Over the positions `sequence_nll` scores (each one with a valid next token):
@@ -51,29 +51,51 @@ def next_token_stats(model, blocks: np.ndarray, batch_size: int = 64, confident:
     A collapsing model grows sure of itself: entropy falls and the confident share rises.
     With `with_rank`, also `effective_rank` (equal to `effective_rank(model, blocks)`) from the same forward
     pass, which is most of the cost of either.
+    `groups` (name -> bool mask over token ids, e.g. `frequent_tokens`) splits the perplexity by target token:
+    `perplexity_<name>` is exp(mean NLL) over the positions whose target is in the group (NaN if none), from
+    the same pass; `block_nll` and `block_count` (name -> (blocks,) arrays, "all" for every target) hold
+    each block's NLL sum and target count, for a bootstrap over blocks.
     """
     blocks = np.asarray(blocks)
     valid = valid_mask(blocks)
+    groups = groups or {}
     pooled: list[torch.Tensor] = []
     with evaluating(model) as device:
-        sums = torch.zeros(3, len(blocks), dtype=torch.float32, device=device)  # NLL, entropy, confident
-        count = torch.zeros(len(blocks), dtype=torch.int64, device=device)
+        masks = [torch.as_tensor(np.asarray(m, dtype=bool), device=device) for m in groups.values()]
+        # Per block: NLL, entropy, confident, then the NLL of each group; target counts: all, then each group.
+        sums = torch.zeros(3 + len(masks), len(blocks), dtype=torch.float32, device=device)
+        count = torch.zeros(1 + len(masks), len(blocks), dtype=torch.int64, device=device)
         for rows, x, mask in batches(blocks, valid, batch_size, device):
             hidden, head = final_hidden(model, x, mask)
             if with_rank:
                 pooled.append(_mean_pool(hidden, mask).cpu())
             target_mask = mask[:, 1:] & mask[:, :-1]
             nll, entropy, top = position_stats(hidden, x[:, 1:], head, CHUNK_ELEMENTS)
-            for k, value in enumerate((nll, entropy, top >= confident)):
+            in_group = [target_mask & m[x[:, 1:]] for m in masks]
+            for k, value in enumerate((nll, entropy, top >= confident, *(nll * g for g in in_group))):
                 sums[k, rows] = (value * target_mask).sum(dim=1)
-            count[rows] = target_mask.sum(dim=1)
+            for k, g in enumerate((target_mask, *in_group)):
+                count[k, rows] = g.sum(dim=1)
     # Row sums are fp32 on the device (one transfer); the sum over rows is taken in float64.
-    n = int(count.sum())
-    nll, entropy, share = sums.cpu().double().numpy().sum(axis=1) / n if n else (math.nan,) * 3
+    sums, count = sums.cpu().double().numpy(), count.cpu().numpy()
+    n = int(count[0].sum())
+    nll, entropy, share = sums[:3].sum(axis=1) / n if n else (math.nan,) * 3
     stats = {"token_entropy": float(entropy), "confident_share": float(share), "perplexity": math.exp(nll)}
     if with_rank:
         stats["effective_rank"] = _centred_effective_rank(torch.cat(pooled).numpy()[valid.any(axis=1)])
+    if groups:
+        names = ["all", *groups]
+        block_nll = dict(zip(names, (sums[0], *sums[3:])))
+        stats["block_nll"], stats["block_count"] = block_nll, dict(zip(names, count))
+        for name in groups:
+            stats[f"perplexity_{name}"] = pooled_perplexity(block_nll[name], stats["block_count"][name])
     return stats
+
+
+def pooled_perplexity(nll: np.ndarray, count: np.ndarray) -> float:
+    """exp(sum of NLL / sum of predicted tokens): the token-weighted perplexity of blocks; NaN for no token."""
+    total = int(np.sum(count))
+    return math.exp(float(np.sum(nll)) / total) if total else math.nan
 
 
 def sample_perplexity(model, ids: np.ndarray, lengths: np.ndarray | None = None, batch_size: int = 64) -> float:
@@ -104,23 +126,46 @@ def loglik_std(nll: np.ndarray, count: np.ndarray) -> float:
     return float(np.std(-nll[has] / count[has])) if has.any() else math.nan
 
 
-def tail_token_mass(sample_ids: np.ndarray, human_train_ids: np.ndarray, q: int) -> float:
-    """Share of sampled tokens outside the head of the human training text: its `q` most frequent token ids.
+def frequent_tokens(human_train_ids: np.ndarray, q: int, size: int) -> np.ndarray:
+    """(size,) bool: the `q` most frequent token ids of the human training text.
 
-    The head is ranked by count, ties broken toward the smaller id; ids the human text never holds are
-    always in the tail (so the head has min(q, distinct human ids) members). Negative ids are padding and
-    ignored in both arrays (see valid_tokens for generate's eos-padded output). NaN if no sampled token.
+    Ranked by count, ties broken toward the smaller id; ids the human text never holds are never frequent
+    (so there are min(q, distinct human ids) of them). Negative ids are padding and ignored.
+    """
+    counts = _counts(human_train_ids, size)
+    top = np.argsort(-counts, kind="stable")[:q]  # stable: equal counts keep id order
+    out = np.zeros(len(counts), dtype=bool)
+    out[top[counts[top] > 0]] = True
+    return out[:size]
+
+
+def head_tokens(human_train_ids: np.ndarray, size: int, share: float = 0.5) -> np.ndarray:
+    """(size,) bool: the most frequent token ids of the human training text that together make up `share` of
+    its tokens: the fewest ids, taken by descending count (ties toward the smaller id), whose counts reach it."""
+    counts = _counts(human_train_ids, size)
+    order = np.argsort(-counts, kind="stable")
+    reached = np.cumsum(counts[order]) >= share * counts.sum()
+    out = np.zeros(len(counts), dtype=bool)
+    out[order[: int(np.argmax(reached)) + 1]] = counts.sum() > 0
+    return out[:size]
+
+
+def _counts(ids: np.ndarray, size: int) -> np.ndarray:
+    ids = np.asarray(ids).ravel()
+    ids = ids[ids >= 0]
+    return np.bincount(ids, minlength=size)
+
+
+def tail_token_mass(sample_ids: np.ndarray, human_train_ids: np.ndarray, q: int) -> float:
+    """Share of sampled tokens outside the head of the human training text: its `q` most frequent token ids
+    (see frequent_tokens). Negative ids are padding and ignored in both arrays (see valid_tokens for
+    generate's eos-padded output). NaN if no sampled token.
     """
     samples = np.asarray(sample_ids).ravel()
     samples = samples[samples >= 0]
     if not len(samples):
         return math.nan
-    human = np.asarray(human_train_ids).ravel()
-    counts = np.bincount(human[human >= 0], minlength=samples.max() + 1)
-    head = np.argsort(-counts, kind="stable")[:q]  # stable: equal counts keep id order
-    in_head = np.zeros(len(counts), dtype=bool)
-    in_head[head[counts[head] > 0]] = True
-    return 1.0 - float(in_head[samples].mean())
+    return 1.0 - float(frequent_tokens(human_train_ids, q, samples.max() + 1)[samples].mean())
 
 
 def unigram_kl(human_ids: np.ndarray, sample_ids: np.ndarray, vocab_size: int, alpha: float) -> float:

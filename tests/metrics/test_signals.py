@@ -12,10 +12,13 @@ from testbed.metrics import (
     effective_rank,
     effective_rank_of,
     embedding_diversity,
+    frequent_tokens,
+    head_tokens,
     loglik_std,
     mean_cosine_distance,
     next_token_stats,
     perplexity,
+    pooled_perplexity,
     ppl_gap,
     rep_n,
     rep_n_per_sample,
@@ -107,6 +110,36 @@ def test_next_token_stats_hand_worked():
         assert stats["token_entropy"] == pytest.approx(math.log(V) / 2)
         assert stats["perplexity"] == pytest.approx(math.sqrt(V))
     assert next_token_stats(Counting(), blocks, confident=1.01)["confident_share"] == 0.0
+
+
+def test_next_token_stats_split_by_target_group():
+    # Targets after an even token (1, 3, 7, 5: all odd) are certain (NLL 0); after an odd one (2, 4, 8, 6: all
+    # even) uniform (NLL log V). Split by the parity of the target: perplexity 1 and V; overall sqrt(V).
+    blocks = np.array([[0, 1, 2, 3, 4], [6, 7, 8, -1, -1], [-1, 4, 5, 6, -1]])
+    ids = np.arange(V)
+    groups = {"odd": ids % 2 == 1, "even": ids % 2 == 0, "none": ids == 15}
+    for batch_size in (1, 2):
+        stats = next_token_stats(Counting(), blocks, batch_size=batch_size, groups=groups)
+        assert stats["perplexity_odd"] == pytest.approx(1.0)
+        assert stats["perplexity_even"] == pytest.approx(V)
+        assert math.isnan(stats["perplexity_none"])
+        assert stats["perplexity"] == pytest.approx(math.sqrt(V))
+        assert stats["block_count"]["even"].tolist() == [2, 1, 1] and stats["block_count"]["all"].tolist() == [4, 2, 2]
+        assert stats["block_nll"]["even"] == pytest.approx(np.array([2, 1, 1]) * math.log(V))
+    assert "perplexity_odd" not in next_token_stats(Counting(), blocks)
+    assert pooled_perplexity(np.array([1.0, 3.0]), np.array([2, 2])) == pytest.approx(math.e)
+    assert math.isnan(pooled_perplexity(np.zeros(2), np.zeros(2, dtype=int)))
+
+
+def test_head_and_frequent_tokens_hand_worked():
+    # Counts: id 5 x4, 1 x2, 3 x2, 0 x1 (9 tokens; -1 is padding).
+    human = np.array([5, 1, 5, 3, 5, 1, 3, 0, 5, -1])
+    assert np.flatnonzero(head_tokens(human, 8, 0.4)).tolist() == [5]  # 4/9 >= 0.4
+    assert np.flatnonzero(head_tokens(human, 8)).tolist() == [1, 5]  # 4/9 < half; with id 1 (tie with 3) 6/9
+    assert np.flatnonzero(head_tokens(human, 8, 1.0)).tolist() == [0, 1, 3, 5]
+    assert np.flatnonzero(frequent_tokens(human, 2, 8)).tolist() == [1, 5]
+    assert np.flatnonzero(frequent_tokens(human, 10, 8)).tolist() == [0, 1, 3, 5]  # never-seen ids: never frequent
+    assert len(frequent_tokens(human, 2, 4)) == 4 and not head_tokens(np.array([-1]), 4).any()
 
 
 def test_next_token_stats_equal_full_softmax_on_a_real_model(tiny, monkeypatch):
