@@ -47,6 +47,17 @@ def _resolve(args: list[str], resume: bool) -> tuple[config.Config, Path, str | 
     return cfg, rundir.run_path(cfg.run.out_dir, cfg.run.name), path
 
 
+def check_tracker(log_with: str) -> None:
+    """A tracker that is not installed stops the run before any work (accelerate would only warn and log
+    nothing); installed means what accelerate itself checks."""
+    from accelerate import utils
+
+    available = {"wandb": utils.is_wandb_available, "tensorboard": utils.is_tensorboard_available}
+    if log_with in available and not available[log_with]():
+        raise ConfigError(f"config key 'run.log_with': {log_with} is not installed; install it with "
+                          f"`pip install {log_with}`, or set run.log_with=none")
+
+
 def cmd_run(ns: argparse.Namespace) -> int:
     from accelerate import PartialState
 
@@ -54,6 +65,7 @@ def cmd_run(ns: argparse.Namespace) -> int:
     from testbed.report import format_table, write_report
 
     cfg, run_dir, _ = _resolve(ns.args, ns.resume)
+    check_tracker(cfg.run.log_with)
     if ns.resume:
         if not (run_dir / "config.yaml").is_file():
             raise rundir.RunDirError(f"{run_dir} is not a run directory (no config.yaml): nothing to resume")
@@ -70,7 +82,6 @@ def cmd_run(ns: argparse.Namespace) -> int:
             rundir.write_text(run_dir / "config.yaml", config.to_yaml(cfg))
     else:
         rundir.refuse_existing(run_dir)  # before any work; rundir.create checks again when it makes it
-    print(f"run directory: {run_dir}", flush=True)
     rows, baseline = loop.run(cfg, run_dir, resume=ns.resume)
     if not PartialState().is_main_process:  # accelerate launch: the main process reports
         return 0
@@ -85,6 +96,7 @@ def cmd_run(ns: argparse.Namespace) -> int:
 def cmd_validate(ns: argparse.Namespace) -> int:
     path, overrides = _split_args(ns.args)
     cfg = config.load(path, overrides)
+    check_tracker(cfg.run.log_with)
     if cfg.data.source == "files":  # the loader's own checks: present, UTF-8, not empty
         from testbed.data import load_corpus
 
@@ -127,6 +139,10 @@ def cmd_paper_check(ns: argparse.Namespace) -> int:
 def cmd_gaussian(ns: argparse.Namespace) -> int:
     from testbed import gaussian
 
+    for flag, value, least in (("--samples", ns.samples, 2), ("--generations", ns.generations, 0),
+                               ("--repeats", ns.repeats, 2)):
+        if value < least:  # the unbiased variance needs two samples; a spread over chains needs two chains
+            raise ConfigError(f"testbed gaussian: {flag} must be at least {least}, got {value}")
     out = Path(ns.out or f"runs/gaussian-M{ns.samples}-N{ns.generations}-R{ns.repeats}-seed{ns.seed}")
     gaussian.run(ns.samples, ns.generations, ns.repeats, ns.seed, out)
     return 0

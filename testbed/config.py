@@ -408,7 +408,10 @@ def _describe(tp: Any) -> str:
 def _coerce(value: Any, tp: Any, key: str, from_cli: bool) -> Any:
     """Check (YAML) or parse (CLI string) `value` as type `tp`; raise ConfigError naming `key`."""
     base, optional = _unwrap_optional(tp)
-    if from_cli and isinstance(value, str) and value.lower() in ("null", "none", "~") and optional:
+    # On the command line an empty value is null; a string key takes any other string as it is (run.name=none
+    # names the run "none"), other keys read null, none and ~ as null.
+    if from_cli and optional and isinstance(value, str) and (
+            value == "" or base is not str and value.lower() in ("null", "none", "~")):
         return None
     if value is None:
         _require(optional, key, f"expected {_describe(base)}, got null")

@@ -147,6 +147,7 @@ def prepare(cfg: Config, run_dir: Path, resume: bool) -> tuple[Inputs, torch.nn.
         if x.main and not resume:
             rundir.create(run_dir, first_files)
         if x.main:
+            print(f"run directory: {run_dir}", flush=True)  # only now that it exists: the inputs all loaded
             rundir.remove_partial_writes(run_dir)
             rundir.write_environment(run_dir, accelerator)
     if log_with:

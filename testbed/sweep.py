@@ -40,7 +40,13 @@ class SweepRun:
 
 
 def _value(v) -> str:
+    """A value as a run name writes it."""
     return "null" if v is None else str(v).lower() if isinstance(v, bool) else str(v)
+
+
+def _override(key: str, v) -> str:
+    """key=value as `testbed run` reads it: an empty value is null (a string key takes "null" as a string)."""
+    return f"{key}={'' if v is None else _value(v)}"
 
 
 def parse_axes(items: list[str]) -> dict[str, list[str]]:
@@ -53,18 +59,31 @@ def parse_axes(items: list[str]) -> dict[str, list[str]]:
     return axes
 
 
+def check_setting_names(cfg: config.Config) -> None:
+    """A setting's optional `name` (its label in reports) is a non-empty string, and no two are the same."""
+    names = [s.get("name") for s in cfg.sweep.settings]
+    for i, name in enumerate(names):
+        if name is not None and (not isinstance(name, str) or not name.strip()):
+            raise ConfigError(f"config key 'sweep.settings[{i}].name': expected a non-empty string, got {name!r}")
+    given = [n for n in names if n is not None]
+    if len(set(given)) != len(given):
+        raise ConfigError(f"config key 'sweep.settings': two settings share a name ({', '.join(given)})")
+
+
 def expand(cfg: config.Config, cli_axes: dict[str, list[str]]) -> list[SweepRun]:
-    """settings x grid (CLI axes replace file axes of the same key); each run named by what varies."""
-    settings = [{k: _value(v) for k, v in s.items()} for s in cfg.sweep.settings] or [{}]
-    grid = {k: [_value(v) for v in vs] for k, vs in cfg.sweep.grid.items()}
+    """settings x grid (CLI axes replace file axes of the same key); each run named by what varies. A
+    setting's `name` labels it in reports; it is not a config key."""
+    check_setting_names(cfg)
+    settings = [{k: v for k, v in s.items() if k != "name"} for s in cfg.sweep.settings] or [{}]
+    grid = dict(cfg.sweep.grid)
     grid.update(cli_axes)
     runs = []
     for setting in settings:
         for combo in itertools.product(*grid.values()):
             values = {**setting, **dict(zip(grid, combo))}
-            overrides = [f"{k}={v}" for k, v in values.items()]
-            varying = [f"{k}={v}" for k, v in values.items() if len({s.get(k) for s in settings}) > 1
-                       or len(grid.get(k, [])) > 1]
+            overrides = [_override(k, v) for k, v in values.items()]
+            varying = [f"{k}={_value(v)}" for k, v in values.items()
+                       if len({_value(s.get(k)) for s in settings}) > 1 or len(grid.get(k, [])) > 1]
             runs.append(SweepRun(",".join(varying) or "run", overrides))
     names = [r.name for r in runs]
     if len(set(names)) != len(names):

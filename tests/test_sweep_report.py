@@ -42,6 +42,22 @@ def test_expand_settings_times_grid():
                                   "train.lr=0.002"]
 
 
+def test_setting_names_label_reports_and_null_stays_null():
+    """A setting's `name` is no override; a null value reaches the run as null, even for a string key."""
+    cfg = config.load(None)
+    cfg.sweep.settings = [{"name": "from scratch", "model.name_or_path": None},
+                          {"name": "pretrained", "model.name_or_path": "facebook/opt-125m"}]
+    runs = expand(cfg, {})
+    assert [r.name for r in runs] == ["model.name_or_path=null", "model.name_or_path=facebook/opt-125m"]
+    assert runs[0].overrides == ["model.name_or_path="]
+    assert config.load(None, runs[0].overrides).model.name_or_path is None
+    for names, message in (([1, "b"], "'sweep.settings[0].name': expected a non-empty string, got 1"),
+                           (["a", "a"], "two settings share a name")):
+        cfg.sweep.settings = [{"name": n, "train.lr": lr} for n, lr in zip(names, (0.1, 0.2))]
+        with pytest.raises(config.ConfigError, match=re.escape(message)):
+            expand(cfg, {})
+
+
 def test_bad_sweep_values_name_the_key(tmp_path: Path, capsys):
     f = tmp_path / "s.yaml"
     f.write_text("sweep:\n  grid:\n    mixing.human_fraction: [0.1, 2]\n")
