@@ -130,6 +130,11 @@ class MixingConfig:
     strategy: Literal["replace", "fixed_fraction", "accumulate", "accumulate_subsample"] = "replace"
     human_fraction: float = 0.1  # fixed_fraction: share of human examples in the training set
     fixed_subset: bool = False  # fixed_fraction: the same human subset every generation
+    # fixed_fraction: the synthetic part is the continuations of the blocks the human part does not take, so
+    # each training block appears once, as itself or as its model's continuation. With fixed_subset: true this
+    # is the Shumailov et al. code's draw (it reseeds every call: the same tenth each cycle). Needs every
+    # human block prompted once (prompted mode, generation.num_samples null) and no curation filter.
+    complementary: bool = False
     # fixed_fraction: reuse: the human examples are drawn from generation 0's training blocks; fresh: each
     # generation gets human blocks no earlier generation saw, from the training split beyond
     # data.max_train_blocks (the "fresh data loop")
@@ -314,6 +319,14 @@ def check(cfg: Config) -> None:
              f"must be a fraction in [0, 1], got {x.human_fraction}")
     _require(x.human_pool == "reuse" or x.strategy == "fixed_fraction", "mixing.human_pool",
              f"fresh applies to mixing.strategy=fixed_fraction, not {x.strategy}")
+    if x.complementary:
+        _require(x.strategy == "fixed_fraction" and x.human_pool == "reuse", "mixing.complementary",
+                 "applies to mixing.strategy=fixed_fraction with mixing.human_pool=reuse")
+        _require(g.mode == "prompted" and g.num_samples is None, "mixing.complementary",
+                 "needs one continuation per human block: generation.mode=prompted, generation.num_samples=null")
+        c = cfg.curate
+        _require(c.dedup == "none" and c.verifier == "none" and c.perplexity_keep == 1, "mixing.complementary",
+                 "needs every continuation: no curate.dedup, curate.verifier or curate.perplexity_keep filter")
 
     w, c = g.watermark, cfg.curate
     _require(0 < w.greenlist_ratio < 1, "generation.watermark.greenlist_ratio", "must be in (0, 1)")
