@@ -189,8 +189,9 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--out", help="where to write (default: the directory given, or the parent of the first)")
     rp.set_defaults(func=cmd_report)
 
-    pc = sub.add_parser("paper-check", help="a Shumailov et al. (2024) run or sweep beside the paper's numbers; "
-                                            "exit 0 only when all hold")
+    pc = sub.add_parser("paper-check", help="a Shumailov et al. (2024) run or sweep beside the paper's numbers, "
+                                            "with every deviation from its protocol; exit 0 only when all hold "
+                                            "on runs of that protocol")
     pc.add_argument("dirs", nargs="+", metavar="RUN_OR_SWEEP_DIR")
     pc.set_defaults(func=cmd_paper_check)
 
