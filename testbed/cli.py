@@ -1,4 +1,4 @@
-"""Command line: testbed run | validate | sweep | report | paper-check | gaussian.
+"""Command line: testbed run | validate | keys | sweep | report | paper-check | gaussian.
 
 User errors (config, data, model, run directory, a full disk) print one line and exit with code 2;
 --debug shows the traceback instead.
@@ -136,6 +136,16 @@ def cmd_paper_check(ns: argparse.Namespace) -> int:
     return paper_check([Path(p) for p in ns.dirs])
 
 
+def cmd_keys(ns: argparse.Namespace) -> int:
+    import textwrap
+
+    for doc in config.describe_keys(ns.prefix or ""):
+        print(f"{doc.key}  {doc.type} = {doc.default}")
+        if doc.comment:
+            print(textwrap.fill(doc.comment, 100, initial_indent="    ", subsequent_indent="    "))
+    return 0
+
+
 def cmd_gaussian(ns: argparse.Namespace) -> int:
     from testbed import gaussian
 
@@ -153,7 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--debug", action="store_true", help="show tracebacks for user errors")
     sub = p.add_subparsers(dest="command", required=True)
 
-    r = sub.add_parser("run", help="run an experiment (no config: the built-in default)")
+    keys_help = "every config key, its type, default and meaning: testbed keys [PREFIX]"
+    r = sub.add_parser("run", help="run an experiment (no config: the built-in default)", epilog=keys_help)
     r.add_argument("args", nargs="*", metavar="CONFIG|RUN_DIR key.sub=value",
                    help="a YAML config (or a run directory with --resume), then overrides")
     r.add_argument("--resume", action="store_true", help="continue a run from its last completed generation")
@@ -161,7 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="resume even though the config differs from the saved one")
     r.set_defaults(func=cmd_run)
 
-    v = sub.add_parser("validate", help="check a config without running it")
+    v = sub.add_parser("validate", help="check a config without running it", epilog=keys_help)
     v.add_argument("args", nargs="*", metavar="CONFIG key.sub=value")
     v.set_defaults(func=cmd_validate)
 
@@ -194,6 +205,10 @@ def build_parser() -> argparse.ArgumentParser:
                                             "on runs of that protocol")
     pc.add_argument("dirs", nargs="+", metavar="RUN_OR_SWEEP_DIR")
     pc.set_defaults(func=cmd_paper_check)
+
+    k = sub.add_parser("keys", help="each config key with its type, default and comment (from testbed/config.py)")
+    k.add_argument("prefix", nargs="?", metavar="PREFIX", help="a section (train) or a key (train.lr); default: all")
+    k.set_defaults(func=cmd_keys)
 
     gp = sub.add_parser("gaussian", help="the Gaussian refit toy against its closed forms")
     gp.add_argument("--samples", type=int, default=100, help="M: samples per generation")

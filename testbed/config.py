@@ -233,7 +233,8 @@ class SlurmConfig:
 class SweepConfig:
     """Used by `testbed sweep` only (`testbed run` ignores it): runs = settings x grid."""
 
-    # Named alternatives, each a mapping of dotted keys to values, e.g. {mixing.strategy: replace}.
+    # Alternatives, each a mapping of dotted keys to values, e.g. {mixing.strategy: replace}, and an optional
+    # `name`: the setting's label in reports (default: its values that vary, short).
     settings: list[dict[str, Any]] = field(default_factory=list)
     grid: dict[str, list[Any]] = field(default_factory=dict)  # dotted key -> values: the cross product
     slurm: SlurmConfig = field(default_factory=SlurmConfig)
@@ -564,6 +565,87 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             out[f"{prefix}{k}"] = v
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# The schema described: `testbed keys`, from the dataclasses and the comments of this file.
+
+
+@dataclass
+class KeyDoc:
+    key: str  # dotted
+    type: str  # e.g. "int", "float | null", "replace | fixed_fraction"
+    default: str  # as YAML writes it
+    comment: str  # the comment lines above the field and the comment after it, joined
+
+
+def _type_name(tp: Any) -> str:
+    base, optional = _unwrap_optional(tp)
+    if typing.get_origin(base) is Literal:
+        name = " | ".join(str(a) for a in typing.get_args(base))
+    else:
+        name = {list: "list", dict: "mapping"}.get(typing.get_origin(base), getattr(base, "__name__", str(base)))
+    return name + (" | null" if optional else "")
+
+
+def _field_comments() -> dict[str, dict[str, str]]:
+    """Class name -> field name -> its comment in this file: the comment lines right above the field, then
+    the comment at the end of its line."""
+    import ast
+    import inspect
+    import io
+    import sys
+    import tokenize
+
+    source = inspect.getsource(sys.modules[__name__])
+    own_line, trailing = {}, {}
+    for tok in tokenize.generate_tokens(io.StringIO(source).readline):
+        if tok.type == tokenize.COMMENT:
+            text = tok.string.lstrip("#").strip()
+            (own_line if tok.line.strip().startswith("#") else trailing)[tok.start[0]] = text
+    out: dict[str, dict[str, str]] = {}
+    for node in ast.parse(source).body:
+        if not isinstance(node, ast.ClassDef):
+            continue
+        for stmt in node.body:
+            if isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name):
+                above, line = [], stmt.lineno - 1
+                while line in own_line:
+                    above.insert(0, own_line[line])
+                    line -= 1
+                after = [trailing[n] for n in range(stmt.lineno, (stmt.end_lineno or stmt.lineno) + 1) if n in trailing]
+                out.setdefault(node.name, {})[stmt.target.id] = " ".join(above + after)
+    return out
+
+
+def _yaml_value(value: Any) -> str:
+    return yaml.safe_dump(value, default_flow_style=True, width=10**6).removesuffix("\n...\n").strip()
+
+
+def describe_keys(prefix: str = "") -> list[KeyDoc]:
+    """Every config key under `prefix` (a section or a key; "" for all) with its type, default and comment,
+    in schema order. An unknown prefix is a ConfigError."""
+    comments = _field_comments()
+
+    def walk(obj: Any, path: str) -> list[KeyDoc]:
+        docs = []
+        hints = _hints(type(obj))
+        for f in dataclasses.fields(obj):
+            value = getattr(obj, f.name)
+            if dataclasses.is_dataclass(value):
+                docs += walk(value, f"{path}{f.name}.")
+            else:
+                docs.append(KeyDoc(f"{path}{f.name}", _type_name(hints[f.name]), _yaml_value(value),
+                                   comments.get(type(obj).__name__, {}).get(f.name, "")))
+        return docs
+
+    docs = walk(Config(), "")
+    prefix = prefix.strip(".")
+    chosen = [d for d in docs if not prefix or d.key == prefix or d.key.startswith(prefix + ".")]
+    if not chosen:
+        hint = difflib.get_close_matches(prefix, [d.key for d in docs] + list(_hints(Config)), n=1)
+        raise ConfigError(f"unknown config key '{prefix}'" + (f" (did you mean '{hint[0]}'?)" if hint else ""))
+    return chosen
 
 
 # Keys generation 0's training never reads: runs that differ only in these can share one generation 0.

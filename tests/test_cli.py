@@ -72,3 +72,26 @@ def test_run_name_none_is_a_name(tmp_path):
     f = tmp_path / "c.yaml"
     f.write_text("run:\n  name: null\n")
     assert config.load(f).run.name is None  # YAML null in a file is null
+
+
+def test_keys_prints_each_key_with_type_default_and_comment(capsys):
+    """From the dataclasses and the comments of testbed/config.py: the comment after a field, the comment
+    lines above it."""
+    from testbed import config
+
+    assert main(["keys", "train.weight_decay_all"]) == 0
+    assert capsys.readouterr().out == ("train.weight_decay_all  bool = false\n"
+                                       "    false: decay weight matrices only; true: biases and norms too (torch's "
+                                       "default)\n")
+    assert main(["keys", "run"]) == 0
+    out = capsys.readouterr().out
+    assert "run.name  str | null = null\n    run directory name; default: <config stem>-<timestamp>\n" in out
+    assert "run.keep_checkpoints  all | last | none = all\n" in out
+    assert "run.threads  int | null = null\n    CPU runs: torch's thread count. null: torch's default" in out
+    assert main(["keys"]) == 0
+    listed = [line.split("  ")[0] for line in capsys.readouterr().out.splitlines() if not line.startswith(" ")]
+    expected = list(config.flatten(config.Config().to_dict()))  # every key, in schema order
+    expected.insert(expected.index("sweep.settings") + 1, "sweep.grid")  # flatten drops an empty mapping
+    assert listed == expected
+    assert main(["keys", "train.sched"]) == 2
+    assert capsys.readouterr().err.strip() == "error: unknown config key 'train.sched' (did you mean 'train.schedule'?)"
