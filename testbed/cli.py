@@ -195,7 +195,8 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument(flag, type=kind, help=f"slurm: {text} (default: the config's sweep.slurm section)")
     s.set_defaults(func=cmd_sweep)
 
-    rp = sub.add_parser("report", help="report.md and plots over runs and sweeps (mean ± 95%% CI over seeds)")
+    rp = sub.add_parser("report", help="report.md and plots over runs and sweeps (mean ± std over seeds; "
+                                                "plots: mean and the seeds' range)")
     rp.add_argument("dirs", nargs="+", metavar="RUN_OR_SWEEP_DIR")
     rp.add_argument("--out", help="where to write (default: the directory given, or the parent of the first)")
     rp.set_defaults(func=cmd_report)
