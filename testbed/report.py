@@ -119,8 +119,11 @@ def setting_label(run: Run, varying: list[str]) -> str:
 
 
 def group_settings(runs: list[Run]) -> dict[str, list[Run]]:
-    """Setting label -> the runs of that setting (its seeds). When two runs that differ get the same label
-    (two sweeps that share setting names, say), every run is labelled by all the values that vary."""
+    """Setting label -> the runs of that setting (its seeds), a sweep's settings in its config's order. When
+    two runs that differ get the same label (two sweeps that share setting names, say), every run is
+    labelled by all the values that vary."""
+    order = {id(r): next((i for i, s in enumerate(r.settings) if s == run_setting(r)), len(r.settings)) for r in runs}
+    runs = sorted(runs, key=lambda r: order[id(r)])  # a sweep's settings in the order its config lists them
     varying = differing_keys(runs)
     labels = [setting_label(r, varying) for r in runs]
     if any(differing_keys([r for r, other in zip(runs, labels) if other == label]) for label in set(labels)):
@@ -276,7 +279,7 @@ def _pyplot():
 def _panel(ax, m: Metric, groups: dict[str, list[Run]], runs: list[Run], colors) -> None:
     """One metric against generation: a line per setting (the mean over seeds), the seeds' range shaded
     (inside what the metric can take), human text dashed; perplexities on a log axis."""
-    from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
+    from matplotlib.ticker import MaxNLocator
 
     for color, (label, rs) in zip(colors, groups.items()):
         g, values = per_generation(rs, m.key)
@@ -292,11 +295,9 @@ def _panel(ax, m: Metric, groups: dict[str, list[Run]], runs: list[Run], colors)
     human, _ = mean_std([r.baseline.get(m.key) for r in runs])
     if np.isfinite(human):
         ax.axhline(human, color="black", ls="--", lw=1, label="human text")
-    if m.log:  # ticks at 1, 2, 5 x 10^k, written as plain numbers
+    if m.log:
         ax.set_yscale("log")
-        ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
-        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-        ax.yaxis.set_minor_formatter(NullFormatter())
+        _plain_log_ticks(ax.yaxis)
     arrow = {True: " (higher is better)", False: " (lower is better)", None: ""}[m.higher_is_better]
     ax.set_title(textwrap.fill(m.title + arrow, 52), fontsize=9)
     ax.set_xlabel("generation", fontsize=8)
@@ -304,6 +305,32 @@ def _panel(ax, m: Metric, groups: dict[str, list[Run]], runs: list[Run], colors)
     ax.set_ylabel(m.unit, fontsize=8)
     ax.tick_params(labelsize=7)
     ax.grid(alpha=0.3, which="both" if m.log else "major")
+
+
+def _legend(fig, axes, fontsize: int) -> None:
+    """One legend below the axes for every entry of every panel (only some have the human line), human
+    text last, in as many columns as fit the figure's width."""
+    entries = {}
+    for ax in axes.flat:
+        entries.update(zip(*reversed(ax.get_legend_handles_labels())))
+    if "human text" in entries:
+        entries["human text"] = entries.pop("human text")
+    width_in = 0.6 + 0.0095 * fontsize * max(map(len, entries), default=1)  # a handle and the label
+    ncol = max(1, min(len(entries), int(fig.get_figwidth() // width_in)))
+    fig.legend(list(entries.values()), list(entries), loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=ncol,
+               fontsize=fontsize, frameon=False)
+
+
+def _plain_log_ticks(axis) -> None:
+    """A log axis (its data already drawn) with ticks written as plain numbers: at 1, 2, 5 x 10^k over up
+    to two decades, at the powers of 10 beyond (their labels would collide)."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    low, high = axis.get_view_interval()
+    decades = math.log10(high / low) if low > 0 and high > low else 0.0
+    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0) if decades <= 2 else (1.0,)))
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    axis.set_minor_formatter(NullFormatter())
 
 
 def _grid_figure(metrics: list[Metric], groups: dict[str, list[Run]], runs: list[Run], cols: int, title: str,
@@ -319,13 +346,7 @@ def _grid_figure(metrics: list[Metric], groups: dict[str, list[Run]], runs: list
         _panel(ax, m, groups, runs, colors)
     for ax in list(axes.flat)[len(metrics):]:
         ax.axis("off")
-    legend = {}  # label -> handle, over every panel (only some have the human line)
-    for ax in axes.flat:
-        legend.update(zip(*reversed(ax.get_legend_handles_labels())))
-    width_in = 0.6 + 0.085 * max(map(len, legend), default=1)  # a line handle and the label at 9 pt
-    ncol = max(1, min(len(legend), int(fig.get_figwidth() // width_in)))
-    fig.legend(list(legend.values()), list(legend), loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=ncol,
-               fontsize=9, frameon=False)
+    _legend(fig, axes, 9)
     seeds = max(len(rs) for rs in groups.values())
     fig.suptitle(title + (f" (mean over {seeds} seeds; shaded: lowest to highest seed)" if seeds > 1 else ""))
     # Fixed margins: tight_layout measured every label of the grid and took seconds.
@@ -368,6 +389,8 @@ def plot_perplexity_histograms(groups: dict[str, list[Run]], out: Path) -> Path:
     cols = min(4, len(groups))
     nrows = math.ceil(len(groups) / cols)
     fig, axes = plt.subplots(nrows, cols, figsize=(4.5 * cols, 3.6 * nrows), squeeze=False, sharey=True)
+    most = max(row["generation"] for rs in groups.values() for r in rs for row in r.rows)
+    colors = plt.cm.viridis(np.linspace(0, 0.9, max(most, 1)))  # one colour per producing model, in every panel
     for ax, (label, rs) in zip(axes.flat, groups.items()):
         last = max(row["generation"] for r in rs for row in r.rows)
         data = {g: np.concatenate([_synthetic_ppl(r, g) for r in rs]) for g in range(1, last + 1)}
@@ -377,8 +400,8 @@ def plot_perplexity_histograms(groups: dict[str, list[Run]], out: Path) -> Path:
         if not len(pooled):
             continue
         bins = np.geomspace(max(pooled.min(), 1.0), pooled.max() * 1.01, 40)
-        colors = plt.cm.viridis(np.linspace(0, 0.9, max(len(data), 1)))
-        for color, (g, values) in zip(colors, data.items()):
+        for g, values in data.items():
+            color = colors[g - 1]
             if len(values):
                 ax.hist(values, bins=bins, density=True, histtype="step", lw=1.4, color=color,
                         label=f"data of model {g - 1}")
@@ -386,6 +409,7 @@ def plot_perplexity_histograms(groups: dict[str, list[Run]], out: Path) -> Path:
             ax.hist(human, bins=bins, density=True, histtype="step", lw=1.6, ls="--", color="black",
                     label="human text")
         ax.set_xscale("log")
+        _plain_log_ticks(ax.xaxis)
         ax.set_title(label, fontsize=9)
         ax.set_xlabel("perplexity under the generation-0 model")
         ax.grid(alpha=0.3)
@@ -393,11 +417,7 @@ def plot_perplexity_histograms(groups: dict[str, list[Run]], out: Path) -> Path:
         ax.set_ylabel("density")
     for ax in list(axes.flat)[len(groups):]:
         ax.axis("off")
-    legend = {}
-    for ax in axes.flat:
-        legend.update(zip(*reversed(ax.get_legend_handles_labels())))
-    fig.legend(list(legend.values()), list(legend), loc="upper center", bbox_to_anchor=(0.5, 0.0),
-               ncol=min(len(legend), 7), fontsize=8, frameon=False)
+    _legend(fig, axes, 8)
     fig.suptitle("Per-sequence perplexity, under the generation-0 model, of the data each model produced")
     fig.subplots_adjust(left=0.07, right=0.98, top=1 - 0.7 / fig.get_figheight(), bottom=0.55 / fig.get_figheight(),
                         wspace=0.08, hspace=0.45)
