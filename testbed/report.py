@@ -199,7 +199,7 @@ def markdown(groups: dict[str, list[Run]], runs: list[Run]) -> str:
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     lines += early_warning(groups, runs) + curation_table(groups)
     for m in present(REPORT, runs):
-        arrow = {True: " (higher is better)", False: " (lower is better)", None: ""}[m.higher_is_better]
+        arrow = _title(m).removeprefix(m.title)
         lines += ["", f"## {m.title}", "", f"`{m.key}`, {m.unit}{arrow}.", "",
                   "| generation | " + " | ".join(groups) + " | human |", "|---|" + "---|" * (len(groups) + 1)]
         by_setting = {label: series(rs, m.key) for label, rs in groups.items()}
@@ -276,6 +276,13 @@ def _pyplot():
     return plt
 
 
+TITLE_WIDTH = 52  # characters of a panel's title per line
+
+
+def _title(m: Metric) -> str:
+    return m.title + {True: " (higher is better)", False: " (lower is better)", None: ""}[m.higher_is_better]
+
+
 def _panel(ax, m: Metric, groups: dict[str, list[Run]], runs: list[Run], colors) -> None:
     """One metric against generation: a line per setting (the mean over seeds), the seeds' range shaded
     (inside what the metric can take), human text dashed; perplexities on a log axis."""
@@ -298,8 +305,7 @@ def _panel(ax, m: Metric, groups: dict[str, list[Run]], runs: list[Run], colors)
     if m.log:
         ax.set_yscale("log")
         _plain_log_ticks(ax.yaxis)
-    arrow = {True: " (higher is better)", False: " (lower is better)", None: ""}[m.higher_is_better]
-    ax.set_title(textwrap.fill(m.title + arrow, 52), fontsize=9)
+    ax.set_title(textwrap.fill(_title(m), TITLE_WIDTH), fontsize=9)
     ax.set_xlabel("generation", fontsize=8)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel(m.unit, fontsize=8)
@@ -351,7 +357,7 @@ def _grid_figure(metrics: list[Metric], groups: dict[str, list[Run]], runs: list
     fig.suptitle(title + (f" (mean over {seeds} seeds; shaded: lowest to highest seed)" if seeds > 1 else ""))
     # Fixed margins: tight_layout measured every label of the grid and took seconds.
     fig.subplots_adjust(left=0.06, right=0.99, top=1 - 0.8 / fig.get_figheight(), bottom=0.7 / fig.get_figheight(),
-                        hspace=0.75, wspace=0.32)
+                        hspace=0.75 if any(len(_title(m)) > TITLE_WIDTH for m in metrics) else 0.5, wspace=0.32)
     fig.savefig(path, dpi=110, bbox_inches="tight")  # "tight" takes in the legend below the axes
     plt.close(fig)
     return path
