@@ -310,21 +310,26 @@ def _panel(ax, m: Metric, groups: dict[str, list[Run]], runs: list[Run], colors)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel(m.unit, fontsize=8)
     ax.tick_params(labelsize=7)
-    ax.grid(alpha=0.3, which="both" if m.log else "major")
+    ax.grid(alpha=0.3)
 
 
-def _legend(fig, axes, fontsize: int) -> None:
+def _legend(fig, axes, fontsize: int) -> float:
     """One legend below the axes for every entry of every panel (only some have the human line), human
-    text last, in as many columns as fit the figure's width."""
+    text last, in as many columns as fit the figure's width. The figure grows by the legend's height, which
+    is returned (inches), so that the caller leaves it that much room at the bottom."""
     entries = {}
     for ax in axes.flat:
         entries.update(zip(*reversed(ax.get_legend_handles_labels())))
     if "human text" in entries:
         entries["human text"] = entries.pop("human text")
-    width_in = 0.6 + 0.0095 * fontsize * max(map(len, entries), default=1)  # a handle and the label
+    # Generous sizes in inches (a handle and its padding; a character), so that no entry can be cut.
+    width_in = 0.7 + 0.0095 * fontsize * max(map(len, entries), default=1)
     ncol = max(1, min(len(entries), int(fig.get_figwidth() // width_in)))
-    fig.legend(list(entries.values()), list(entries), loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=ncol,
+    height_in = 0.2 + math.ceil(len(entries) / ncol) * fontsize * 1.5 / 72
+    fig.set_figheight(fig.get_figheight() + height_in)
+    fig.legend(list(entries.values()), list(entries), loc="lower center", bbox_to_anchor=(0.5, 0.0), ncol=ncol,
                fontsize=fontsize, frameon=False)
+    return height_in
 
 
 def _plain_log_ticks(axis) -> None:
@@ -341,8 +346,8 @@ def _plain_log_ticks(axis) -> None:
 
 def _grid_figure(metrics: list[Metric], groups: dict[str, list[Run]], runs: list[Run], cols: int, title: str,
                  path: Path) -> Path:
-    """A grid of metric panels with one legend below it, wide enough that no entry is cut (the saved
-    image grows to hold it)."""
+    """A grid of metric panels with one legend below it, in a band of the figure sized so that no entry is
+    cut."""
     plt = _pyplot()
     nrows = math.ceil(len(metrics) / cols)
     fig, axes = plt.subplots(nrows, cols, figsize=(4.3 * cols, 3.3 * nrows), squeeze=False)
@@ -352,13 +357,14 @@ def _grid_figure(metrics: list[Metric], groups: dict[str, list[Run]], runs: list
         _panel(ax, m, groups, runs, colors)
     for ax in list(axes.flat)[len(metrics):]:
         ax.axis("off")
-    _legend(fig, axes, 9)
+    legend_in = _legend(fig, axes, 9)
     seeds = max(len(rs) for rs in groups.values())
     fig.suptitle(title + (f" (mean over {seeds} seeds; shaded: lowest to highest seed)" if seeds > 1 else ""))
-    # Fixed margins: tight_layout measured every label of the grid and took seconds.
-    fig.subplots_adjust(left=0.06, right=0.99, top=1 - 0.8 / fig.get_figheight(), bottom=0.7 / fig.get_figheight(),
+    # Fixed margins (tight_layout, or saving with bbox_inches="tight", measures every label: seconds).
+    height = fig.get_figheight()
+    fig.subplots_adjust(left=0.06, right=0.99, top=1 - 0.8 / height, bottom=(0.6 + legend_in) / height,
                         hspace=0.75 if any(len(_title(m)) > TITLE_WIDTH for m in metrics) else 0.5, wspace=0.32)
-    fig.savefig(path, dpi=110, bbox_inches="tight")  # "tight" takes in the legend below the axes
+    fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
 
@@ -423,12 +429,13 @@ def plot_perplexity_histograms(groups: dict[str, list[Run]], out: Path) -> Path:
         ax.set_ylabel("density")
     for ax in list(axes.flat)[len(groups):]:
         ax.axis("off")
-    _legend(fig, axes, 8)
+    legend_in = _legend(fig, axes, 8)
     fig.suptitle("Per-sequence perplexity, under the generation-0 model, of the data each model produced")
-    fig.subplots_adjust(left=0.07, right=0.98, top=1 - 0.7 / fig.get_figheight(), bottom=0.55 / fig.get_figheight(),
+    height = fig.get_figheight()
+    fig.subplots_adjust(left=0.07, right=0.98, top=1 - 0.7 / height, bottom=(0.6 + legend_in) / height,
                         wspace=0.08, hspace=0.45)
     path = out / "synthetic_ppl_gen0.png"
-    fig.savefig(path, dpi=110, bbox_inches="tight")
+    fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
 
