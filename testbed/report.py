@@ -362,7 +362,7 @@ def _grid_figure(metrics: list[Metric], groups: dict[str, list[Run]], runs: list
     fig.suptitle(title + (f" (mean over {seeds} seeds; shaded: lowest to highest seed)" if seeds > 1 else ""))
     # Fixed margins (tight_layout, or saving with bbox_inches="tight", measures every label: seconds).
     height = fig.get_figheight()
-    fig.subplots_adjust(left=0.06, right=0.99, top=1 - 0.8 / height, bottom=(0.6 + legend_in) / height,
+    fig.subplots_adjust(left=0.06, right=0.99, top=1 - 1.0 / height, bottom=(0.6 + legend_in) / height,
                         hspace=0.75 if any(len(_title(m)) > TITLE_WIDTH for m in metrics) else 0.5, wspace=0.32)
     fig.savefig(path, dpi=110)
     plt.close(fig)
