@@ -1,4 +1,4 @@
-"""Command line: testbed run | validate | sweep | report | paper-check | gaussian | categorical.
+"""Command line: testbed run | validate | keys | sweep | report | paper-check | gaussian | categorical.
 
 User errors (config, data, model, run directory, a full disk) print one line and exit with code 2;
 --debug shows the traceback instead.
@@ -47,6 +47,17 @@ def _resolve(args: list[str], resume: bool) -> tuple[config.Config, Path, str | 
     return cfg, rundir.run_path(cfg.run.out_dir, cfg.run.name), path
 
 
+def check_tracker(log_with: str) -> None:
+    """A tracker that is not installed stops the run before any work (accelerate would only warn and log
+    nothing); installed means what accelerate itself checks."""
+    from accelerate import utils
+
+    available = {"wandb": utils.is_wandb_available, "tensorboard": utils.is_tensorboard_available}
+    if log_with in available and not available[log_with]():
+        raise ConfigError(f"config key 'run.log_with': {log_with} is not installed; install it with "
+                          f"`pip install {log_with}`, or set run.log_with=none")
+
+
 def cmd_run(ns: argparse.Namespace) -> int:
     from accelerate import PartialState
 
@@ -54,6 +65,7 @@ def cmd_run(ns: argparse.Namespace) -> int:
     from testbed.report import format_table, write_report
 
     cfg, run_dir, _ = _resolve(ns.args, ns.resume)
+    check_tracker(cfg.run.log_with)
     if ns.resume:
         if not (run_dir / "config.yaml").is_file():
             raise rundir.RunDirError(f"{run_dir} is not a run directory (no config.yaml): nothing to resume")
@@ -66,7 +78,6 @@ def cmd_run(ns: argparse.Namespace) -> int:
             print(f"resuming with a changed config: {', '.join(changed)}", flush=True)
     else:
         rundir.refuse_existing(run_dir)  # before any work; rundir.create checks again when it makes it
-    print(f"run directory: {run_dir}", flush=True)
     rows, baseline = loop.run(cfg, run_dir, resume=ns.resume)
     if not PartialState().is_main_process:  # accelerate launch: the main process reports
         return 0
@@ -81,6 +92,7 @@ def cmd_run(ns: argparse.Namespace) -> int:
 def cmd_validate(ns: argparse.Namespace) -> int:
     path, overrides = _split_args(ns.args)
     cfg = config.load(path, overrides)
+    check_tracker(cfg.run.log_with)
     if cfg.data.source == "files":  # the loader's own checks: present, UTF-8, not empty
         from testbed.data import load_corpus
 
@@ -120,9 +132,23 @@ def cmd_paper_check(ns: argparse.Namespace) -> int:
     return paper_check([Path(p) for p in ns.dirs])
 
 
+def cmd_keys(ns: argparse.Namespace) -> int:
+    import textwrap
+
+    for doc in config.describe_keys(ns.prefix or ""):
+        print(f"{doc.key}  {doc.type} = {doc.default}")
+        if doc.comment:
+            print(textwrap.fill(doc.comment, 100, initial_indent="    ", subsequent_indent="    "))
+    return 0
+
+
 def cmd_gaussian(ns: argparse.Namespace) -> int:
     from testbed import gaussian
 
+    for flag, value, least in (("--samples", ns.samples, 2), ("--generations", ns.generations, 0),
+                               ("--repeats", ns.repeats, 2)):
+        if value < least:  # the unbiased variance needs two samples; a spread over chains needs two chains
+            raise ConfigError(f"testbed gaussian: {flag} must be at least {least}, got {value}")
     out = Path(ns.out or f"runs/gaussian-M{ns.samples}-N{ns.generations}-R{ns.repeats}-seed{ns.seed}")
     gaussian.run(ns.samples, ns.generations, ns.repeats, ns.seed, out)
     return 0
@@ -151,7 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--debug", action="store_true", help="show tracebacks for user errors")
     sub = p.add_subparsers(dest="command", required=True)
 
-    r = sub.add_parser("run", help="run an experiment (no config: the built-in default)")
+    keys_help = "every config key, its type, default and meaning: testbed keys [PREFIX]"
+    r = sub.add_parser("run", help="run an experiment (no config: the built-in default)", epilog=keys_help)
     r.add_argument("args", nargs="*", metavar="CONFIG|RUN_DIR key.sub=value",
                    help="a YAML config (or a run directory with --resume), then overrides")
     r.add_argument("--resume", action="store_true", help="continue a run from its last completed generation")
@@ -159,7 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="resume even though the config differs from the saved one")
     r.set_defaults(func=cmd_run)
 
-    v = sub.add_parser("validate", help="check a config without running it")
+    v = sub.add_parser("validate", help="check a config without running it", epilog=keys_help)
     v.add_argument("args", nargs="*", metavar="CONFIG key.sub=value")
     v.set_defaults(func=cmd_validate)
 
@@ -183,15 +210,21 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument(flag, type=kind, help=f"slurm: {text} (default: the config's sweep.slurm section)")
     s.set_defaults(func=cmd_sweep)
 
-    rp = sub.add_parser("report", help="report.md and plots over runs and sweeps (mean ± 95%% CI over seeds)")
+    rp = sub.add_parser("report", help="report.md and plots over runs and sweeps (mean ± std over seeds; "
+                                                "plots: mean and the seeds' range)")
     rp.add_argument("dirs", nargs="+", metavar="RUN_OR_SWEEP_DIR")
     rp.add_argument("--out", help="where to write (default: the directory given, or the parent of the first)")
     rp.set_defaults(func=cmd_report)
 
-    pc = sub.add_parser("paper-check", help="a Shumailov et al. (2024) run or sweep beside the paper's numbers; "
-                                            "exit 0 only when all hold")
+    pc = sub.add_parser("paper-check", help="a Shumailov et al. (2024) run or sweep beside the paper's numbers, "
+                                            "with every deviation from its protocol; exit 0 only when all hold "
+                                            "on runs of that protocol")
     pc.add_argument("dirs", nargs="+", metavar="RUN_OR_SWEEP_DIR")
     pc.set_defaults(func=cmd_paper_check)
+
+    k = sub.add_parser("keys", help="each config key with its type, default and comment (from testbed/config.py)")
+    k.add_argument("prefix", nargs="?", metavar="PREFIX", help="a section (train) or a key (train.lr); default: all")
+    k.set_defaults(func=cmd_keys)
 
     gp = sub.add_parser("gaussian", help="the Gaussian refit toy against its closed forms")
     gp.add_argument("--samples", type=int, default=100, help="M: samples per generation")

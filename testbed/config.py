@@ -132,6 +132,11 @@ class MixingConfig:
     strategy: Literal["replace", "fixed_fraction", "accumulate", "accumulate_subsample"] = "replace"
     human_fraction: float = 0.1  # fixed_fraction: share of human examples in the training set
     fixed_subset: bool = False  # fixed_fraction: the same human subset every generation
+    # fixed_fraction: the synthetic part is the continuations of the blocks the human part does not take, so
+    # each training block appears once, as itself or as its model's continuation. With fixed_subset: true this
+    # is the Shumailov et al. code's draw (it reseeds every call: the same tenth each cycle). Needs every
+    # human block prompted once (prompted mode, generation.num_samples null) and no curation filter.
+    complementary: bool = False
     # fixed_fraction: reuse: the human examples are drawn from generation 0's training blocks; fresh: each
     # generation gets human blocks no earlier generation saw, from the training split beyond
     # data.max_train_blocks (the "fresh data loop")
@@ -257,7 +262,8 @@ class SlurmConfig:
 class SweepConfig:
     """Used by `testbed sweep` only (`testbed run` ignores it): runs = settings x grid."""
 
-    # Named alternatives, each a mapping of dotted keys to values, e.g. {mixing.strategy: replace}.
+    # Alternatives, each a mapping of dotted keys to values, e.g. {mixing.strategy: replace}, and an optional
+    # `name`: the setting's label in reports (default: its values that vary, short).
     settings: list[dict[str, Any]] = field(default_factory=list)
     grid: dict[str, list[Any]] = field(default_factory=dict)  # dotted key -> values: the cross product
     slurm: SlurmConfig = field(default_factory=SlurmConfig)
@@ -346,6 +352,14 @@ def check(cfg: Config) -> None:
 
     _check_mixing(x, "mixing.", "")
     check_schedule(x, r.generations)
+    if x.complementary:
+        _require(x.strategy == "fixed_fraction" and x.human_pool == "reuse", "mixing.complementary",
+                 "applies to mixing.strategy=fixed_fraction with mixing.human_pool=reuse")
+        _require(g.mode == "prompted" and g.num_samples is None, "mixing.complementary",
+                 "needs one continuation per human block: generation.mode=prompted, generation.num_samples=null")
+        c = cfg.curate
+        _require(c.dedup == "none" and c.verifier == "none" and c.perplexity_keep == 1, "mixing.complementary",
+                 "needs every continuation: no curate.dedup, curate.verifier or curate.perplexity_keep filter")
 
     w, c = g.watermark, cfg.curate
     _require(0 < w.greenlist_ratio < 1, "generation.watermark.greenlist_ratio", "must be in (0, 1)")
@@ -487,7 +501,10 @@ def _describe(tp: Any) -> str:
 def _coerce(value: Any, tp: Any, key: str, from_cli: bool) -> Any:
     """Check (YAML) or parse (CLI string) `value` as type `tp`; raise ConfigError naming `key`."""
     base, optional = _unwrap_optional(tp)
-    if from_cli and isinstance(value, str) and value.lower() in ("null", "none", "~") and optional:
+    # On the command line an empty value is null; a string key takes any other string as it is (run.name=none
+    # names the run "none"), other keys read null, none and ~ as null.
+    if from_cli and optional and isinstance(value, str) and (
+            value == "" or base is not str and value.lower() in ("null", "none", "~")):
         return None
     if value is None:
         _require(optional, key, f"expected {_describe(base)}, got null")
@@ -627,6 +644,87 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             out[f"{prefix}{k}"] = v
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# The schema described: `testbed keys`, from the dataclasses and the comments of this file.
+
+
+@dataclass
+class KeyDoc:
+    key: str  # dotted
+    type: str  # e.g. "int", "float | null", "replace | fixed_fraction"
+    default: str  # as YAML writes it
+    comment: str  # the comment lines above the field and the comment after it, joined
+
+
+def _type_name(tp: Any) -> str:
+    base, optional = _unwrap_optional(tp)
+    if typing.get_origin(base) is Literal:
+        name = " | ".join(str(a) for a in typing.get_args(base))
+    else:
+        name = {list: "list", dict: "mapping"}.get(typing.get_origin(base), getattr(base, "__name__", str(base)))
+    return name + (" | null" if optional else "")
+
+
+def _field_comments() -> dict[str, dict[str, str]]:
+    """Class name -> field name -> its comment in this file: the comment lines right above the field, then
+    the comment at the end of its line."""
+    import ast
+    import inspect
+    import io
+    import sys
+    import tokenize
+
+    source = inspect.getsource(sys.modules[__name__])
+    own_line, trailing = {}, {}
+    for tok in tokenize.generate_tokens(io.StringIO(source).readline):
+        if tok.type == tokenize.COMMENT:
+            text = tok.string.lstrip("#").strip()
+            (own_line if tok.line.strip().startswith("#") else trailing)[tok.start[0]] = text
+    out: dict[str, dict[str, str]] = {}
+    for node in ast.parse(source).body:
+        if not isinstance(node, ast.ClassDef):
+            continue
+        for stmt in node.body:
+            if isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name):
+                above, line = [], stmt.lineno - 1
+                while line in own_line:
+                    above.insert(0, own_line[line])
+                    line -= 1
+                after = [trailing[n] for n in range(stmt.lineno, (stmt.end_lineno or stmt.lineno) + 1) if n in trailing]
+                out.setdefault(node.name, {})[stmt.target.id] = " ".join(above + after)
+    return out
+
+
+def _yaml_value(value: Any) -> str:
+    return yaml.safe_dump(value, default_flow_style=True, width=10**6).removesuffix("\n...\n").strip()
+
+
+def describe_keys(prefix: str = "") -> list[KeyDoc]:
+    """Every config key under `prefix` (a section or a key; "" for all) with its type, default and comment,
+    in schema order. An unknown prefix is a ConfigError."""
+    comments = _field_comments()
+
+    def walk(obj: Any, path: str) -> list[KeyDoc]:
+        docs = []
+        hints = _hints(type(obj))
+        for f in dataclasses.fields(obj):
+            value = getattr(obj, f.name)
+            if dataclasses.is_dataclass(value):
+                docs += walk(value, f"{path}{f.name}.")
+            else:
+                docs.append(KeyDoc(f"{path}{f.name}", _type_name(hints[f.name]), _yaml_value(value),
+                                   comments.get(type(obj).__name__, {}).get(f.name, "")))
+        return docs
+
+    docs = walk(Config(), "")
+    prefix = prefix.strip(".")
+    chosen = [d for d in docs if not prefix or d.key == prefix or d.key.startswith(prefix + ".")]
+    if not chosen:
+        hint = difflib.get_close_matches(prefix, [d.key for d in docs] + list(_hints(Config)), n=1)
+        raise ConfigError(f"unknown config key '{prefix}'" + (f" (did you mean '{hint[0]}'?)" if hint else ""))
+    return chosen
 
 
 # Keys that decide none of a run's generations (its name, length, bookkeeping, the sweep around it).

@@ -186,6 +186,7 @@ def _open_run_dir(cfg: Config, run_dir: Path, resume: bool, tokenizer, accelerat
         rundir.create(run_dir, first_files)
     elif config.changes(config.from_dict(config.read_yaml(run_dir / "config.yaml")), cfg):
         rundir.write_text(run_dir / "config.yaml", config.to_yaml(cfg))
+    print(f"run directory: {run_dir}", flush=True)  # only now that it exists: the inputs all loaded
     rundir.remove_partial_writes(run_dir)
     if prefix is not None:
         rundir.take_generations(prefix, run_dir, cfg.run.prefix_until)

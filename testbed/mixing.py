@@ -109,7 +109,8 @@ def mix(cfg: MixingConfig, human: Examples, synthetic: list[Examples], generatio
     replace: this generation's synthetic set. fixed_fraction: `total` examples, a share `human_fraction`
     of them human — a fresh draw from `human` each generation, one fixed subset, or (human_pool=fresh) the
     next unseen blocks of `fresh`, which no earlier generation saw — and the rest synthetic, as far as
-    curation left enough. accumulate: all human data plus every synthetic set so far.
+    curation left enough (with `complementary`: the continuations of exactly the human blocks not drawn).
+    accumulate: all human data plus every synthetic set so far.
     accumulate_subsample: that pool subsampled to the size of the human set.
     """
     rng = np.random.default_rng([seed, generation, 17])
@@ -126,7 +127,13 @@ def mix(cfg: MixingConfig, human: Examples, synthetic: list[Examples], generatio
             human_part = fresh.take(np.sort(order[start : start + n_human]))
         else:
             human_rng = np.random.default_rng([seed, 17]) if settings.fixed_subset else rng
-            human_part = human.take(np.sort(human_rng.permutation(len(human))[:n_human]))
+            taken = np.sort(human_rng.permutation(len(human))[:n_human])
+            human_part = human.take(taken)
+            if settings.complementary:  # current[i] continues human block i: the blocks not taken, as continuations
+                if len(current) != len(human):
+                    raise ConfigError(f"config key 'mixing.complementary': {len(current)} continuations for "
+                                      f"{len(human)} human blocks")
+                return concat([human_part, current.take(np.setdiff1d(np.arange(len(current)), taken))])
         synth_part = current.take(np.sort(rng.permutation(len(current))[: total - n_human]))
         return concat([human_part, synth_part])
     pool = concat([human, *synthetic])

@@ -1,11 +1,14 @@
 """Human-readable results: the terminal table of a run, and `testbed report` (markdown + PNG plots) over
-runs and sweeps. Runs that differ only in `run.seed` are one setting; seeds give mean ± 95% CI."""
+runs and sweeps. Runs that differ only in `run.seed` are one setting; tables give the mean ± standard
+deviation over seeds, plots the mean and the seeds' range. Which metric appears where, and how, is
+testbed/metrics/registry.py."""
 
 from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+import textwrap
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -13,76 +16,11 @@ import yaml
 
 from testbed import phases
 from testbed.config import flatten
+from testbed.metrics.registry import CURATION, HEADLINE, REPORT, SIGNAL, SUMMARY, TERMINAL, Metric, shown_in
 from testbed.rundir import RunDirError, read_jsonl
 
-# (row key, column header, format) of the terminal table, in the order shown.
-COLUMNS = [
-    ("generation", "gen", "{}"),
-    ("phase", "phase", "{}"),
-    ("ppl_human", "ppl_human", "{:.2f}"),
-    ("ppl_human_head", "ppl_head", "{:.2f}"),
-    ("ppl_human_tail", "ppl_tail", "{:.2f}"),
-    ("distinct_1", "dist-1", "{:.3f}"),
-    ("distinct_2", "dist-2", "{:.3f}"),
-    ("distinct_4", "dist-4", "{:.3f}"),
-    ("self_bleu", "self-BLEU", "{:.3f}"),
-    ("rep_4", "rep-4", "{:.3f}"),
-    ("entropy", "entropy", "{:.2f}"),
-    ("tail_coverage", "tail_cov", "{:.3f}"),
-    ("synthetic_ppl_gen0_mean", "syn_ppl@g0", "{:.1f}"),
-    ("synthetic_ppl_gen0_p95", "p95", "{:.1f}"),
-    ("kl_per_word", "KL/word", "{:.2f}"),
-    ("tail_mass_lost", "tail_lost", "{:.3f}"),
-]
-
-# (row key, title, unit, higher is better) of the report's tables and plots.
-METRICS = [
-    ("ppl_human", "Perplexity on human test text", "perplexity", False),
-    ("ppl_human_head", "Perplexity on human test text, frequent targets (half the training tokens)", "perplexity",
-     False),
-    ("ppl_human_tail", "Perplexity on human test text, rare targets (outside eval.tail_tokens)", "perplexity", False),
-    ("distinct_1", "Distinct-1 of samples", "unique / total unigrams", True),
-    ("distinct_2", "Distinct-2 of samples", "unique / total bigrams", True),
-    ("distinct_4", "Distinct-4 of samples", "unique / total 4-grams", True),
-    ("self_bleu", "Self-BLEU-4 of samples", "BLEU", False),
-    ("rep_4", "Repetition rate rep-4", "share of repeated 4-grams", False),
-    ("entropy", "Unigram entropy of samples", "bits", True),
-    ("tail_coverage", "Tail coverage", "share of rare human words produced", True),
-    ("synthetic_ppl_gen0_mean", "Synthetic data under generation 0 (mean)", "perplexity", None),
-    ("synthetic_ppl_gen0_p95", "Synthetic data under generation 0 (95th percentile)", "perplexity", None),
-    ("kl_per_word", "KL(language || model), estimated", "nats / word", False),
-    ("true_nll_per_word", "True NLL of samples under the language", "nats / word", None),
-    ("grammatical_rate", "Grammatical sentences in samples", "share", True),
-    ("tail_mass_lost", "True probability mass of words no longer produced", "probability", False),
-    ("ppl_self", "Perplexity of the model on its own samples", "perplexity", None),
-    ("ppl_gap", "Gap: log ppl_human - log ppl_self", "nats", False),
-    ("token_entropy", "Next-token entropy on human text", "nats", None),
-    ("confident_share", "Confident positions (top p >= 0.99) on human text", "share", None),
-    ("tail_token_mass", "Sampled tokens outside the human head", "share", True),
-    ("unigram_kl", "Unigram KL(human || samples), smoothed", "nats", False),
-    ("loglik_std_gen0", "Spread of sample log-likelihood under generation 0", "std, nats / token", True),
-    ("loglik_std_self", "Spread of sample log-likelihood under the model", "std, nats / token", True),
-    ("effective_rank", "Effective rank of representations of human text", "rank", True),
-    ("embedding_diversity", "Sample embedding diversity under generation 0", "mean cosine distance", True),
-]
-
-# The early-warning table's signals: which moves first, beyond the seed-to-seed noise of generation 0.
-SIGNALS = ["ppl_human", "ppl_human_head", "ppl_human_tail", "ppl_gap", "token_entropy", "confident_share",
-           "tail_coverage", "tail_token_mass", "unigram_kl", "distinct_2", "self_bleu", "entropy", "loglik_std_gen0",
-           "effective_rank", "embedding_diversity", "kl_per_word", "grammatical_rate"]
-NOISE_SIGMAS = phases.NOISE_SIGMAS
-
-# (row key, header) of the curation table: what each defence kept and dropped, means over generations >= 1.
-CURATION = [("synthetic_kept", "synthetic kept"), ("synthetic_dropped_dedup", "dropped: dedup"),
-            ("synthetic_dropped_verifier", "dropped: verifier"), ("synthetic_dropped_perplexity", "dropped: ppl"),
-            ("pool_human_in", "pool human"), ("pool_human_kept", "human kept"),
-            ("pool_synthetic_in", "pool synthetic"), ("pool_synthetic_kept", "synthetic kept after screening"),
-            ("detector_tpr", "detector TPR"), ("detector_fpr", "detector FPR"),
-            ("z_synthetic_mean", "z synthetic"), ("z_human_mean", "z human")]
-
 IGNORED_KEYS = {"run.name", "run.out_dir", "run.seed", "run.prefix_from", "run.prefix_until"}
-SUMMARY = ["ppl_human", "distinct_2", "self_bleu", "entropy", "tail_coverage", "synthetic_ppl_gen0_mean",
-           "kl_per_word", "tail_mass_lost"]
+NOISE_SIGMAS = phases.NOISE_SIGMAS  # the early-warning table and the phases: a signal moved when it left the band
 
 
 def _cell(value, fmt: str) -> str:
@@ -93,7 +31,8 @@ def _cell(value, fmt: str) -> str:
 
 def format_table(rows: list[dict], baseline: dict | None = None) -> str:
     """A fixed-width table, one row per generation, the human baseline first (ppl_human does not apply)."""
-    columns = [c for c in COLUMNS if any(c[0] in r for r in rows)]
+    columns = [("generation", "gen", "{}")] + [(m.key, m.header or m.key, m.fmt) for m in shown_in(TERMINAL)
+                                                 if any(m.key in r for r in rows)]
     zero_shot = [{"generation": "base", "ppl_human": r["ppl_human_zero_shot"]} for r in rows[:1]
                  if r.get("ppl_human_zero_shot") is not None]  # the base model before training
     body = ([{**baseline, "ppl_human": None}] if baseline else []) + zero_shot + rows
@@ -115,6 +54,7 @@ class Run:
     config: dict  # flat: dotted key -> value
     rows: list[dict]
     baseline: dict
+    settings: list[dict] = field(default_factory=list)  # the sweep's settings (config.yaml's sweep.settings)
 
 
 def load_run(path: Path) -> Run:
@@ -122,8 +62,8 @@ def load_run(path: Path) -> Run:
     baseline_file = path / "human_baseline.json"
     baseline = json.loads(baseline_file.read_text()) if baseline_file.is_file() else {}
     cfg = yaml.safe_load((path / "config.yaml").read_text())
-    cfg.pop("sweep", None)  # the sweep spec is the same for every run of a sweep
-    return Run(path, flatten(cfg), rows, baseline)
+    sweep = cfg.pop("sweep", None) or {}  # the same for every run of a sweep: not a difference between runs
+    return Run(path, flatten(cfg), rows, baseline, list(sweep.get("settings") or []))
 
 
 def find_runs(paths: list[Path]) -> list[Run]:
@@ -144,48 +84,67 @@ def differing_keys(runs: list[Run]) -> list[str]:
     return [k for k in keys if len({json.dumps(r.config.get(k)) for r in runs}) > 1]
 
 
-def _sweep_label(run: Run) -> str | None:
-    """A sweep run's name lists its own overrides (key=value,...), after its setting's name if it has one:
-    the label, without the seed."""
-    parts = run.path.name.split(",")
-    named = (run.path.parent / "sweep.json").is_file() and "=" not in parts[0]
-    if not all("=" in p and "." in p.partition("=")[0] for p in parts[named:]):
-        return None
-    if named:
-        return ", ".join([parts[0], *(p for p in parts[1:] if not p.startswith("run.seed="))])
-    kept = [p.partition("=") for p in parts if not p.startswith("run.seed=")]
-    return ", ".join(f"{k.split('.')[-1]}={v}" for k, _, v in kept) or "run"
+def _same(a, b) -> bool:
+    return a == b or str(a).lower() == str(b).lower()  # a sweep setting's 0.5 or true against the run's value
+
+
+def run_setting(run: Run) -> dict:
+    """The sweep setting the run belongs to: the most specific of its sweep's settings whose values it has
+    ({} when none does, or the run is not a sweep's)."""
+    matches = [s for s in run.settings if all(_same(run.config.get(k), v) for k, v in s.items() if k != "name")]
+    return max(matches, key=len, default={})
+
+
+def _short(key: str, value) -> str:
+    """A value as a label says it: a word by itself (replace, minhash), a switch by its name, a number with
+    its key's last part (human_fraction=0.5)."""
+    leaf = key.split(".")[-1]
+    if isinstance(value, bool):
+        name = key.split(".")[-2] if leaf == "enabled" else leaf  # generation.watermark.enabled -> watermark
+        return name if value else f"no {name}"
+    if isinstance(value, str) and value.strip() and not value.replace(".", "", 1).isdigit():
+        return value
+    return f"{leaf}={'null' if value is None else value}"
+
+
+def setting_label(run: Run, varying: list[str]) -> str:
+    """The setting's `name` in the sweep, else its values that vary between runs, short: those its sweep
+    setting sets, and those no setting sets (other grid axes), without the seed."""
+    setting = run_setting(run)
+    if "name" in setting:
+        return str(setting["name"])
+    set_by_any = {k for s in run.settings for k in s}
+    keys = ([k for k in setting if k in varying] + [k for k in varying if k not in set_by_any]
+            or [k for k in setting if k in run.config])
+    return ", ".join(dict.fromkeys(_short(k, run.config.get(k)) for k in keys)) or "run"
 
 
 def group_settings(runs: list[Run]) -> dict[str, list[Run]]:
-    """Setting label -> the runs of that setting (its seeds). Sweep runs are labelled by the values
-    their sweep set; other runs by the config values that differ between runs."""
-    labels = [_sweep_label(r) for r in runs]
-    same_label_differs = any(differing_keys([r for r, other in zip(runs, labels) if other == label])
-                             for label in set(labels))
-    if None in labels or same_label_differs:  # e.g. two sweeps whose runs vary only their seed
-        keys = differing_keys(runs)
-        labels = [", ".join(f"{k.split('.')[-1]}={r.config.get(k)}" for k in keys) or "run" for r in runs]
+    """Setting label -> the runs of that setting (its seeds), a sweep's settings in its config's order. When
+    two runs that differ get the same label (two sweeps that share setting names, say), every run is
+    labelled by all the values that vary."""
+    order = {id(r): next((i for i, s in enumerate(r.settings) if s == run_setting(r)), len(r.settings)) for r in runs}
+    runs = sorted(runs, key=lambda r: order[id(r)])  # a sweep's settings in the order its config lists them
+    varying = differing_keys(runs)
+    labels = [setting_label(r, varying) for r in runs]
+    if any(differing_keys([r for r, other in zip(runs, labels) if other == label]) for label in set(labels)):
+        labels = [", ".join(f"{k.split('.')[-1]}={r.config.get(k)}" for k in varying) or "run" for r in runs]
     groups: dict[str, list[Run]] = {}
     for label, r in zip(labels, runs):
         groups.setdefault(label, []).append(r)
     return groups
 
 
+def per_generation(runs: list[Run], key: str) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Generations, and for each the finite values of a metric over `runs` (its seeds)."""
+    generations = sorted({row["generation"] for r in runs for row in r.rows})
+    values = [_finite_values([row.get(key) for r in runs for row in r.rows if row["generation"] == g])
+              for g in generations]
+    return np.array(generations), values
+
+
 def _finite_values(values: list[float | None]) -> np.ndarray:
     return np.asarray([x for x in values if x is not None and np.isfinite(x)], dtype=float)
-
-
-def mean_ci(values: list[float | None]) -> tuple[float, float]:
-    """Mean and the half-width of its 95% t-interval (NaN with one value)."""
-    from scipy import stats
-
-    v = _finite_values(values)
-    if len(v) == 0:
-        return math.nan, math.nan
-    if len(v) == 1:
-        return float(v[0]), math.nan
-    return float(v.mean()), float(stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v)))
 
 
 def mean_std(values: list[float | None]) -> tuple[float, float]:
@@ -196,12 +155,11 @@ def mean_std(values: list[float | None]) -> tuple[float, float]:
     return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else math.nan
 
 
-def series(runs: list[Run], key: str, spread=mean_ci) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Generations, mean and spread (`mean_ci`: CI half-width, or `mean_std`) of a metric over the runs of
-    one setting."""
-    generations = sorted({row["generation"] for r in runs for row in r.rows})
-    stats_ = [spread([row.get(key) for r in runs for row in r.rows if row["generation"] == g]) for g in generations]
-    return np.array(generations), np.array([s[0] for s in stats_]), np.array([s[1] for s in stats_])
+def series(runs: list[Run], key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Generations, mean and standard deviation of a metric over the runs of one setting."""
+    generations, values = per_generation(runs, key)
+    stats_ = [mean_std(list(v)) for v in values]
+    return generations, np.array([s[0] for s in stats_]), np.array([s[1] for s in stats_])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -215,35 +173,39 @@ def _fmt(mean: float, ci: float) -> str:
     return f"{mean:.{digits}f}" + ("" if math.isnan(ci) else f" ± {ci:.{digits}f}")
 
 
+def present(view: str, runs: list[Run]) -> list[Metric]:
+    """The metrics of `view` that some run recorded a value for, in registry order."""
+    return [m for m in shown_in(view) if any(row.get(m.key) is not None for r in runs for row in r.rows)]
+
+
 def markdown(groups: dict[str, list[Run]], runs: list[Run]) -> str:
     keys = differing_keys(runs)
     seeds = sorted({r.config.get("run.seed") for r in runs})
     lines = ["# Model-collapse report", "",
              f"{len(runs)} runs, {len(groups)} settings, seeds {seeds}. Cells: mean ± standard deviation over "
-             "seeds (the plots shade the 95% t-interval of the mean).", "", "## Settings", "",
+             "seeds (the plots shade the seeds' range, lowest to highest).", "", "## Settings", "",
              "| setting | runs | " + " | ".join(keys) + " |", "|---|---|" + "---|" * len(keys)]
     for label, rs in groups.items():
         lines.append(f"| {label} | {len(rs)} | " + " | ".join(str(rs[0].config.get(k)) for k in keys) + " |")
-    metrics_present = [m for m in METRICS if any(m[0] in row for r in runs for row in r.rows)]
-    summary = [k for k in SUMMARY if any(k == m[0] for m in metrics_present)]
+    summary = present(SUMMARY, runs)
     last = max(row["generation"] for r in runs for row in r.rows)
     lines += ["", f"## Summary: mean at the first → last generation (0 → {last})", "",
-              "| setting | " + " | ".join(f"`{k}`" for k in summary) + " |", "|---|" + "---|" * len(summary)]
+              "| setting | " + " | ".join(f"`{m.key}`" for m in summary) + " |", "|---|" + "---|" * len(summary)]
     for label, rs in groups.items():
         cells = []
-        for key in summary:
-            _, mean, _ = series(rs, key)
+        for m in summary:
+            _, mean, _ = series(rs, m.key)
             finite = mean[np.isfinite(mean)]
             cells.append(f"{finite[0]:.3g} → {finite[-1]:.3g}" if len(finite) else "-")
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     lines += (early_warning(groups, runs) + phase_table(groups, runs) + curation_table(groups)
               + recovery_table(groups, runs))
-    for key, title, unit, better in metrics_present:
-        arrow = {True: " (higher is better)", False: " (lower is better)", None: ""}[better]
-        lines += ["", f"## {title}", "", f"`{key}`, {unit}{arrow}.", "",
+    for m in present(REPORT, runs):
+        arrow = _title(m).removeprefix(m.title)
+        lines += ["", f"## {m.title}", "", f"`{m.key}`, {m.unit}{arrow}.", "",
                   "| generation | " + " | ".join(groups) + " | human |", "|---|" + "---|" * (len(groups) + 1)]
-        by_setting = {label: series(rs, key, mean_std) for label, rs in groups.items()}
-        human = mean_std([r.baseline.get(key) for r in runs])
+        by_setting = {label: series(rs, m.key) for label, rs in groups.items()}
+        human = mean_std([r.baseline.get(m.key) for r in runs])
         for i, g in enumerate(by_setting[next(iter(groups))][0]):
             cells = [_fmt(by_setting[label][1][i], by_setting[label][2][i]) if i < len(by_setting[label][0])
                      else "-" for label in groups]
@@ -267,11 +229,11 @@ def early_warning(groups: dict[str, list[Run]], runs: list[Run]) -> list[str]:
     if len({r.config.get("run.seed") for r in runs}) < 2:
         return ["", "## Which signal moves first", "", "Needs runs with at least two seeds (the noise of "
                 "generation 0 is their spread)."]
-    present = [k for k in SIGNALS if any(k in row for r in runs for row in r.rows)]
-    sigma = {k: mean_std([row.get(k) for r in runs for row in r.rows if row["generation"] == 0])[1] for k in present}
-    table = {k: {label: first_moved(rs, k, sigma[k]) for label, rs in groups.items()} for k in present}
+    signals = [m.key for m in present(SIGNAL, runs)]
+    sigma = {k: mean_std([row.get(k) for r in runs for row in r.rows if row["generation"] == 0])[1] for k in signals}
+    table = {k: {label: first_moved(rs, k, sigma[k]) for label, rs in groups.items()} for k in signals}
     last = max(row["generation"] for r in runs for row in r.rows)
-    order = sorted(present, key=lambda k: np.mean([v if v is not None else last + 1 for v in table[k].values()]))
+    order = sorted(signals, key=lambda k: np.mean([v if v is not None else last + 1 for v in table[k].values()]))
     lines = ["", "## Which signal moves first", "",
              f"First generation at which the mean over seeds differs from generation 0's by more than "
              f"{NOISE_SIGMAS:g} standard deviations of generation 0 across all runs and seeds (the seed-to-seed "
@@ -325,7 +287,7 @@ def curation_table(groups: dict[str, list[Run]]) -> list[str]:
     rows = [row for rs in groups.values() for r in rs for row in r.rows]
     curated = any(row.get("detector_tpr") is not None or any(row.get(f"synthetic_dropped_{f}") for f in
                                                              ("dedup", "verifier", "perplexity")) for row in rows)
-    keys = [(k, h) for k, h in CURATION if any(row.get(k) is not None for row in rows)]
+    keys = [(m.key, m.header) for m in present(CURATION, [r for rs in groups.values() for r in rs])]
     if not curated:
         return []
     lines = ["", "## Curation: what was kept and dropped", "",
@@ -358,51 +320,118 @@ def recovery_plots(groups: dict[str, list[Run]], out: Path) -> list[Path]:
     return [p for p in [recovery.plot_recovery(groups, out)] if p is not None]
 
 
-def plot_metrics(groups: dict[str, list[Run]], runs: list[Run], out: Path) -> Path:
-    """Each metric against generation: a line per setting, a 95% CI band over seeds, human dashed."""
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    return plt
+
+
+TITLE_WIDTH = 52  # characters of a panel's title per line
+
+
+def _title(m: Metric) -> str:
+    return m.title + {True: " (higher is better)", False: " (lower is better)", None: ""}[m.higher_is_better]
+
+
+def _panel(ax, m: Metric, groups: dict[str, list[Run]], runs: list[Run], colors) -> None:
+    """One metric against generation: a line per setting (the mean over seeds), the seeds' range shaded
+    (inside what the metric can take), human text dashed; perplexities on a log axis."""
     from matplotlib.ticker import MaxNLocator
 
-    present = [m for m in METRICS if any(row.get(m[0]) is not None for r in runs for row in r.rows)]
-    cols = 4
-    nrows = math.ceil(len(present) / cols)
-    fig, axes = plt.subplots(nrows, cols, figsize=(4.2 * cols, 3.3 * nrows), squeeze=False)
-    colors = plt.cm.tab10(np.arange(len(groups)) % 10)
-    for ax, (key, title, unit, _) in zip(axes.flat, present):
-        for color, (label, rs) in zip(colors, groups.items()):
-            g, mean, ci = series(rs, key)
-            ok = np.isfinite(mean)
-            ax.plot(g[ok], mean[ok], marker="o", ms=3, color=color, label=label)
-            band = ok & np.isfinite(ci)
-            if band.any():
-                ax.fill_between(g[band], (mean - ci)[band], (mean + ci)[band], color=color, alpha=0.2, lw=0)
-        human, _ = mean_ci([r.baseline.get(key) for r in runs])
-        if np.isfinite(human):
-            ax.axhline(human, color="black", ls="--", lw=1, label="human text")
-        ax.set_title(title, fontsize=9)
-        ax.set_xlabel("generation")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_ylabel(unit, fontsize=8)
-        ax.grid(alpha=0.3)
-    for ax in list(axes.flat)[len(present):]:
-        ax.axis("off")
-    legend = {}  # label -> handle, over every panel (only some have the human line)
+    for color, (label, rs) in zip(colors, groups.items()):
+        g, values = per_generation(rs, m.key)
+        ok = np.array([len(v) > 0 for v in values], dtype=bool)
+        if not ok.any():
+            continue
+        mean = np.array([v.mean() for v, good in zip(values, ok) if good])
+        ax.plot(g[ok], mean, marker="o", ms=3, color=color, label=label)
+        if max(len(v) for v in values) > 1:
+            low = m.clip(np.array([v.min() for v, good in zip(values, ok) if good]))
+            high = m.clip(np.array([v.max() for v, good in zip(values, ok) if good]))
+            ax.fill_between(g[ok], low, high, color=color, alpha=0.18, lw=0)
+    human, _ = mean_std([r.baseline.get(m.key) for r in runs])
+    if np.isfinite(human):
+        ax.axhline(human, color="black", ls="--", lw=1, label="human text")
+    if m.log:
+        ax.set_yscale("log")
+        _plain_log_ticks(ax.yaxis)
+    ax.set_title(textwrap.fill(_title(m), TITLE_WIDTH), fontsize=9)
+    ax.set_xlabel("generation", fontsize=8)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_ylabel(m.unit, fontsize=8)
+    ax.tick_params(labelsize=7)
+    ax.grid(alpha=0.3)
+
+
+def _legend(fig, axes, fontsize: int) -> float:
+    """One legend below the axes for every entry of every panel (only some have the human line), human
+    text last, in as many columns as fit the figure's width. The figure grows by the legend's height, which
+    is returned (inches), so that the caller leaves it that much room at the bottom."""
+    entries = {}
     for ax in axes.flat:
-        legend.update(zip(*reversed(ax.get_legend_handles_labels())))
-    fig.legend(list(legend.values()), list(legend), loc="lower center", ncol=min(5, len(legend)), fontsize=9,
-               frameon=False)
+        entries.update(zip(*reversed(ax.get_legend_handles_labels())))
+    if "human text" in entries:
+        entries["human text"] = entries.pop("human text")
+    # Generous sizes in inches (a handle and its padding; a character), so that no entry can be cut.
+    width_in = 0.7 + 0.0095 * fontsize * max(map(len, entries), default=1)
+    ncol = max(1, min(len(entries), int(fig.get_figwidth() // width_in)))
+    height_in = 0.2 + math.ceil(len(entries) / ncol) * fontsize * 1.5 / 72
+    fig.set_figheight(fig.get_figheight() + height_in)
+    fig.legend(list(entries.values()), list(entries), loc="lower center", bbox_to_anchor=(0.5, 0.0), ncol=ncol,
+               fontsize=fontsize, frameon=False)
+    return height_in
+
+
+def _plain_log_ticks(axis) -> None:
+    """A log axis (its data already drawn) with ticks written as plain numbers: at 1, 2, 5 x 10^k over up
+    to two decades, at the powers of 10 beyond (their labels would collide)."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    low, high = axis.get_view_interval()
+    decades = math.log10(high / low) if low > 0 and high > low else 0.0
+    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0) if decades <= 2 else (1.0,)))
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    axis.set_minor_formatter(NullFormatter())
+
+
+def _grid_figure(metrics: list[Metric], groups: dict[str, list[Run]], runs: list[Run], cols: int, title: str,
+                 path: Path) -> Path:
+    """A grid of metric panels with one legend below it, in a band of the figure sized so that no entry is
+    cut."""
+    plt = _pyplot()
+    nrows = math.ceil(len(metrics) / cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(4.3 * cols, 3.3 * nrows), squeeze=False)
+    colors = plt.cm.tab10(np.arange(len(groups)) % 10) if len(groups) <= 10 else \
+        plt.cm.tab20(np.arange(len(groups)) % 20)
+    for ax, m in zip(axes.flat, metrics):
+        _panel(ax, m, groups, runs, colors)
+    for ax in list(axes.flat)[len(metrics):]:
+        ax.axis("off")
+    legend_in = _legend(fig, axes, 9)
     seeds = max(len(rs) for rs in groups.values())
-    fig.suptitle("Model collapse across generations" + (" (mean and 95% CI over seeds)" if seeds > 1 else ""))
-    # Fixed margins: tight_layout measured every label of the grid and took seconds.
-    fig.subplots_adjust(left=0.05, right=0.99, top=1 - 0.8 / fig.get_figheight(), bottom=0.9 / fig.get_figheight(),
-                        hspace=0.55, wspace=0.32)
-    path = out / "metrics.png"
+    fig.suptitle(title + (f" (mean over {seeds} seeds; shaded: lowest to highest seed)" if seeds > 1 else ""))
+    # Fixed margins (tight_layout, or saving with bbox_inches="tight", measures every label: seconds).
+    height = fig.get_figheight()
+    fig.subplots_adjust(left=0.06, right=0.99, top=1 - 1.0 / height, bottom=(0.6 + legend_in) / height,
+                        hspace=0.75 if any(len(_title(m)) > TITLE_WIDTH for m in metrics) else 0.5, wspace=0.32)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def plot_metrics(groups: dict[str, list[Run]], runs: list[Run], out: Path) -> Path:
+    """metrics.png: every metric of the report against generation."""
+    return _grid_figure(present(REPORT, runs), groups, runs, 4, "Model collapse across generations",
+                        out / "metrics.png")
+
+
+def plot_headline(groups: dict[str, list[Run]], runs: list[Run], out: Path) -> Path:
+    """headline.png: the four metrics a reader looks at first."""
+    return _grid_figure(present(HEADLINE, runs), groups, runs, 2, "Model collapse: the headline metrics",
+                        out / "headline.png")
 
 
 def _synthetic_ppl(run: Run, generation: int) -> np.ndarray:
@@ -421,12 +450,12 @@ def plot_perplexity_histograms(groups: dict[str, list[Run]], out: Path) -> Path:
     """The paper's figure: the density of per-sequence perplexities, under the generation-0 model, of the
     data each model k produced (gen_{k+1}/synthetic; as in the paper, labelled by the producing model),
     human text dashed, one panel per setting."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(groups), figsize=(4.5 * len(groups), 3.6), squeeze=False, sharey=True)
+    plt = _pyplot()
+    cols = min(4, len(groups))
+    nrows = math.ceil(len(groups) / cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(4.5 * cols, 3.6 * nrows), squeeze=False, sharey=True)
+    most = max(row["generation"] for rs in groups.values() for r in rs for row in r.rows)
+    colors = plt.cm.viridis(np.linspace(0, 0.9, max(most, 1)))  # one colour per producing model, in every panel
     for ax, (label, rs) in zip(axes.flat, groups.items()):
         last = max(row["generation"] for r in rs for row in r.rows)
         data = {g: np.concatenate([_synthetic_ppl(r, g) for r in rs]) for g in range(1, last + 1)}
@@ -436,8 +465,8 @@ def plot_perplexity_histograms(groups: dict[str, list[Run]], out: Path) -> Path:
         if not len(pooled):
             continue
         bins = np.geomspace(max(pooled.min(), 1.0), pooled.max() * 1.01, 40)
-        colors = plt.cm.viridis(np.linspace(0, 0.9, max(len(data), 1)))
-        for color, (g, values) in zip(colors, data.items()):
+        for g, values in data.items():
+            color = colors[g - 1]
             if len(values):
                 ax.hist(values, bins=bins, density=True, histtype="step", lw=1.4, color=color,
                         label=f"data of model {g - 1}")
@@ -445,13 +474,19 @@ def plot_perplexity_histograms(groups: dict[str, list[Run]], out: Path) -> Path:
             ax.hist(human, bins=bins, density=True, histtype="step", lw=1.6, ls="--", color="black",
                     label="human text")
         ax.set_xscale("log")
+        _plain_log_ticks(ax.xaxis)
         ax.set_title(label, fontsize=9)
         ax.set_xlabel("perplexity under the generation-0 model")
         ax.grid(alpha=0.3)
-    axes.flat[0].set_ylabel("density")
-    axes.flat[-1].legend(fontsize=8)
+    for ax in axes[:, 0]:
+        ax.set_ylabel("density")
+    for ax in list(axes.flat)[len(groups):]:
+        ax.axis("off")
+    legend_in = _legend(fig, axes, 8)
     fig.suptitle("Per-sequence perplexity, under the generation-0 model, of the data each model produced")
-    fig.subplots_adjust(left=0.07, right=0.98, top=0.85, bottom=0.15, wspace=0.08)
+    height = fig.get_figheight()
+    fig.subplots_adjust(left=0.07, right=0.98, top=1 - 0.7 / height, bottom=(0.6 + legend_in) / height,
+                        wspace=0.08, hspace=0.45)
     path = out / "synthetic_ppl_gen0.png"
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -467,4 +502,5 @@ def write_report(paths: list[Path], out: Path | None = None) -> list[Path]:
     groups = group_settings(runs)
     md = out / "report.md"
     md.write_text(markdown(groups, runs), encoding="utf-8")
-    return [md, plot_metrics(groups, runs, out), plot_perplexity_histograms(groups, out)] + recovery_plots(groups, out)
+    return [md, plot_headline(groups, runs, out), plot_metrics(groups, runs, out),
+            plot_perplexity_histograms(groups, out)] + recovery_plots(groups, out)

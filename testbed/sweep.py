@@ -41,9 +41,15 @@ class SweepRun:
 
 
 def _value(v) -> str:
+    """A value as a run name and an override write it."""
     if isinstance(v, (list, dict)):  # e.g. mixing.schedule: JSON, which the override parser reads as YAML
         return json.dumps(v)
     return "null" if v is None else str(v).lower() if isinstance(v, bool) else str(v)
+
+
+def _override(key: str, v) -> str:
+    """key=value as `testbed run` reads it: an empty value is null (a string key takes "null" as a string)."""
+    return f"{key}={'' if v is None else _value(v)}"
 
 
 def parse_axes(items: list[str]) -> dict[str, list[str]]:
@@ -56,12 +62,10 @@ def parse_axes(items: list[str]) -> dict[str, list[str]]:
     return axes
 
 
-def expand(cfg: config.Config, cli_axes: dict[str, list[str]]) -> list[SweepRun]:
-    """settings x grid (CLI axes replace file axes of the same key); each run named by what varies. A
-    setting may carry a `name`, which stands for its own values in run names (needed when a value is a list
-    or mapping, e.g. mixing.schedule)."""
+def check_setting_names(cfg: config.Config) -> None:
+    """A setting's optional `name` (its label in reports, and its runs' name) is a plain name, no two are the
+    same, and a setting with a list or mapping value has one (such a value cannot name a run)."""
     names = [s.get("name") for s in cfg.sweep.settings]
-    settings = [{k: _value(v) for k, v in s.items() if k != "name"} for s in cfg.sweep.settings] or [{}]
     for i, (name, raw) in enumerate(zip(names, cfg.sweep.settings)):
         key = f"sweep.settings[{i}]"
         if name is not None and not (isinstance(name, str) and config.is_plain_name(name) and "=" not in name):
@@ -69,15 +73,27 @@ def expand(cfg: config.Config, cli_axes: dict[str, list[str]]) -> list[SweepRun]
         if name is None and any(isinstance(v, (list, dict)) for v in raw.values()):
             raise ConfigError(f"config key '{key}.name': a setting with a list or mapping value needs a name "
                               "(it names the setting's runs)")
-    grid = {k: [_value(v) for v in vs] for k, vs in cfg.sweep.grid.items()}
+    given = [n for n in names if n is not None]
+    if len(set(given)) != len(given):
+        raise ConfigError(f"config key 'sweep.settings': two settings share a name ({', '.join(given)})")
+
+
+def expand(cfg: config.Config, cli_axes: dict[str, list[str]]) -> list[SweepRun]:
+    """settings x grid (CLI axes replace file axes of the same key); each run named by what varies. A
+    setting's `name` labels it in reports and stands for its own values in run names (needed when a value is
+    a list or mapping, e.g. mixing.schedule); it is not a config key."""
+    check_setting_names(cfg)
+    names = [s.get("name") for s in cfg.sweep.settings]
+    settings = [{k: v for k, v in s.items() if k != "name"} for s in cfg.sweep.settings] or [{}]
+    grid = dict(cfg.sweep.grid)
     grid.update(cli_axes)
     runs = []
     for name, setting in zip(names or [None], settings):
         for combo in itertools.product(*grid.values()):
             values = {**setting, **dict(zip(grid, combo))}
-            overrides = [f"{k}={v}" for k, v in values.items()]
-            varying = [f"{k}={v}" for k, v in values.items() if (name is None or k not in setting)
-                       and (len({s.get(k) for s in settings}) > 1 or len(grid.get(k, [])) > 1)]
+            overrides = [_override(k, v) for k, v in values.items()]
+            varying = [f"{k}={_value(v)}" for k, v in values.items() if (name is None or k not in setting)
+                       and (len({_value(s.get(k)) for s in settings}) > 1 or len(grid.get(k, [])) > 1)]
             runs.append(SweepRun(",".join(([name] if name else []) + varying) or "run", overrides))
     names = [r.name for r in runs]
     if len(set(names)) != len(names):

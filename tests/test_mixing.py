@@ -1,3 +1,5 @@
+import re
+
 import numpy as np
 import pytest
 
@@ -109,3 +111,33 @@ def test_synthetic_sets_round_trip_through_datasets(tmp_path):
     ds = datasets.load_from_disk(str(tmp_path / "synthetic"))
     assert ds.column_names == ["index", "text", "input_ids", "source", "generation", "ppl_gen0"]
     assert ds[1]["text"] == "d" and ds[0]["ppl_gen0"] == 1.5
+
+
+def test_complementary_draw_takes_each_block_once():
+    """The authors' draw (fixed_subset + complementary): the same human tenth every generation, and the
+    continuations of the other nine tenths of the blocks."""
+    def pool(g: int):
+        cont = synthetic_examples(H.ids[:, :3] + 1000 * g, np.full(len(H), 3), g)  # row i continues block i
+        return mix(MixingConfig(strategy="fixed_fraction", human_fraction=0.1, fixed_subset=True, complementary=True),
+                   H, [cont], g, seed=0)
+
+    one, two = pool(1), pool(2)
+    assert one.composition() == {"human": 10, "synthetic@1": 90}
+    human_blocks = {int(r[0]) for r in one.ids[one.source == "human"]}
+    continued = {int(r[0]) - 1000 for r in one.ids[one.source == "synthetic"]}
+    assert len(human_blocks) == 10 and human_blocks.isdisjoint(continued) and len(human_blocks | continued) == 100
+    assert {int(r[0]) for r in two.ids[two.source == "human"]} == human_blocks  # the same tenth each generation
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["mixing.complementary=true"], "applies to mixing.strategy=fixed_fraction"),
+    (["mixing.strategy=fixed_fraction", "mixing.complementary=true", "generation.num_samples=10"],
+     "generation.num_samples=null"),
+    (["mixing.strategy=fixed_fraction", "mixing.complementary=true", "curate.dedup=exact"], "no curate.dedup"),
+])
+def test_complementary_needs_one_continuation_per_block(overrides, message):
+    from testbed import config
+
+    with pytest.raises(config.ConfigError, match=f"config key 'mixing.complementary': .*{re.escape(message)}"):
+        config.load(None, overrides)
+    config.load(None, ["mixing.strategy=fixed_fraction", "mixing.complementary=true"])  # valid

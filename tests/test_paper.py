@@ -13,10 +13,10 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from testbed import rundir
+from testbed import config, rundir
 from testbed.cli import main
 
-from .conftest import load_script
+from .conftest import REPO, load_script
 
 rehearse = load_script("rehearse_paper")
 EXTRA = {"shumailov2024-opt125m-keep10": ["train.precision=bf16", "generation.repetition_penalty=3.0"]}
@@ -79,34 +79,68 @@ def test_paper_check_runs_on_the_rehearsal(rehearsal: Path, capsys):
     out = capsys.readouterr().out
     assert code == 1  # random weights: the paper's perplexities do not hold
     assert "zero-shot ppl (base model)" in out and "NO" in out
-    assert "change measured at generation 2 (paper: 9)" in out
+    assert "deviation: replace: change measured at generation 2 (paper: 9)" in out
+    assert "deviation: keep10: generation.repetition_penalty 3.0 (paper: 1.0)" in out
+    assert "deviation: keep10: train.precision bf16 (paper: fp32)" in out
 
 
-def _fake_run(root: Path, name: str, mixing: dict, ppl: list[float], zero_shot: float) -> None:
+def _fake_run(root: Path, name: str, setting: str, ppl: list[float], zero_shot: float,
+              overrides: tuple[str, ...] = ()) -> None:
+    """A finished run of the paper config `setting` (with `overrides`) and hand-set perplexities."""
+    cfg = config.load(REPO / "configs" / f"shumailov2024-opt125m-{setting}.yaml", list(overrides))
     d = root / name
     d.mkdir(parents=True)
-    (d / "config.yaml").write_text(yaml.safe_dump({"mixing": mixing, "model": {"name_or_path": "facebook/opt-125m"},
-                                                   "run": {"seed": 0}}))
+    (d / "config.yaml").write_text(config.to_yaml(cfg))
     rows = [{"generation": g, "ppl_human": p, **({"ppl_human_zero_shot": zero_shot} if g == 0 else {})}
             for g, p in enumerate(ppl)]
     (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 
+GROW = [34.0 + 2.5 * g for g in range(10)]  # +22.5 by generation 9
+
+
 def test_paper_check_verdicts(tmp_path: Path, capsys):
-    replace = {"strategy": "replace"}
-    keep10 = {"strategy": "fixed_fraction", "human_fraction": 0.1}
-    grow = [34.0 + 2.5 * g for g in range(10)]  # +22.5 by generation 9
-    _fake_run(tmp_path / "ok", "r0", replace, grow, 116.0)
-    _fake_run(tmp_path / "ok", "r1", replace, [p + 1 for p in grow], 114.0)
-    _fake_run(tmp_path / "ok", "k0", keep10, [34.0 + 0.4 * g for g in range(10)], 115.0)
+    _fake_run(tmp_path / "ok", "r0", "replace", GROW, 116.0)
+    _fake_run(tmp_path / "ok", "r1", "replace", [p + 1 for p in GROW], 114.0)
+    _fake_run(tmp_path / "ok", "k0", "keep10", [34.0 + 0.4 * g for g in range(10)], 115.0)
     assert main(["paper-check", str(tmp_path / "ok")]) == 0
     out = capsys.readouterr().out
-    assert "6 of 6 hold: the reproduction agrees" in out
+    assert "6 of 6 hold: the reproduction agrees" in out and "deviat" not in out
     assert "+22.5 ± 0.0" in out and "115.0 ± 1.4" in out  # mean ± std over the two replace seeds
 
-    _fake_run(tmp_path / "flat", "r0", replace, [34.0] * 10, 115.0)  # no collapse: the change does not hold
+    _fake_run(tmp_path / "flat", "r0", "replace", [34.0] * 10, 115.0)  # no collapse: the change does not hold
     assert main(["paper-check", str(tmp_path / "flat")]) == 1
     assert "ppl change by the last generation  +20 to +28  [14, 34]       +0.0" in capsys.readouterr().out
 
-    _fake_run(tmp_path / "other", "a0", {"strategy": "accumulate"}, [34.0] * 3, 115.0)
+    _fake_run(tmp_path / "other", "a0", "replace", [34.0] * 3, 115.0, ("mixing.strategy=accumulate",))
     assert main(["paper-check", str(tmp_path / "other")]) == 2  # a user error: no paper setting there
+
+
+def test_paper_check_lists_every_deviation(tmp_path: Path, capsys):
+    """Numbers that agree on runs of another protocol are no reproduction: each deviating key is listed."""
+    changed = ("train.epochs=3", "train.init=gen0", "generation.num_beams=1", "generation.min_new_tokens=0",
+               "data.preprocessing=clean", "train.lr=1e-4", "train.schedule=constant", "train.precision=bf16",
+               "generation.repetition_penalty=3.0", "mixing.fixed_subset=true", "mixing.complementary=true")
+    _fake_run(tmp_path, "k0", "keep10", [34.0 + 0.4 * g for g in range(10)], 115.0, changed)
+    _fake_run(tmp_path, "k1", "keep10", [34.0 + 0.4 * g for g in range(10)], 115.0, ("train.epochs=4",))
+    assert main(["paper-check", str(tmp_path)]) == 1
+    out = capsys.readouterr().out
+    listed = [line.removeprefix("deviation: keep10: ") for line in out.splitlines() if line.startswith("deviation:")]
+    assert listed == ["data.preprocessing clean (paper: shumailov2024)", "generation.min_new_tokens 0 (paper: 64)",
+                      "generation.num_beams 1 (paper: 5)", "generation.repetition_penalty 3.0 (paper: 1.0)",
+                      "mixing.fixed_subset true (paper: false)", "mixing.complementary true (paper: false)",
+                      "train.init gen0 (paper: base)", "train.lr 0.0001 (paper: 2e-05)",
+                      "train.schedule constant (paper: cosine)", "train.precision bf16 (paper: fp32)",
+                      "train.epochs 3, 4 (paper: 10)"]
+    assert "yes, but deviates" in out and " yes\n" not in out
+    assert "3 of 3 hold, on runs that deviate from the paper's protocol at 11 keys (listed above): " \
+           "not a reproduction" in out
+
+
+@pytest.mark.parametrize("setting", ["replace", "keep10"])
+def test_paper_configs_hold_the_protocol_paper_check_compares(setting: str):
+    from testbed.paper import PROTOCOL, SETTING_PROTOCOL
+
+    cfg = config.flatten(config.load(REPO / "configs" / f"shumailov2024-opt125m-{setting}.yaml").to_dict())
+    expected = {**PROTOCOL, **SETTING_PROTOCOL[setting]}
+    assert {k: cfg[k] for k in expected} == expected

@@ -101,6 +101,7 @@ def test_half_written_generation_is_redone(tmp_path: Path, reference: bytes):
 def test_resume_refuses_a_different_config(tmp_path: Path, capsys):
     out = tmp_path / "runs"
     assert main(["run", *TINY, *MIX, f"run.out_dir={out}", "run.name=r", "run.generations=1"]) == 0
+    assert f"run directory: {out / 'r'}\n" in capsys.readouterr().out  # once it exists
     before = (out / "r" / "metrics.jsonl").read_bytes()
     args = ["run", *TINY, *MIX, f"run.out_dir={out}", "run.name=r", "run.generations=2", "train.lr=0.01"]
     assert main([*args, "--resume"]) == 2

@@ -12,17 +12,10 @@ import yaml
 
 from testbed import config
 from testbed.cli import main
-from testbed.report import Run, find_runs, group_settings, mean_ci, mean_std
+from testbed.report import Run, find_runs, group_settings, mean_std
 from testbed.sweep import expand, parse_axes
 
 from .conftest import TINY
-
-
-def test_mean_ci_hand_worked():
-    mean, half = mean_ci([1.0, 2.0, 3.0])
-    assert mean == 2.0
-    assert half == pytest.approx(4.302653 / math.sqrt(3), rel=1e-5)  # t(0.975, 2) * s / sqrt(n), s = 1
-    assert math.isnan(mean_ci([5.0])[1])
 
 
 def test_mean_std_hand_worked():
@@ -36,7 +29,7 @@ def test_two_seed_only_sweeps_stay_apart():
             for sweep, strategy in (("a", "replace"), ("b", "accumulate")) for s in (0, 1)]
     groups = group_settings(runs)
     assert {k: [r.path.parent.name for r in v] for k, v in groups.items()} == {
-        "strategy=replace": ["a", "a"], "strategy=accumulate": ["b", "b"]}
+        "replace": ["a", "a"], "accumulate": ["b", "b"]}
 
 
 def test_expand_settings_times_grid():
@@ -49,6 +42,22 @@ def test_expand_settings_times_grid():
     assert runs[0].name == "mixing.strategy=replace,run.seed=0,train.lr=0.001"
     assert runs[-1].overrides == ["mixing.strategy=fixed_fraction", "mixing.human_fraction=0.1", "run.seed=1",
                                   "train.lr=0.002"]
+
+
+def test_setting_names_label_reports_and_null_stays_null():
+    """A setting's `name` is no override; a null value reaches the run as null, even for a string key."""
+    cfg = config.load(None)
+    cfg.sweep.settings = [{"name": "from scratch", "model.name_or_path": None},
+                          {"name": "pretrained", "model.name_or_path": "facebook/opt-125m"}]
+    runs = expand(cfg, {})
+    assert [r.name for r in runs] == ["model.name_or_path=null", "model.name_or_path=facebook/opt-125m"]
+    assert runs[0].overrides == ["model.name_or_path="]
+    assert config.load(None, runs[0].overrides).model.name_or_path is None
+    for names, message in (([1, "b"], "'sweep.settings[0].name': expected a non-empty string, got 1"),
+                           (["a", "a"], "two settings share a name")):
+        cfg.sweep.settings = [{"name": n, "train.lr": lr} for n, lr in zip(names, (0.1, 0.2))]
+        with pytest.raises(config.ConfigError, match=re.escape(message)):
+            expand(cfg, {})
 
 
 def test_bad_sweep_values_name_the_key(tmp_path: Path, capsys):
@@ -194,18 +203,18 @@ def test_report_tables_and_plots(sweep_dir):
     _, out = sweep_dir
     runs = find_runs([out])
     groups = group_settings(runs)
-    assert sorted(groups) == ["heal", "strategy=accumulate", "strategy=replace"]  # named settings: their name
+    assert sorted(groups) == ["accumulate", "heal", "replace"]  # a named setting by its name, others by values
     assert all(len(rs) == 2 for rs in groups.values())
     assert main(["report", str(out)]) == 0
     md = (out / "report.md").read_text()
-    assert "| strategy=replace | 2 | [] | replace | 2 |" in md  # mixing.schedule, mixing.strategy, run.generations
+    assert "| replace | 2 | [] | replace | 2 |" in md  # mixing.schedule, mixing.strategy, run.generations
     assert "## Summary" in md and "`ppl_human`" in md
     assert "## Perplexity on human test text" in md
-    ppl0 = [r.rows[0]["ppl_human"] for r in groups["strategy=replace"]]
+    ppl0 = [r.rows[0]["ppl_human"] for r in groups["replace"]]
     mean, std = sum(ppl0) / 2, abs(ppl0[0] - ppl0[1]) / math.sqrt(2)  # the sample std of two values
     table = md.split("## Perplexity on human test text")[1]
     row0 = next(line for line in table.splitlines() if line.startswith("| 0 |"))
-    assert row0.split(" | ")[3] == f"{mean:.2f} ± {std:.2f}"  # columns: generation, heal, accumulate, replace
+    assert row0.split(" | ")[1] == f"{mean:.2f} ± {std:.2f}"  # columns: generation, replace, accumulate, heal
     # The recovery table: heal replaced until generation 2 and healed for 1; the share of ppl_human's damage
     # undone (log scale), worked from the rows (unless generation 2 stayed within 2 sigma of generation 0's seeds).
     recovery = md.split("## Recovery")[1].split("\n## ")[0]
@@ -220,7 +229,7 @@ def test_report_tables_and_plots(sweep_dir):
     else:
         log = np.log(ppl)  # perplexities: the share of the damage on the log scale
         assert cell.startswith(f"{(log[2] - log[3]) / (log[2] - log[0]):.0%} (")
-    for png in ("metrics.png", "synthetic_ppl_gen0.png", "recovery.png"):
+    for png in ("headline.png", "metrics.png", "synthetic_ppl_gen0.png", "recovery.png"):
         data = (out / png).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20000
     elsewhere = out.parent / "new" / "place"

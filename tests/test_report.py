@@ -1,0 +1,116 @@
+"""The report over run directories written by hand (nothing is run): the metric registry feeds every table
+and plot, settings get short names, bands stay inside what a metric can take."""
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from testbed import report
+from testbed.metrics import registry
+from testbed.metrics.registry import Metric
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def fake_run(root: Path, name: str, config: dict, rows: list[dict], settings: list[dict] | None = None) -> Path:
+    """A run directory as `testbed run` leaves it, as far as the report reads it."""
+    d = root / name
+    d.mkdir(parents=True)
+    nested: dict = {"sweep": {"settings": settings or [], "grid": {"run.seed": [0, 1]}}}
+    for key, value in config.items():
+        *parents, leaf = key.split(".")
+        node = nested
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    (d / "config.yaml").write_text(yaml.safe_dump(nested, sort_keys=False))  # as config.to_yaml
+    (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (d / "human_baseline.json").write_text(json.dumps({"ppl_human": None, "distinct_2": 0.9}))
+    return d
+
+
+SETTINGS = [{"mixing.strategy": "replace"},
+            {"mixing.strategy": "replace", "curate.dedup": "minhash"},
+            {"mixing.strategy": "fixed_fraction", "mixing.human_fraction": 0.5, "generation.watermark.enabled": True,
+             "curate.detector": "watermark"},
+            {"name": "keep half", "mixing.strategy": "fixed_fraction", "mixing.human_fraction": 0.5}]
+DEFAULTS = {"mixing.strategy": "replace", "mixing.human_fraction": 0.1, "curate.dedup": "none",
+            "curate.detector": "none", "generation.watermark.enabled": False}
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory) -> Path:
+    """Four settings x two seeds; distinct_2 near 1 with a large seed spread, ppl_human over decades."""
+    root = tmp_path_factory.mktemp("report")
+    for i, setting in enumerate(SETTINGS):
+        values = {**DEFAULTS, **{k: v for k, v in setting.items() if k != "name"}}
+        for seed in (0, 1):
+            rows = [{"generation": g, "ppl_human": 30.0 * 10 ** (g * (i + 1) / 4), "distinct_2": [0.99, 0.6][seed],
+                     "brand_new": float(g)} for g in range(3)]
+            fake_run(root, f"s{i},run.seed={seed}", {**values, "run.seed": seed}, rows, SETTINGS)
+    return root
+
+
+def test_settings_get_their_name_or_their_values_short(sweep: Path):
+    groups = report.group_settings(report.find_runs([sweep]))
+    assert list(groups) == ["replace", "replace, minhash", "fixed_fraction, human_fraction=0.5, watermark",
+                            "keep half"]
+    assert all(len(rs) == 2 for rs in groups.values())
+
+
+def test_bands_stay_inside_the_metric_and_perplexity_is_logarithmic(sweep: Path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = report.find_runs([sweep])
+    groups = report.group_settings(runs)
+    fig, (a, b) = plt.subplots(1, 2)
+    report._panel(a, registry.BY_KEY["distinct_2"], groups, runs, ["C0", "C1", "C2", "C3"])
+    report._panel(b, registry.BY_KEY["ppl_human"], groups, runs, ["C0", "C1", "C2", "C3"])
+    bands = [p.get_paths()[0].vertices[:, 1] for p in a.collections]
+    assert len(bands) == 4 and all(v.min() >= 0.6 - 1e-9 and v.max() <= 0.99 + 1e-9 for v in bands)  # seeds' range
+    # A t-interval over these two seeds (mean 0.795, half-width 12.7 x 0.276) would run far beyond [0, 1].
+    assert b.get_yscale() == "log" and a.get_yscale() == "linear"
+    assert [line.get_label() for line in a.lines] == [*groups, "human text"]
+    plt.close(fig)
+    clipped = Metric("x", "X", "share", True, (), low=0.0, high=1.0).clip(np.array([-0.5, 0.5, 1.5]))
+    assert clipped.tolist() == [0.0, 0.5, 1.0]
+
+
+def test_a_new_metric_is_one_entry(sweep: Path, monkeypatch, tmp_path: Path):
+    """Registering `brand_new` puts it in the terminal table, report.md, the early-warning table and the plots."""
+    new = Metric("brand_new", "A brand-new metric", "units", True,
+                 (registry.TERMINAL, registry.REPORT, registry.SUMMARY, registry.SIGNAL), "{:.1f}", "new!")
+    monkeypatch.setattr(registry, "METRICS", [*registry.METRICS, new])
+    runs = report.find_runs([sweep])
+    table = report.format_table(runs[0].rows)
+    assert table.splitlines()[0].split() == ["gen", "ppl_human", "dist-2", "new!"]
+    assert table.splitlines()[-1].split()[-1] == "2.0"
+    md = report.markdown(report.group_settings(runs), runs)
+    assert "## A brand-new metric" in md and "`brand_new`, units (higher is better)." in md
+    assert re.search(r"\| `brand_new` \| 0 \|", md)  # early warning: sigma 0 at generation 0
+    assert "| setting | `ppl_human` | `distinct_2` | `brand_new` |" in md  # the summary
+    assert [m.key for m in report.present(registry.REPORT, runs)] == ["ppl_human", "distinct_2", "brand_new"]
+
+
+def test_every_registered_metric_is_in_the_readme_key_table():
+    """The README's `metrics.jsonl keys` table names every registered key (`a_b` / `_c` names a_c too)."""
+    text = README.read_text(encoding="utf-8").split("### `metrics.jsonl` keys")[1].split("\n## ")[0]
+    named = set()
+    for line in text.splitlines():
+        cell = line.split("|")[1] if line.startswith("|") else ""
+        last = None
+        for token in re.findall(r"`([^`]+)`", cell):
+            if token.startswith("_") and last:
+                named.add(last.rsplit("_", 1)[0] + token)
+            else:
+                named.add(token)
+                last = token
+    missing = [m.key for m in registry.METRICS if m.key not in named]
+    assert not missing, f"registered but not in README's key table: {missing}"
