@@ -10,6 +10,7 @@ from accelerate.utils import gather_object
 from tqdm.auto import tqdm
 from transformers import LogitsProcessor, LogitsProcessorList
 
+from testbed.batching import run_fitting
 from testbed.config import Config, GenerationConfig, WatermarkConfig
 from testbed.data import spread
 
@@ -51,31 +52,41 @@ def candidates(scores: torch.Tensor, g: GenerationConfig) -> tuple[torch.Tensor 
 class InverseCDFSampler(LogitsProcessor):
     """Draws the next token itself and leaves only that token finite, so greedy decoding takes it.
 
-    Truncation by `candidates`, then one uniform per row through the candidates' CDF (cumsum +
-    searchsorted): the same distribution as transformers' warpers + torch.multinomial, which on a CPU
-    cost most of a small model's decode step. Runs after transformers' own processors (e.g. the
+    Truncation by `candidates`, then the row's uniform through the candidates' CDF (cumsum + searchsorted):
+    the same distribution as transformers' warpers + torch.multinomial, which on a CPU cost most of a small
+    model's decode step. `uniforms` (steps, rows) holds one number per row and step, drawn before decoding:
+    a row's tokens do not depend on which other rows share its batch, so a batch redone in smaller pieces
+    (testbed/batching.py) gives the same samples. Runs after transformers' own processors (e.g. the
     repetition penalty).
     """
 
-    def __init__(self, g: GenerationConfig, generator: torch.Generator):
+    def __init__(self, g: GenerationConfig, uniforms: torch.Tensor):
         self.g = g
-        self.generator = generator
+        self.uniforms = uniforms
+        self.step = 0
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         ids, weights = candidates(scores, self.g)
         cdf = weights.cumsum(dim=-1)
-        u = torch.rand(len(cdf), 1, generator=self.generator, device=cdf.device) * cdf[:, -1:]
+        u = self.uniforms[self.step, :, None].to(cdf.device) * cdf[:, -1:]
+        self.step += 1
         pick = torch.searchsorted(cdf, u, right=True).clamp_(max=cdf.shape[-1] - 1)
         token = pick if ids is None else ids.gather(1, pick)
         return torch.full_like(scores, -math.inf).scatter_(1, token, 0.0)
 
 
-def decoding_kwargs(g: GenerationConfig, seed: int, device: torch.device) -> dict:
+def draws_own_uniforms(g: GenerationConfig) -> bool:
+    """Plain sampling (one beam, no watermark) goes through InverseCDFSampler on every device."""
+    return g.do_sample and g.num_beams == 1 and not g.watermark.enabled
+
+
+def decoding_kwargs(g: GenerationConfig, uniforms: torch.Tensor | None = None) -> dict:
     """`generate` keyword arguments for the configured decoding: greedy, beam search or sampling.
 
-    Plain sampling (one beam) on a CPU goes through InverseCDFSampler on top of greedy decoding, where it
-    is measured faster than torch.multinomial; on other devices, for beam sampling and under a watermark,
-    transformers' own sampler draws (from the generator `generate` seeds).
+    Plain sampling draws through InverseCDFSampler on top of greedy decoding, from `uniforms` (see there):
+    measured faster than torch.multinomial on a CPU, and independent of the batch on every device. Beam
+    sampling and sampling under a watermark use transformers' own sampler (from the generator `generate`
+    seeds; a batch redone in pieces after running out of memory draws differently there).
     """
     kwargs = dict(num_beams=g.num_beams, repetition_penalty=g.repetition_penalty)
     if g.watermark.enabled:  # its logits processor runs before the sampler below
@@ -83,9 +94,10 @@ def decoding_kwargs(g: GenerationConfig, seed: int, device: torch.device) -> dic
     # The model's own generation_config may carry sampling defaults: name every knob.
     off = dict(do_sample=False, temperature=None, top_k=None, top_p=None)
     # transformers applies the watermark after every other processor, so it must also draw the token.
-    if g.do_sample and g.num_beams == 1 and device.type == "cpu" and not g.watermark.enabled:
-        generator = torch.Generator(device).manual_seed(seed)
-        kwargs.update(off, logits_processor=LogitsProcessorList([InverseCDFSampler(g, generator)]))
+    if draws_own_uniforms(g):
+        if uniforms is None:
+            raise ValueError("plain sampling needs its uniforms (one per row and step)")
+        kwargs.update(off, logits_processor=LogitsProcessorList([InverseCDFSampler(g, uniforms)]))
     elif g.do_sample:
         kwargs.update(do_sample=True, temperature=g.temperature, top_k=g.top_k, top_p=g.top_p,
                       min_p=g.min_p or None)
@@ -125,7 +137,9 @@ def generate(model, prompts: np.ndarray, g: GenerationConfig, max_new_tokens: in
     """Continue every prompt row; return (ids (n, max_new_tokens) padded with eos, lengths).
 
     `prompts` is (n, k) token ids; unconditional generation passes a column of the start token.
-    The seed fixes every draw, so the same model, prompts and seed give the same continuations.
+    The seed fixes every draw, so the same model, prompts and seed give the same continuations. Plain
+    sampling draws each row's random numbers before decoding, so its continuation does not depend on
+    `batch_size`, nor on a batch redone in smaller pieces after running out of memory (testbed/batching.py).
     """
     was_training = model.training
     model.eval()
@@ -133,16 +147,22 @@ def generate(model, prompts: np.ndarray, g: GenerationConfig, max_new_tokens: in
     torch.manual_seed(seed)
     n = len(prompts)
     out = np.full((n, max_new_tokens), eos, dtype=np.int64)
-    kwargs = decoding_kwargs(g, seed, device)
-    for start in tqdm(range(0, n, batch_size), desc=desc, unit="batch", leave=False):
-        batch = torch.as_tensor(prompts[start : start + batch_size], device=device)
+    uniforms = None
+    if draws_own_uniforms(g):  # (steps, rows): 4 bytes a token, e.g. 26 MB for 100k rows of 64 tokens
+        uniforms = torch.rand(max_new_tokens, n, generator=torch.Generator(device).manual_seed(seed), device=device)
+
+    def piece(a: int, b: int) -> None:
+        batch = torch.as_tensor(prompts[a:b], device=device)
         result = model.generate(
             input_ids=batch, attention_mask=torch.ones_like(batch), max_new_tokens=max_new_tokens,
             min_new_tokens=min(g.min_new_tokens, max_new_tokens) or None, pad_token_id=eos, eos_token_id=eos,
-            use_cache=True, **kwargs,
+            use_cache=True, **decoding_kwargs(g, None if uniforms is None else uniforms[:, a:b]),
         )
         new = result[:, batch.shape[1] :].cpu().numpy()
-        out[start : start + len(new), : new.shape[1]] = new
+        out[a:b, : new.shape[1]] = new
+
+    for start in tqdm(range(0, n, batch_size), desc=desc, unit="batch", leave=False):
+        run_fitting("generate", batch_size, start, min(start + batch_size, n), piece)
     model.train(was_training)
     return out, continuation_lengths(out, eos)
 

@@ -24,7 +24,7 @@ from accelerate import Accelerator, DataLoaderConfiguration
 from tqdm.auto import tqdm
 from transformers import AutoTokenizer
 
-from testbed import curate, language, rundir
+from testbed import batching, curate, language, rundir
 from testbed.config import Config, flatten, gen0_diff, read_yaml, to_yaml
 from testbed.data import TokenizedCorpus, load_corpus, split_names, tokenize_corpus, windows
 from testbed.distributed import check_batch_split, from_main, main_only, map_rows
@@ -106,6 +106,7 @@ def prepare(cfg: Config, run_dir: Path, resume: bool) -> tuple[Inputs, torch.nn.
                               dataloader_config=DataLoaderConfiguration(split_batches=True), log_with=log_with,
                               project_dir=str(run_dir))
     check_batch_split(cfg.train.batch_size, accelerator.num_processes)
+    batching.reset()  # what fit another run in this process says nothing about this one
     if cfg.run.gen0_from and cfg.run.threads is None and (Path(cfg.run.gen0_from) / "config.yaml").is_file():
         # Sums split over other thread counts differ in the last digits: compute as its generation 0 did.
         cfg.run.threads = (read_yaml(Path(cfg.run.gen0_from) / "config.yaml").get("run") or {}).get("threads")
@@ -224,7 +225,8 @@ def save(x: Inputs, g: int, model, row: dict, records: list[dict], seconds: dict
     rundir.write_jsonl(out / "samples.jsonl", [rundir.finite(r) for r in records])
     rundir.write_json(out / "metrics.json", row)
     rundir.write_json(out / "timing.json", {"seconds": seconds,
-                                            "train_tokens_per_s": result.tokens / max(result.seconds, 1e-9)})
+                                            "train_tokens_per_s": result.tokens / max(result.seconds, 1e-9),
+                                            "batch_sizes": batching.used()})  # issue 18: batches that fit
     rows.append(row)
     rundir.write_jsonl(x.run_dir / "metrics.jsonl", rows)
     rundir.mark_complete(x.run_dir, g)

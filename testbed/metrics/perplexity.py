@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from testbed.batching import run_fitting
+
 # Logits are turned into fp32 log-probabilities this many elements at a time (64 MB, plus as much for the
 # log-softmax), so scoring never holds a second full (batch, length, vocabulary) tensor beside the model's.
 CHUNK_ELEMENTS = 2**24
@@ -32,9 +34,9 @@ def sequence_nll(model, ids: np.ndarray, lengths: np.ndarray | None = None, batc
     device = next(model.parameters()).device
     nll = torch.zeros(len(ids), dtype=torch.float32, device=device)
     count = torch.zeros(len(ids), dtype=torch.int64, device=device)
-    starts = range(0, len(ids), batch_size)
-    for start in tqdm(starts, desc=desc, unit="batch", leave=False, disable=desc is None):
-        rows = slice(start, start + batch_size)
+
+    def score(a: int, b: int) -> None:
+        rows = slice(a, b)
         mask = torch.as_tensor(valid[rows], device=device)
         x = torch.as_tensor(np.where(valid[rows], ids[rows], 0), device=device)
         target_mask = mask[:, 1:] & mask[:, :-1]
@@ -42,6 +44,11 @@ def sequence_nll(model, ids: np.ndarray, lengths: np.ndarray | None = None, batc
         token = token_nll(model(input_ids=x, attention_mask=mask.long()).logits, x[:, 1:], CHUNK_ELEMENTS)
         nll[rows] = (token * target_mask).sum(dim=1)
         count[rows] = target_mask.sum(dim=1)
+
+    # Rows are scored on their own: a batch that runs out of memory is redone in halves, same numbers.
+    starts = range(0, len(ids), batch_size)
+    for start in tqdm(starts, desc=desc, unit="batch", leave=False, disable=desc is None):
+        run_fitting("score", batch_size, start, min(start + batch_size, len(ids)), score)
     model.train(was_training)
     # An fp32 sum is exact in float64, so converting here equals converting batch by batch.
     return nll.cpu().double().numpy(), count.cpu().numpy()

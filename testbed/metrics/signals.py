@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
 
+from testbed.batching import run_fitting
 from testbed.metrics.perplexity import CHUNK_ELEMENTS, sequence_nll
 from testbed.metrics.text import NGrams, Samples
 
@@ -44,13 +45,18 @@ def _evaluating(model) -> Iterator[torch.device]:
         model.train(was_training)
 
 
-def _batches(ids: np.ndarray, valid: np.ndarray, batch_size: int,
-             device: torch.device) -> Iterator[tuple[slice, torch.Tensor, torch.Tensor]]:
-    """(rows, input ids with padding set to 0, bool mask) of each batch of rows, on `device`."""
-    for start in range(0, len(ids), batch_size):
-        rows = slice(start, start + batch_size)
+def _each_batch(ids: np.ndarray, valid: np.ndarray, batch_size: int, device: torch.device,
+                fn: Callable[[slice, torch.Tensor, torch.Tensor], None]) -> None:
+    """fn(rows, input ids with padding set to 0, bool mask) over batches of rows in order, on `device`; a batch
+    that runs out of memory is redone in halves (testbed/batching.py): rows are computed on their own."""
+
+    def piece(a: int, b: int) -> None:
+        rows = slice(a, b)
         x = torch.as_tensor(np.where(valid[rows], ids[rows], 0), device=device)
-        yield rows, x, torch.as_tensor(valid[rows], device=device)
+        fn(rows, x, torch.as_tensor(valid[rows], device=device))
+
+    for start in range(0, len(ids), batch_size):
+        run_fitting("score", batch_size, start, min(start + batch_size, len(ids)), piece)
 
 
 def position_stats(logits: torch.Tensor, targets: torch.Tensor,
@@ -95,7 +101,8 @@ def next_token_stats(model, blocks: np.ndarray, batch_size: int = 64, confident:
     with _evaluating(model) as device:
         sums = torch.zeros(3, len(blocks), dtype=torch.float32, device=device)  # NLL, entropy, confident
         count = torch.zeros(len(blocks), dtype=torch.int64, device=device)
-        for rows, x, mask in _batches(blocks, valid, batch_size, device):
+
+        def stats(rows: slice, x: torch.Tensor, mask: torch.Tensor) -> None:
             out = model(input_ids=x, attention_mask=mask.long(), output_hidden_states=with_rank)
             if with_rank:
                 pooled.append(_mean_pool(out.hidden_states[-1], mask).cpu())
@@ -105,6 +112,8 @@ def next_token_stats(model, blocks: np.ndarray, batch_size: int = 64, confident:
             for k, value in enumerate((nll, entropy, top >= confident)):
                 sums[k, rows] = (value * target_mask).sum(dim=1)
             count[rows] = target_mask.sum(dim=1)
+
+        _each_batch(blocks, valid, batch_size, device, stats)
     # Row sums are fp32 on the device (one transfer); the sum over rows is taken in float64.
     n = int(count.sum())
     nll, entropy, share = sums.cpu().double().numpy().sum(axis=1) / n if n else (math.nan,) * 3
@@ -197,9 +206,8 @@ def sequence_embeddings(model, ids: np.ndarray, lengths: np.ndarray | None = Non
     valid = valid_mask(ids, lengths)
     with _evaluating(model) as device:
         out = []
-        for _, x, mask in _batches(ids, valid, batch_size, device):
-            out.append(_mean_pool(model.base_model(input_ids=x, attention_mask=mask.long()).last_hidden_state,
-                                  mask).cpu())
+        _each_batch(ids, valid, batch_size, device, lambda _, x, mask: out.append(
+            _mean_pool(model.base_model(input_ids=x, attention_mask=mask.long()).last_hidden_state, mask).cpu()))
     width = model.config.hidden_size
     return torch.cat(out).numpy() if out else np.zeros((0, width), dtype=np.float32)
 
