@@ -98,6 +98,9 @@ def _arch_kwargs(m: ModelConfig) -> dict:
     if m.arch == "opt":
         return dict(num_hidden_layers=m.layers, hidden_size=m.width, word_embed_proj_dim=m.width,
                     ffn_dim=4 * m.width, num_attention_heads=m.heads, max_position_embeddings=m.context)
+    if m.arch == "gpt_neox":  # Pythia's: rotary on a quarter of each head, parallel attention and MLP
+        return dict(num_hidden_layers=m.layers, hidden_size=m.width, intermediate_size=4 * m.width,
+                    num_attention_heads=m.heads, max_position_embeddings=m.context, rotary_pct=0.25)
     return dict(num_hidden_layers=m.layers, hidden_size=m.width, intermediate_size=4 * m.width,
                 num_attention_heads=m.heads, num_key_value_heads=m.heads, max_position_embeddings=m.context)
 

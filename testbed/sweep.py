@@ -63,8 +63,9 @@ def expand(cfg: config.Config, cli_axes: dict[str, list[str]]) -> list[SweepRun]
         for combo in itertools.product(*grid.values()):
             values = {**setting, **dict(zip(grid, combo))}
             overrides = [f"{k}={v}" for k, v in values.items()]
-            varying = [f"{k}={v}" for k, v in values.items() if len({s.get(k) for s in settings}) > 1
-                       or len(grid.get(k, [])) > 1]
+            # A path or hub name (model.name_or_path as an axis) is named by its last part: names are not paths.
+            varying = [f"{k}={v.rstrip('/').rsplit('/', 1)[-1]}" for k, v in values.items()
+                       if len({s.get(k) for s in settings}) > 1 or len(grid.get(k, [])) > 1]
             runs.append(SweepRun(",".join(varying) or "run", overrides))
     names = [r.name for r in runs]
     if len(set(names)) != len(names):
