@@ -146,3 +146,38 @@ def test_gradient_checkpointing_changes_memory_not_results(tiny_llama):
     assert loss_a == pytest.approx(loss_b, rel=1e-5)
     for k, v in a.state_dict().items():
         assert torch.allclose(v, b.state_dict()[k], atol=1e-5), k
+
+
+@pytest.mark.slow
+def test_lora_on_the_paper_path(corpus, tmp_path: Path):
+    """The paper config (OPT fp16 checkpoint, beam search, keep-10%) with LoRA on peft's OPT default."""
+    data, _ = corpus
+    tok = rehearse.opt_like_tokenizer(None, (data / "train.txt").read_text().splitlines(), vocab_size=400)
+    model = rehearse.save_opt_checkpoint(tmp_path / "opt-fp16", tok, layers=1, width=32, heads=2, context=160)
+    path = REPO / "configs" / "shumailov2024-opt125m-keep10.yaml"
+    assert main(["run", str(path), f"model.name_or_path={model}", f"data.path={data}", *SCALE_DOWN,
+                 "train.lora.enabled=true", "train.lr=1e-3", f"run.out_dir={tmp_path}", "run.name=p"]) == 0
+    before = {k: v.float() for k, v in load_file(model / "model.safetensors").items()}
+    after = load_file(tmp_path / "p" / "gen_001" / "model" / "model.safetensors")
+    assert sorted({k.split(".")[-2] for k in after if not torch.equal(after[k], before[k])}) == ["q_proj", "v_proj"]
+
+
+@pytest.mark.slow
+def test_lora_with_two_processes(corpus, tmp_path: Path):
+    """accelerate launch with two CPU processes: adapters seeded alike, trained data-parallel, merged the same
+    in both (every generation ends with the processes comparing their weights)."""
+    import subprocess
+
+    from .test_multiprocess import ENV, LAUNCH
+
+    data, tok = corpus
+    base = save_checkpoint(tmp_path / "llama-bf16", tok, "llama", 32, torch.bfloat16)
+    path = REPO / "configs" / "lora-smollm2-1.7b-wikitext2.yaml"
+    args = ["run", str(path), f"model.name_or_path={base}", f"data.path={data}", *SCALE_DOWN, "train.precision=fp32",
+            f"run.out_dir={tmp_path}"]
+    two = subprocess.run([*LAUNCH, "-m", "testbed.cli", *args, "run.name=two"], env={**ENV, "ACCELERATE_USE_CPU": "true"},
+                         capture_output=True, text=True, timeout=900)
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert (tmp_path / "two" / "gen_001" / "COMPLETE").is_file()
+    merged = AutoModelForCausalLM.from_pretrained(tmp_path / "two" / "gen_001" / "model")
+    assert not any("lora" in name for name in merged.state_dict())
