@@ -175,8 +175,8 @@ def test_lora_with_two_processes(corpus, tmp_path: Path):
     path = REPO / "configs" / "lora-smollm2-1.7b-wikitext2.yaml"
     args = ["run", str(path), f"model.name_or_path={base}", f"data.path={data}", *SCALE_DOWN, "train.precision=fp32",
             f"run.out_dir={tmp_path}"]
-    two = subprocess.run([*LAUNCH, "-m", "testbed.cli", *args, "run.name=two"], env={**ENV, "ACCELERATE_USE_CPU": "true"},
-                         capture_output=True, text=True, timeout=900)
+    two = subprocess.run([*LAUNCH, "-m", "testbed.cli", *args, "run.name=two"], capture_output=True, text=True,
+                         env={**ENV, "ACCELERATE_USE_CPU": "true"}, timeout=900)
     assert two.returncode == 0, two.stderr[-3000:]
     assert (tmp_path / "two" / "gen_001" / "COMPLETE").is_file()
     merged = AutoModelForCausalLM.from_pretrained(tmp_path / "two" / "gen_001" / "model")
