@@ -475,6 +475,7 @@ def collapse_by_size(runs: list[Run], out: Path) -> list[Path]:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FormatStrFormatter
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     for label, per_size in by_setting.items():
@@ -483,10 +484,15 @@ def collapse_by_size(runs: list[Run], out: Path) -> list[Path]:
                                      [ratio(per_size[k]) for k in sorted(per_size)])):
             mean, ci = np.array([mean_ci(v) for v in values]).T
             ax.errorbar(n, mean, yerr=np.where(np.isfinite(ci), ci, 0), marker="o", capsize=3, label=label)
+    for n, name in names.items():
+        axes[0].annotate(name, (n, 0), xycoords=("data", "axes fraction"), xytext=(0, 3),
+                         textcoords="offset points", ha="center", va="bottom", fontsize=7, color="gray")
+    axes[0].set_yscale("log")  # perplexity; the ratio stays linear (near 1 when little is lost)
+    for set_formatter in (axes[0].yaxis.set_major_formatter, axes[0].yaxis.set_minor_formatter):
+        set_formatter(FormatStrFormatter("%.4g"))
     for ax, title in zip(axes, (f"Perplexity on human text at generation {last}",
                                 f"Perplexity ratio, generation {last} / generation 0")):
         ax.set_xscale("log")
-        ax.set_yscale("log")
         ax.set_xlabel("parameters")
         ax.set_title(title, fontsize=10)
         ax.grid(alpha=0.3, which="both")
@@ -494,7 +500,7 @@ def collapse_by_size(runs: list[Run], out: Path) -> list[Path]:
     axes[1].set_ylabel("ratio (1: no loss)")
     axes[1].legend(fontsize=8)
     fig.suptitle("Collapse by model size")
-    fig.subplots_adjust(left=0.08, right=0.98, top=0.83, bottom=0.15, wspace=0.25)
+    fig.subplots_adjust(left=0.09, right=0.98, top=0.83, bottom=0.15, wspace=0.3)
     png = out / "collapse_by_size.png"
     fig.savefig(png, dpi=110)
     plt.close(fig)
