@@ -89,9 +89,9 @@ class Sizes(NamedTuple):
     protocol_overrides: list[str]
 
 
-GPU_SIZES = Sizes(train_blocks=128 * 40, paper_batch=256, prompts=512, largest_cap=8192, eval_blocks=2048,
-                  protocol_blocks={"shumailov2024-opt125m-keep10": 3000, "model-size-pythia-wikitext2": 2000,
-                                   "lora-smollm2-1.7b-wikitext2": 1000},
+GPU_SIZES = Sizes(train_blocks=128 * 40, paper_batch=256, prompts=512, largest_cap=4096, eval_blocks=2048,
+                  protocol_blocks={"shumailov2024-opt125m-keep10": 2000, "model-size-pythia-wikitext2": 1000,
+                                   "lora-smollm2-1.7b-wikitext2": 600},
                   protocol_eval_blocks=max(WIKITEXT2_BLOCKS["valid"], WIKITEXT2_BLOCKS["test"]),
                   protocol_overrides=[])
 TINY_SIZES = Sizes(train_blocks=64, paper_batch=16, prompts=32, largest_cap=64, eval_blocks=64,
@@ -159,7 +159,7 @@ def measure_model(shape: Shape, sizes: Sizes, device: torch.device) -> dict:
     """Training, generation, sampling and evaluation throughput of one model shape, with peak memory."""
     from accelerate import Accelerator
 
-    from testbed.batching import reset
+    from testbed.batching import fitted, reset
     from testbed.generate import generate
     from testbed.metrics import next_token_stats
     from testbed.model import autocast
@@ -188,12 +188,13 @@ def measure_model(shape: Shape, sizes: Sizes, device: torch.device) -> dict:
         del trained
 
     def generation(g: GenerationConfig, precision: str, batch: int, n: int) -> dict:
+        """Tokens/s of `n` prompts at `batch`, and the batch that ran: testbed halves one that does not fit."""
         reset()
         with autocast(precision, device):
             generate(model, prompts[:2], g, 4, 2, seed=0, eos=2)  # warm up
             _, seconds, peak = timed(device, lambda: generate(model, np.resize(prompts, (n, 64)), g, 64, batch,
                                                               seed=0, eos=2))
-        return {"tokens_per_s": n * 64 / seconds, "peak_gb": peak, "batch": batch}
+        return {"tokens_per_s": n * 64 / seconds, "peak_gb": peak, "batch": fitted("generate", batch)}
 
     beam = GenerationConfig(do_sample=False, num_beams=5, prompt_tokens=64, max_new_tokens=64, min_new_tokens=64)
     sampling = GenerationConfig(do_sample=True, top_p=0.9, prompt_tokens=64, max_new_tokens=64, min_new_tokens=64)
@@ -213,14 +214,16 @@ def measure_model(shape: Shape, sizes: Sizes, device: torch.device) -> dict:
     largest, batch = out["beam5"]["bf16"], sizes.paper_batch * 2
     while batch <= sizes.largest_cap:
         try:
-            largest = generation(beam, "bf16", batch, batch)
-        except Exception as exc:
+            measured = generation(beam, "bf16", batch, batch)
+        except Exception as exc:  # not even one row fit
             if not (isinstance(exc, torch.OutOfMemoryError) or should_reduce_batch_size(exc)):
                 raise
             break
         finally:
             reset()
-        batch *= 2
+        if measured["batch"] < batch:  # testbed ran it in halves: this batch does not fit
+            break
+        largest, batch = measured, batch * 2
     out["beam5_largest"] = largest
     return out
 
