@@ -79,6 +79,7 @@ TINY = {k: Shape(s.name + "-tiny", ModelConfig(arch=s.model.arch, layers=2, widt
 class Sizes(NamedTuple):
     """How much each measurement does: the GPU mode, or --tiny."""
 
+    tokens: int  # block = prompt = new tokens (the paper: 64)
     train_blocks: int  # micro-benchmark training set
     paper_batch: int  # generation.batch_size of the paper config
     prompts: int  # prompts per generation measurement (a few batches)
@@ -89,17 +90,21 @@ class Sizes(NamedTuple):
     protocol_overrides: list[str]
 
 
-GPU_SIZES = Sizes(train_blocks=128 * 40, paper_batch=256, prompts=512, largest_cap=4096, eval_blocks=2048,
+GPU_SIZES = Sizes(tokens=64, train_blocks=128 * 40, paper_batch=256, prompts=512, largest_cap=4096, eval_blocks=2048,
                   protocol_blocks={"shumailov2024-opt125m-keep10": 2000, "model-size-pythia-wikitext2": 1000,
                                    "lora-smollm2-1.7b-wikitext2": 600},
                   protocol_eval_blocks=max(WIKITEXT2_BLOCKS["valid"], WIKITEXT2_BLOCKS["test"]),
                   protocol_overrides=[])
-TINY_SIZES = Sizes(train_blocks=64, paper_batch=16, prompts=32, largest_cap=64, eval_blocks=64,
-                   protocol_blocks={"shumailov2024-opt125m-keep10": 32, "model-size-pythia-wikitext2": 32,
-                                    "lora-smollm2-1.7b-wikitext2": 32},
-                   protocol_eval_blocks=16,
-                   protocol_overrides=["eval.num_samples=8", "generation.batch_size=16", "eval.batch_size=16",
-                                       "train.batch_size=16", "eval.tail_rank=50"])
+# Toy sizes, 16-token blocks: on a CPU the first pass at each new sequence length costs seconds.
+TINY_SIZES = Sizes(tokens=16, train_blocks=32, paper_batch=8, prompts=16, largest_cap=32, eval_blocks=32,
+                   protocol_blocks={"shumailov2024-opt125m-keep10": 16, "model-size-pythia-wikitext2": 16,
+                                    "lora-smollm2-1.7b-wikitext2": 16},
+                   protocol_eval_blocks=8,
+                   protocol_overrides=["eval.num_samples=4", "generation.batch_size=8", "eval.batch_size=8",
+                                       "train.batch_size=8", "eval.tail_rank=50", "data.block_size=16",
+                                       "generation.prompt_tokens=16", "generation.max_new_tokens=16",
+                                       "generation.min_new_tokens=16", "eval.prompt_tokens=16",
+                                       "eval.max_new_tokens=16"])
 # The shipped configs measured, with the setting `testbed run` takes (sweep settings are the sweep's), the
 # model shape, and the number of settings the full protocol runs (each for SEEDS seeds).
 PROTOCOLS = [
@@ -166,23 +171,24 @@ def measure_model(shape: Shape, sizes: Sizes, device: torch.device) -> dict:
     from testbed.train import train
 
     rng = np.random.default_rng(0)
-    blocks = rng.integers(3, shape.vocab, size=(sizes.train_blocks, 64))
+    t = sizes.tokens
+    blocks = rng.integers(3, shape.vocab, size=(sizes.train_blocks, t))
     valid = blocks[: sizes.paper_batch]
     prompts = blocks[: sizes.prompts]
-    out: dict = {"parameters": None, "train": {}, "beam5": {}, "sampling": {}, "evaluation": {}}
+    out: dict = {"parameters": None, "tokens": t, "train": {}, "beam5": {}, "sampling": {}, "evaluation": {}}
     model = build(shape, device)
     out["parameters"] = sum(p.numel() for p in model.parameters())
     accelerator = Accelerator(cpu=device.type == "cpu")
 
     for precision in ("fp32", "bf16"):
-        cfg = TrainConfig(lr=2e-5, batch_size=128 if sizes.paper_batch >= 128 else 16, select_best=False,
+        cfg = TrainConfig(lr=2e-5, batch_size=128 if sizes.paper_batch >= 128 else 8, select_best=False,
                           precision=precision)
         warm = build(shape, device)
-        train(warm, human_examples(blocks[: cfg.batch_size * 2]), valid[:8], cfg, 64, accelerator, 0, 1)
+        train(warm, human_examples(blocks[: cfg.batch_size * 2]), valid[:8], cfg, t, accelerator, 0, 1)
         del warm
         trained = build(shape, device)
         result, seconds, peak = timed(device, lambda cfg=cfg, m=trained: train(
-            m, human_examples(blocks), valid, cfg, 64, accelerator, 0, 1))
+            m, human_examples(blocks), valid, cfg, t, accelerator, 0, 1))
         out["train"][precision] = {"tokens_per_s": result.tokens / result.seconds, "peak_gb": peak,
                                    "batch": cfg.batch_size}
         del trained
@@ -192,19 +198,19 @@ def measure_model(shape: Shape, sizes: Sizes, device: torch.device) -> dict:
         reset()
         with autocast(precision, device):
             generate(model, prompts[:2], g, 4, 2, seed=0, eos=2)  # warm up
-            _, seconds, peak = timed(device, lambda: generate(model, np.resize(prompts, (n, 64)), g, 64, batch,
+            _, seconds, peak = timed(device, lambda: generate(model, np.resize(prompts, (n, t)), g, t, batch,
                                                               seed=0, eos=2))
-        return {"tokens_per_s": n * 64 / seconds, "peak_gb": peak, "batch": fitted("generate", batch)}
+        return {"tokens_per_s": n * t / seconds, "peak_gb": peak, "batch": fitted("generate", batch)}
 
-    beam = GenerationConfig(do_sample=False, num_beams=5, prompt_tokens=64, max_new_tokens=64, min_new_tokens=64)
-    sampling = GenerationConfig(do_sample=True, top_p=0.9, prompt_tokens=64, max_new_tokens=64, min_new_tokens=64)
+    beam = GenerationConfig(do_sample=False, num_beams=5, prompt_tokens=t, max_new_tokens=t, min_new_tokens=t)
+    sampling = GenerationConfig(do_sample=True, top_p=0.9, prompt_tokens=t, max_new_tokens=t, min_new_tokens=t)
     for precision in ("fp32", "bf16"):
         out["beam5"][precision] = generation(beam, precision, sizes.paper_batch, sizes.prompts)
         out["sampling"][precision] = generation(sampling, precision, sizes.paper_batch, sizes.prompts)
         with autocast(precision, device):
             _, seconds, peak = timed(device, lambda: next_token_stats(model, blocks[: sizes.eval_blocks],
                                                                       sizes.paper_batch, with_rank=True))
-        out["evaluation"][precision] = {"tokens_per_s": sizes.eval_blocks * 64 / seconds, "peak_gb": peak,
+        out["evaluation"][precision] = {"tokens_per_s": sizes.eval_blocks * t / seconds, "peak_gb": peak,
                                         "batch": sizes.paper_batch}
 
     # The largest beam-5 batch that fits (bf16), doubling from the paper's: one batch each, an out-of-memory
@@ -313,7 +319,8 @@ def table(result: dict) -> str:
     def gb(x: float | None) -> str:
         return "-" if x is None else f"{x:.1f}"
 
-    for key, label in (("train", "train"), ("beam5", "beam-5 generation 64->64"), ("sampling", "sampling (top-p)"),
+    beam = f"beam-5 generation {m['tokens']}->{m['tokens']}"
+    for key, label in (("train", "train"), ("beam5", beam), ("sampling", "sampling (top-p)"),
                        ("evaluation", "evaluation")):
         a, b = m[key]["fp32"], m[key]["bf16"]
         lines.append(f"{label:<28}{a['tokens_per_s']:>12,.0f}{b['tokens_per_s']:>12,.0f}{a['batch']:>8}"
@@ -321,12 +328,12 @@ def table(result: dict) -> str:
     big = m["beam5_largest"]
     lines.append(f"{'beam-5, largest batch (bf16)':<28}{'':>12}{big['tokens_per_s']:>12,.0f}{big['batch']:>8}"
                  f"{gb(big['peak_gb']):>22}")
-    lines += ["", f"{'protocol (one generation measured)':<36}{'gen1 stages (s)':<44}{'run h':>7}{'runs':>6}"
+    lines += ["", f"{'protocol (one generation measured)':<48}{'gen1 stages (s)':<40}{'run h':>7}{'runs':>6}"
                   f"{'serial h':>10}{'array h':>9}"]
     for p in result["protocols"]:
         stages = " ".join(f"{k[:3]} {v:.1f}" for k, v in p["measured"]["gen1"].items())
         j = p["projected"]
-        lines.append(f"{p['config'] + ' (' + p['model'] + ')':<36}{stages:<44}{j['run_hours']:>7.2f}{j['runs']:>6}"
+        lines.append(f"{p['config'] + ' (' + p['model'] + ')':<48}{stages:<40}{j['run_hours']:>7.2f}{j['runs']:>6}"
                      f"{j['serial_hours']:>10.1f}{j['array_hours']:>9.2f}")
     return "\n".join(lines)
 
