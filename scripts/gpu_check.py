@@ -1,7 +1,7 @@
 """Measure, in one command, what a GPU does with testbed, and project the wall time of the shipped protocols.
 
-    python scripts/gpu_check.py [--out gpu_check.json]   # one GPU, offline: about 6 minutes on one H200
-    python scripts/gpu_check.py --cpu --tiny             # the same code at toy sizes: about a minute on a CPU
+    python scripts/gpu_check.py [--out gpu_check.json]   # one GPU, offline: planned ~6 min on an H200, untimed
+    python scripts/gpu_check.py --cpu --tiny             # the same code at toy sizes: 1-2.5 min on a 2-core CPU
 
 1. On an OPT-125m-shaped model (random weights: the timing does not depend on them), through testbed's own
    functions: training tokens/s in fp32 and bf16 (`testbed.train.train`); beam-5 64->64 generation
