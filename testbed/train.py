@@ -1,4 +1,5 @@
-"""One generation's training: an explicit accelerate loop with AdamW, a schedule and best-on-validation."""
+"""One generation's training: an explicit accelerate loop with AdamW, a schedule and best-on-validation;
+optionally a fresh LoRA adapter (peft) merged into the weights at the end, and gradient checkpointing."""
 
 from __future__ import annotations
 
