@@ -87,7 +87,7 @@ class TokenizerConfig:
 @dataclass
 class ModelConfig:
     name_or_path: str | None = None  # hub name or local path; null: build `arch` from scratch
-    arch: Literal["gpt2", "opt", "llama"] = "gpt2"
+    arch: Literal["gpt2", "opt", "llama", "gpt_neox"] = "gpt2"  # gpt_neox: Pythia's
     layers: int = 2
     width: int = 128
     heads: int = 4
@@ -186,6 +186,20 @@ class CurateConfig:
 
 
 @dataclass
+class LoraConfig:
+    """Low-rank adapters through peft: each generation trains a fresh adapter on the weights train.init names,
+    then merges it into them, so every checkpoint is a plain model (loads with from_pretrained)."""
+
+    enabled: bool = False
+    rank: int = 16
+    alpha: float = 32.0  # the update is scaled by alpha / rank
+    dropout: float = 0.05
+    # Module names to adapt; null: peft's default for the architecture (llama, opt: q_proj, v_proj;
+    # gpt2: c_attn; gpt_neox: query_key_value)
+    target_modules: list[str] | None = None
+
+
+@dataclass
 class TrainConfig:
     epochs: int = 2
     gen0_epochs: int | None = 6  # generation 0 (e.g. from scratch) may need more; null = epochs
@@ -215,6 +229,9 @@ class TrainConfig:
     # generation and scoring alike (fp16 adds a gradient scaler). On a CPU measure before choosing bf16.
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     compile: bool = False  # torch.compile the training model (pays off on long runs; compiling takes ~1 min)
+    # Recompute activations in the backward pass: less memory for about a third more compute (large models)
+    gradient_checkpointing: bool = False
+    lora: LoraConfig = field(default_factory=LoraConfig)
 
 
 @dataclass
@@ -389,6 +406,13 @@ def check(cfg: Config) -> None:
     _require(t.weight_decay >= 0, "train.weight_decay", "must be >= 0")
     _require(t.max_grad_norm >= 0, "train.max_grad_norm", "must be >= 0")
     _require(t.eval_every >= 0, "train.eval_every", "must be >= 0")
+    lo = t.lora
+    _require(lo.rank >= 1, "train.lora.rank", f"must be at least 1, got {lo.rank}")
+    _require(lo.alpha > 0, "train.lora.alpha", f"must be positive, got {lo.alpha}")
+    _require(0 <= lo.dropout < 1, "train.lora.dropout", f"must be in [0, 1), got {lo.dropout}")
+    _require(lo.target_modules is None or (len(lo.target_modules) > 0 and all(
+        isinstance(n, str) and n for n in lo.target_modules)), "train.lora.target_modules",
+        "must be a non-empty list of module names, or null (peft's default for the architecture)")
 
     _require(e.num_samples >= 2, "eval.num_samples", "must be at least 2 (self-BLEU needs references)")
     _require(1 <= e.prompt_tokens <= d.block_size, "eval.prompt_tokens",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import numpy as np
 import torch
@@ -10,6 +11,7 @@ from accelerate.utils import gather_object
 from tqdm.auto import tqdm
 from transformers import LogitsProcessor, LogitsProcessorList
 
+from testbed.batching import run_fitting
 from testbed.config import Config, GenerationConfig, WatermarkConfig
 from testbed.data import spread
 from testbed.mixing import Examples, synthetic_examples
@@ -50,34 +52,58 @@ def candidates(scores: torch.Tensor, decoding: GenerationConfig) -> tuple[torch.
     return ids, weights
 
 
+class StepDraws:
+    """The uniforms of one batch's sampling: a (rows, 1) draw per decode step from the call's generator, made
+    the first time a step asks for it, as one sampler over the whole batch draws them. Pieces of the batch
+    (redone after running out of memory, testbed/batching.py) read the same numbers, and the generator
+    advances as if the batch had run whole, so later batches draw the same too."""
+
+    def __init__(self, generator: torch.Generator, rows: int):
+        self.generator, self.rows = generator, rows
+        self.steps: list[torch.Tensor] = []
+
+    def at(self, step: int) -> torch.Tensor:
+        while len(self.steps) <= step:
+            self.steps.append(torch.rand(self.rows, 1, generator=self.generator, device=self.generator.device))
+        return self.steps[step]
+
+
 class InverseCDFSampler(LogitsProcessor):
     """Draws the next token itself and leaves only that token finite, so greedy decoding takes it.
 
-    Truncation by `candidates`, then one uniform per row through the candidates' CDF (cumsum +
-    searchsorted): the same distribution as transformers' warpers + torch.multinomial, which on a CPU
-    cost most of a small model's decode step. Runs after transformers' own processors (e.g. the
-    repetition penalty).
+    Truncation by `candidates`, then the row's uniform through the candidates' CDF (cumsum + searchsorted):
+    the same distribution as transformers' warpers + torch.multinomial, which on a CPU cost most of a small
+    model's decode step. The uniforms are rows `rows` of `draws` (a piece of the batch): a piece redone
+    after running out of memory samples what the whole batch would have. Runs after transformers' own
+    processors (e.g. the repetition penalty).
     """
 
-    def __init__(self, decoding: GenerationConfig, generator: torch.Generator):
-        self.decoding = decoding
-        self.generator = generator
+    def __init__(self, decoding: GenerationConfig, draws: StepDraws, rows: slice = slice(None)):
+        self.decoding, self.draws, self.rows = decoding, draws, rows
+        self.step = 0
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         ids, weights = candidates(scores, self.decoding)
         cdf = weights.cumsum(dim=-1)
-        u = torch.rand(len(cdf), 1, generator=self.generator, device=cdf.device) * cdf[:, -1:]
+        u = self.draws.at(self.step)[self.rows].to(cdf.device) * cdf[:, -1:]
+        self.step += 1
         pick = torch.searchsorted(cdf, u, right=True).clamp_(max=cdf.shape[-1] - 1)
         token = pick if ids is None else ids.gather(1, pick)
         return torch.full_like(scores, -math.inf).scatter_(1, token, 0.0)
 
 
-def decoding_kwargs(decoding: GenerationConfig, seed: int, device: torch.device) -> dict:
+def draws_own_uniforms(decoding: GenerationConfig) -> bool:
+    """Plain sampling (one beam, no watermark) goes through InverseCDFSampler, on every device."""
+    return decoding.do_sample and decoding.num_beams == 1 and not decoding.watermark.enabled
+
+
+def decoding_kwargs(decoding: GenerationConfig, draws: StepDraws | None = None, rows: slice = slice(None)) -> dict:
     """`generate` keyword arguments for the configured decoding: greedy, beam search or sampling.
 
-    Plain sampling (one beam) on a CPU goes through InverseCDFSampler on top of greedy decoding, where it
-    is measured faster than torch.multinomial; on other devices, for beam sampling and under a watermark,
-    transformers' own sampler draws (from the generator `generate` seeds).
+    Plain sampling draws through InverseCDFSampler on top of greedy decoding, from `draws` (see there):
+    measured faster than torch.multinomial on a CPU, and the same samples for a batch redone in pieces, on
+    every device. Beam sampling and sampling under a watermark use transformers' own sampler (from the
+    generator `generate` seeds; a batch redone in pieces after running out of memory draws differently there).
     """
     kwargs = dict(num_beams=decoding.num_beams, repetition_penalty=decoding.repetition_penalty)
     if decoding.watermark.enabled:  # its logits processor runs before the sampler below
@@ -85,9 +111,10 @@ def decoding_kwargs(decoding: GenerationConfig, seed: int, device: torch.device)
     # The model's own generation_config may carry sampling defaults: name every knob.
     off = dict(do_sample=False, temperature=None, top_k=None, top_p=None)
     # transformers applies the watermark after every other processor, so it must also draw the token.
-    if decoding.do_sample and decoding.num_beams == 1 and device.type == "cpu" and not decoding.watermark.enabled:
-        generator = torch.Generator(device).manual_seed(seed)
-        kwargs.update(off, logits_processor=LogitsProcessorList([InverseCDFSampler(decoding, generator)]))
+    if draws_own_uniforms(decoding):
+        if draws is None:
+            raise ValueError("plain sampling needs its draws (one uniform per row and step)")
+        kwargs.update(off, logits_processor=LogitsProcessorList([InverseCDFSampler(decoding, draws, rows)]))
     elif decoding.do_sample:
         kwargs.update(do_sample=True, temperature=decoding.temperature, top_k=decoding.top_k, top_p=decoding.top_p,
                       min_p=decoding.min_p or None)
@@ -127,22 +154,29 @@ def generate(model, prompts: np.ndarray, decoding: GenerationConfig, max_new_tok
     """Continue every prompt row; return (ids (n, max_new_tokens) padded with eos, lengths).
 
     `prompts` is (n, k) token ids; unconditional generation passes a column of the start token.
-    The seed fixes every draw, so the same model, prompts and seed give the same continuations.
+    The seed fixes every draw, so the same model, prompts, seed and batch_size give the same continuations,
+    also when a batch is redone in smaller pieces after running out of memory (testbed/batching.py).
     """
     torch.manual_seed(seed)
     n = len(prompts)
     out = np.full((n, max_new_tokens), eos, dtype=np.int64)
     with evaluating(model) as device:
-        kwargs = decoding_kwargs(decoding, seed, device)
-        for start in tqdm(range(0, n, batch_size), desc=desc, unit="batch", leave=False):
-            batch = torch.as_tensor(prompts[start : start + batch_size], device=device)
+        generator = torch.Generator(device).manual_seed(seed) if draws_own_uniforms(decoding) else None
+
+        def piece(a: int, b: int, start: int, draws: StepDraws | None) -> None:
+            batch = torch.as_tensor(prompts[a:b], device=device)
             result = model.generate(
                 input_ids=batch, attention_mask=torch.ones_like(batch), max_new_tokens=max_new_tokens,
                 min_new_tokens=min(decoding.min_new_tokens, max_new_tokens) or None, pad_token_id=eos,
-                eos_token_id=eos, use_cache=True, **kwargs,
+                eos_token_id=eos, use_cache=True, **decoding_kwargs(decoding, draws, slice(a - start, b - start)),
             )
             new = result[:, batch.shape[1] :].cpu().numpy()
-            out[start : start + len(new), : new.shape[1]] = new
+            out[a:b, : new.shape[1]] = new
+
+        for start in tqdm(range(0, n, batch_size), desc=desc, unit="batch", leave=False):
+            stop = min(start + batch_size, n)
+            draws = StepDraws(generator, stop - start) if generator is not None else None
+            run_fitting("generate", batch_size, start, stop, partial(piece, start=start, draws=draws))
     return out, continuation_lengths(out, eos)
 
 

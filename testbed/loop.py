@@ -26,7 +26,7 @@ from accelerate import Accelerator, DataLoaderConfiguration
 from tqdm.auto import tqdm
 from transformers import AutoTokenizer
 
-from testbed import config, curate, evaluation, generate, language, mixing, phases, rundir, train
+from testbed import batching, config, curate, evaluation, generate, language, mixing, phases, rundir, train
 from testbed.config import Config
 from testbed.data import TokenizedCorpus, load_corpus, split_names, tokenize_corpus, windows
 from testbed.distributed import check_batch_split, from_main, on_main
@@ -123,6 +123,7 @@ def prepare(cfg: Config, run_dir: Path, resume: bool) -> tuple[Context, State]:
                               dataloader_config=DataLoaderConfiguration(split_batches=True), log_with=log_with,
                               project_dir=str(run_dir))
     check_batch_split(cfg.train.batch_size, accelerator.num_processes)
+    batching.reset()  # what fit another run in this process says nothing about this one
     cfg.run.threads = rundir.run_threads(cfg, run_dir, resume)
     if accelerator.device.type == "cpu":  # saved with the config below: a resume uses the same thread count
         cfg.run.threads = reproducible_cpu(cfg.run.threads)
@@ -300,7 +301,8 @@ def evaluate_and_save(ctx: Context, state: State, g: int, facts: dict, seconds: 
     row = rundir.finite({"generation": g, **row, **facts})
     row0 = state.rows[0] if state.rows else row
     row["phase"] = phases.phase(row, row0, phases.row_band(row0))
-    timing = {"seconds": seconds, "train_tokens_per_s": result.tokens / max(result.seconds, 1e-9)}
+    timing = {"seconds": seconds, "train_tokens_per_s": result.tokens / max(result.seconds, 1e-9),
+              "batch_sizes": batching.used()}  # configured batch -> the batch that fit, per stage
     rundir.save_generation(ctx.run_dir, g, state.model, ctx.tokenizer, row, records, timing, state.rows,
                            cfg.run.keep_checkpoints)
     ctx.log({f"generation/{k}": v for k, v in row.items()}, g)

@@ -105,15 +105,19 @@ def _arch_kwargs(m: ModelConfig) -> dict:
     if m.arch == "opt":
         return dict(num_hidden_layers=m.layers, hidden_size=m.width, word_embed_proj_dim=m.width,
                     ffn_dim=4 * m.width, num_attention_heads=m.heads, max_position_embeddings=m.context)
+    if m.arch == "gpt_neox":  # Pythia's: rotary on a quarter of each head, parallel attention and MLP
+        return dict(num_hidden_layers=m.layers, hidden_size=m.width, intermediate_size=4 * m.width,
+                    num_attention_heads=m.heads, max_position_embeddings=m.context, rotary_pct=0.25)
     return dict(num_hidden_layers=m.layers, hidden_size=m.width, intermediate_size=4 * m.width,
                 num_attention_heads=m.heads, num_key_value_heads=m.heads, max_position_embeddings=m.context)
 
 
-def build_model(m: ModelConfig, tokenizer, seed: int):
-    """A randomly initialised `m.arch` model sized by the config; the init is seeded."""
+def build_model(m: ModelConfig, tokenizer, seed: int, vocab_size: int | None = None):
+    """A randomly initialised `m.arch` model sized by the config; the init is seeded. `vocab_size`: embedding
+    rows beyond the tokenizer's (hub checkpoints pad theirs; default: the tokenizer's length)."""
     ids = dict(bos_token_id=start_token(tokenizer), eos_token_id=tokenizer.eos_token_id,
                pad_token_id=tokenizer.pad_token_id)
-    config = AutoConfig.for_model(m.arch, vocab_size=len(tokenizer), **ids, **_arch_kwargs(m))
+    config = AutoConfig.for_model(m.arch, vocab_size=vocab_size or len(tokenizer), **ids, **_arch_kwargs(m))
     torch.manual_seed(seed)
     return AutoModelForCausalLM.from_config(config)
 

@@ -503,4 +503,101 @@ def write_report(paths: list[Path], out: Path | None = None) -> list[Path]:
     md = out / "report.md"
     md.write_text(markdown(groups, runs), encoding="utf-8")
     return [md, plot_headline(groups, runs, out), plot_metrics(groups, runs, out),
-            plot_perplexity_histograms(groups, out)] + recovery_plots(groups, out)
+            plot_perplexity_histograms(groups, out), *recovery_plots(groups, out), *collapse_by_size(runs, out)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Collapse by model size (issue 18): runs that differ in model, with the size on the x-axis.
+
+_MODEL_KEYS = ("model.name_or_path", "model.arch", "model.layers", "model.width", "model.heads")
+
+
+def model_parameters(run: Run) -> int | None:
+    """Parameters of a run's generation-0 checkpoint (always kept), read from its safetensors headers."""
+    from safetensors import safe_open
+
+    files = sorted((run.path / "gen_000" / "model").glob("*.safetensors"))
+    total = 0
+    for f in files:
+        with safe_open(str(f), "pt") as h:
+            total += sum(math.prod(h.get_slice(k).get_shape()) for k in h.keys())  # noqa: SIM118
+    return total or None
+
+
+def _model_name(run: Run) -> str:
+    name = run.config.get("model.name_or_path")
+    if name:
+        return str(name).rstrip("/").rsplit("/", 1)[-1]
+    c = run.config
+    return f"{c.get('model.arch')} {c.get('model.layers')}x{c.get('model.width')}"
+
+
+def collapse_by_size(runs: list[Run], out: Path) -> list[Path]:
+    """When the runs differ in model size: collapse_by_size.md and .png, perplexity on human text at generation
+    0 and at the last generation, and their ratio (how much the model lost), against the parameter count, a
+    line per setting (mean ± std over seeds). Nothing when every run has the same size."""
+    sizes = {r.path: model_parameters(r) for r in runs}
+    if len({n for n in sizes.values() if n}) < 2:
+        return []
+    keys = [k for k in differing_keys(runs) if k not in _MODEL_KEYS]
+    by_setting: dict[str, dict[int, list[Run]]] = {}
+    names: dict[int, str] = {}
+    for r in runs:
+        n = sizes[r.path]
+        if n:
+            label = ", ".join(f"{k.split('.')[-1]}={r.config.get(k)}" for k in keys) or "run"
+            by_setting.setdefault(label, {}).setdefault(n, []).append(r)
+            names[n] = _model_name(r)
+    last = max(row["generation"] for r in runs for row in r.rows)
+
+    def at(rs: list[Run], g: int) -> list[float | None]:
+        return [next((row.get("ppl_human") for row in r.rows if row["generation"] == g), None) for r in rs]
+
+    def ratio(rs: list[Run]) -> list[float | None]:
+        return [b / a if a and b else None for a, b in zip(at(rs, 0), at(rs, last))]
+
+    lines = ["# Collapse by model size", "", f"Perplexity on human test text (`ppl_human`) at generation 0 → {last}, "
+             "and its ratio (last / generation 0): mean ± std over seeds.", "",
+             "| model | parameters | " + " | ".join(f"{s}: ppl 0 → {last} | {s}: ratio" for s in by_setting) + " |",
+             "|---|---|" + "---|---|" * len(by_setting)]
+    for n in sorted(names):
+        cells = []
+        for per_size in by_setting.values():
+            rs = per_size.get(n, [])
+            cells += [f"{_fmt(*mean_std(at(rs, 0)))} → {_fmt(*mean_std(at(rs, last)))}", _fmt(*mean_std(ratio(rs)))]
+        lines.append(f"| {names[n]} | {n:,} | " + " | ".join(cells) + " |")
+    md = out / "collapse_by_size.md"
+    md.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+    from matplotlib.ticker import FormatStrFormatter
+
+    plt = _pyplot()
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    for label, per_size in by_setting.items():
+        n = np.array(sorted(per_size), dtype=float)
+        for ax, values in zip(axes, ([at(per_size[k], last) for k in sorted(per_size)],
+                                     [ratio(per_size[k]) for k in sorted(per_size)])):
+            mean, std = np.array([mean_std(v) for v in values]).T
+            ax.errorbar(n, mean, yerr=np.where(np.isfinite(std), std, 0), marker="o", capsize=3, label=label)
+    for n, name in names.items():
+        axes[0].annotate(name, (n, 0), xycoords=("data", "axes fraction"), xytext=(0, 3),
+                         textcoords="offset points", ha="center", va="bottom", fontsize=7, color="gray")
+    axes[0].set_yscale("log")  # perplexity; the ratio stays linear (near 1 when little is lost)
+    for set_formatter in (axes[0].yaxis.set_major_formatter, axes[0].yaxis.set_minor_formatter):
+        set_formatter(FormatStrFormatter("%.4g"))
+    for ax, title in zip(axes, (f"Perplexity on human text at generation {last}",
+                                f"Perplexity ratio, generation {last} / generation 0")):
+        ax.set_xscale("log")
+        ax.set_xlabel("parameters")
+        ax.set_title(title, fontsize=10)
+        ax.grid(alpha=0.3, which="both")
+    axes[0].set_ylabel("perplexity")
+    axes[1].set_ylabel("ratio (1: no loss)")
+    axes[1].legend(fontsize=8)
+    fig.suptitle("Collapse by model size")
+    fig.subplots_adjust(left=0.09, right=0.98, top=0.83, bottom=0.15, wspace=0.3)
+    png = out / "collapse_by_size.png"
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
+    return [md, png]

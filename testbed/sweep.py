@@ -92,7 +92,9 @@ def expand(cfg: config.Config, cli_axes: dict[str, list[str]]) -> list[SweepRun]
         for combo in itertools.product(*grid.values()):
             values = {**setting, **dict(zip(grid, combo))}
             overrides = [_override(k, v) for k, v in values.items()]
-            varying = [f"{k}={_value(v)}" for k, v in values.items() if (name is None or k not in setting)
+            # A path or hub name (model.name_or_path as an axis) is named by its last part: names are not paths.
+            varying = [f"{k}={_value(v).rstrip('/').rsplit('/', 1)[-1]}" for k, v in values.items()
+                       if (name is None or k not in setting)
                        and (len({_value(s.get(k)) for s in settings}) > 1 or len(grid.get(k, [])) > 1)]
             runs.append(SweepRun(",".join(([name] if name else []) + varying) or "run", overrides))
     names = [r.name for r in runs]

@@ -1,4 +1,5 @@
-"""One generation's training: an explicit accelerate loop with AdamW, a schedule and best-on-validation."""
+"""One generation's training: an explicit accelerate loop with AdamW, a schedule and best-on-validation;
+optionally a fresh LoRA adapter (peft) merged into the weights at the end, and gradient checkpointing."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from accelerate import Accelerator
 from accelerate.utils import gather_object
 from tqdm.auto import tqdm
 
-from testbed.config import Config, TrainConfig
+from testbed.config import Config, LoraConfig, TrainConfig
 from testbed.data import to_blocks
 from testbed.distributed import check_same_weights, from_main, map_rows
 from testbed.metrics.perplexity import sequence_nll
@@ -93,6 +94,26 @@ def validation_loss(model, blocks: np.ndarray, batch_size: int, accelerator: Acc
     return from_main(accelerator, lambda: float(nll.sum() / max(count.sum(), 1)))
 
 
+def attach_lora(model, cfg: LoraConfig, seed: int):
+    """`model` with a fresh low-rank adapter (peft), its own weights frozen; the adapter's init is seeded
+    alike in every process. Target modules: cfg.target_modules, or peft's default for the architecture."""
+    from peft import LoraConfig as PeftLoraConfig
+    from peft import get_peft_model
+
+    torch.manual_seed(seed)
+    peft_config = PeftLoraConfig(r=cfg.rank, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout,
+                                 target_modules=cfg.target_modules, task_type="CAUSAL_LM",
+                                 fan_in_fan_out=model.config.model_type == "gpt2")  # GPT-2's Conv1D: (in, out)
+    return get_peft_model(model, peft_config)
+
+
+def _trained_state(model) -> dict[str, torch.Tensor]:
+    """The entries of the state training changes: all of it, less the parameters it leaves frozen (LoRA's
+    base weights), so keeping a best checkpoint costs the adapter's size, not the model's."""
+    frozen = {n for n, p in model.named_parameters(remove_duplicate=False) if not p.requires_grad}
+    return {k: v for k, v in model.state_dict().items() if k not in frozen}
+
+
 LOG_EVERY = 25  # optimizer steps between progress-bar updates: reading the loss waits for the device
 
 
@@ -104,6 +125,13 @@ def train(model, examples: Examples, valid_blocks: np.ndarray, cfg: TrainConfig,
     every `eval_every` steps). `separator`: see `pack` (train.eos_between_examples). `log` receives the
     training loss and learning rate every LOG_EVERY steps, and the validation loss at each evaluation,
     with the step."""
+    # train.lora: a fresh adapter on the weights the model holds, merged into them at the end: `model`
+    # ends as a plain model again. `base` is that plain model throughout.
+    base = model
+    if cfg.lora.enabled:
+        model = attach_lora(model, cfg.lora, seed)
+    if cfg.gradient_checkpointing:
+        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     # Dropout draws from the global generator: seeded, so a resumed run matches, and per process, so
     # data-parallel processes do not drop the same units.
     torch.manual_seed(seed + accelerator.process_index)
@@ -145,10 +173,10 @@ def train(model, examples: Examples, valid_blocks: np.ndarray, cfg: TrainConfig,
             return
         # A copy later steps cannot change, into buffers reused at every improvement (pinned on a GPU, so
         # the copy does not block the device).
+        state = _trained_state(model)
         if best_state is None:
-            best_state = {k: torch.empty(v.shape, dtype=v.dtype, pin_memory=v.is_cuda)
-                          for k, v in model.state_dict().items()}
-        for k, v in model.state_dict().items():
+            best_state = {k: torch.empty(v.shape, dtype=v.dtype, pin_memory=v.is_cuda) for k, v in state.items()}
+        for k, v in state.items():
             best_state[k].copy_(v.detach(), non_blocking=True)
 
     trained.train()
@@ -189,8 +217,12 @@ def train(model, examples: Examples, valid_blocks: np.ndarray, cfg: TrainConfig,
     if best_state is not None:
         if device.type == "cuda":
             torch.cuda.synchronize()  # the last non-blocking copy has landed
-        model.load_state_dict(best_state)
-    model.eval()
+        model.load_state_dict(best_state, strict=False)  # the trained entries; the frozen ones never changed
+    if cfg.gradient_checkpointing:
+        base.gradient_checkpointing_disable()
+    if cfg.lora.enabled:
+        model.merge_and_unload()  # into `base`'s weights, in place
+    model = base.eval()
     check_same_weights(model, accelerator)
     seconds = time.perf_counter() - t0
     accelerator.free_memory()  # drop accelerate's references so nothing outlives this generation

@@ -43,6 +43,11 @@ def test_yaml_then_cli(tmp_path: Path):
     (["train.precision=no"], "config key 'train.precision': no (YAML reads it as false) is no longer a value; "
                              "use 'fp32'"),
     (["train.precision=fp8"], "config key 'train.precision': expected one of fp32 | bf16 | fp16"),
+    (["train.lora.rank=0"], "config key 'train.lora.rank': must be at least 1, got 0"),
+    (["train.lora.dropout=1"], "config key 'train.lora.dropout': must be in [0, 1), got 1.0"),
+    (["train.lora.target_modules=[]"], "config key 'train.lora.target_modules': must be a non-empty list"),
+    (["train.lora.target_modules=q_proj"], "config key 'train.lora.target_modules': expected a list"),
+    (["train.lora.rnk=4"], "unknown config key 'train.lora.rnk' (did you mean 'train.lora.rank'?)"),
     (["mixing.strategy=replce"], "config key 'mixing.strategy': expected one of replace"),
     (["generation.do_sample=maybe"], "config key 'generation.do_sample': expected true or false"),
     (["run.name=../escape"], "config key 'run.name'"),

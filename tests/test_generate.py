@@ -6,6 +6,7 @@ from transformers import MinPLogitsWarper, TemperatureLogitsWarper, TopKLogitsWa
 from testbed.config import GenerationConfig, ModelConfig
 from testbed.generate import (
     InverseCDFSampler,
+    StepDraws,
     candidates,
     continuation_lengths,
     decoding_kwargs,
@@ -110,7 +111,8 @@ def test_candidates_equal_transformers_warpers(temperature, top_k, top_p, min_p)
 def test_inverse_cdf_sampler_draws_the_warped_distribution():
     g = GenerationConfig(top_p=0.9)
     logits = torch.randn(1, 20, generator=torch.Generator().manual_seed(1))
-    out = InverseCDFSampler(g, torch.Generator().manual_seed(0))(None, logits.repeat(100000, 1))
+    draws = StepDraws(torch.Generator().manual_seed(0), 100000)
+    out = InverseCDFSampler(g, draws)(None, logits.repeat(100000, 1))
     assert torch.isfinite(out).sum(dim=1).eq(1).all()  # exactly one token left per row
     freq = torch.bincount(out.argmax(dim=1), minlength=20) / 100000
     expected = TopPLogitsWarper(0.9)(None, logits.clone()).softmax(dim=-1)[0]
@@ -118,9 +120,20 @@ def test_inverse_cdf_sampler_draws_the_warped_distribution():
     assert torch.allclose(freq, expected, atol=0.005)
 
 
-def test_inverse_cdf_sampler_on_cpu_transformers_sampler_elsewhere():
+def test_plain_sampling_draws_its_own_uniforms_beam_sampling_and_watermarks_use_transformers():
     g = GenerationConfig(do_sample=True, top_p=0.9)
-    cpu = decoding_kwargs(g, 0, torch.device("cpu"))
-    assert cpu["do_sample"] is False and isinstance(cpu["logits_processor"][0], InverseCDFSampler)
-    cuda = decoding_kwargs(g, 0, torch.device("cuda"))
-    assert cuda["do_sample"] is True and cuda["top_p"] == 0.9 and "logits_processor" not in cuda
+    own = decoding_kwargs(g, StepDraws(torch.Generator(), 2))
+    assert own["do_sample"] is False and isinstance(own["logits_processor"][0], InverseCDFSampler)
+    beams = decoding_kwargs(GenerationConfig(do_sample=True, top_p=0.9, num_beams=2))
+    assert beams["do_sample"] is True and beams["top_p"] == 0.9 and "logits_processor" not in beams
+
+
+def test_step_draws_are_one_generator_drawn_step_by_step_whoever_asks_first():
+    """A batch's uniforms are torch.rand(rows, 1) per step from the call's generator, as one sampler over the
+    whole batch draws them (the stream every earlier run used), whichever piece of the batch asks first."""
+    draws = StepDraws(torch.Generator().manual_seed(3), 4)
+    second, first = draws.at(1), draws.at(0)
+    reference = torch.Generator().manual_seed(3)
+    assert torch.equal(first, torch.rand(4, 1, generator=reference))
+    assert torch.equal(second, torch.rand(4, 1, generator=reference))
+    assert draws.at(1) is second and len(draws.steps) == 2

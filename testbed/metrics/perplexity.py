@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from testbed.batching import run_fitting
 from testbed.model import evaluating
 
 # The LM head is applied to the final hidden states this many logits at a time (64 MB in fp32, plus as much for
@@ -27,14 +28,19 @@ def valid_mask(ids: np.ndarray, lengths: np.ndarray | None = None) -> np.ndarray
     return valid
 
 
-def batches(ids: np.ndarray, valid: np.ndarray, batch_size: int, device: torch.device,
-            desc: str | None = None) -> Iterator[tuple[slice, torch.Tensor, torch.Tensor]]:
-    """(rows, input ids with padding set to 0, bool mask) of each batch of rows, on `device`."""
-    starts = range(0, len(ids), batch_size)
-    for start in tqdm(starts, desc=desc, unit="batch", leave=False, disable=desc is None):
-        rows = slice(start, start + batch_size)
-        yield rows, torch.as_tensor(np.where(valid[rows], ids[rows], 0), device=device), \
-            torch.as_tensor(valid[rows], device=device)
+def each_batch(ids: np.ndarray, valid: np.ndarray, batch_size: int, device: torch.device,
+               fn: Callable[[slice, torch.Tensor, torch.Tensor], None], desc: str | None = None) -> None:
+    """fn(rows, input ids with padding set to 0, bool mask) over batches of rows in order, on `device`. A batch
+    that runs out of device memory is redone in smaller pieces (testbed/batching.py): each row is computed
+    on its own, so the numbers do not depend on the batch."""
+
+    def piece(a: int, b: int) -> None:
+        rows = slice(a, b)
+        fn(rows, torch.as_tensor(np.where(valid[rows], ids[rows], 0), device=device),
+           torch.as_tensor(valid[rows], device=device))
+
+    for start in tqdm(range(0, len(ids), batch_size), desc=desc, unit="batch", leave=False, disable=desc is None):
+        run_fitting("score", batch_size, start, min(start + batch_size, len(ids)), piece)
 
 
 def final_hidden(model, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.nn.Module]:
@@ -77,11 +83,14 @@ def sequence_nll(model, ids: np.ndarray, lengths: np.ndarray | None = None, batc
     with evaluating(model) as device:
         nll = torch.zeros(len(ids), dtype=torch.float32, device=device)
         count = torch.zeros(len(ids), dtype=torch.int64, device=device)
-        for rows, x, mask in batches(ids, valid, batch_size, device, desc):
+
+        def score(rows: slice, x: torch.Tensor, mask: torch.Tensor) -> None:
             target_mask = mask[:, 1:] & mask[:, :-1]
             hidden, head = final_hidden(model, x, mask)
             nll[rows] = (token_nll(hidden, x[:, 1:], head, CHUNK_ELEMENTS) * target_mask).sum(dim=1)
             count[rows] = target_mask.sum(dim=1)
+
+        each_batch(ids, valid, batch_size, device, score, desc)
     # An fp32 sum is exact in float64, so converting here equals converting batch by batch.
     return nll.cpu().double().numpy(), count.cpu().numpy()
 

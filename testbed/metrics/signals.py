@@ -13,7 +13,7 @@ import math
 import numpy as np
 import torch
 
-from testbed.metrics.perplexity import CHUNK_ELEMENTS, batches, final_hidden, logit_chunks, sequence_nll, valid_mask
+from testbed.metrics.perplexity import CHUNK_ELEMENTS, each_batch, final_hidden, logit_chunks, sequence_nll, valid_mask
 from testbed.model import evaluating
 
 
@@ -65,7 +65,8 @@ def next_token_stats(model, blocks: np.ndarray, batch_size: int = 64, confident:
         # Per block: NLL, entropy, confident, then the NLL of each group; target counts: all, then each group.
         sums = torch.zeros(3 + len(masks), len(blocks), dtype=torch.float32, device=device)
         count = torch.zeros(1 + len(masks), len(blocks), dtype=torch.int64, device=device)
-        for rows, x, mask in batches(blocks, valid, batch_size, device):
+
+        def stats(rows: slice, x: torch.Tensor, mask: torch.Tensor) -> None:
             hidden, head = final_hidden(model, x, mask)
             if with_rank:
                 pooled.append(_mean_pool(hidden, mask).cpu())
@@ -76,6 +77,8 @@ def next_token_stats(model, blocks: np.ndarray, batch_size: int = 64, confident:
                 sums[k, rows] = (value * target_mask).sum(dim=1)
             for k, g in enumerate((target_mask, *in_group)):
                 count[k, rows] = g.sum(dim=1)
+
+        each_batch(blocks, valid, batch_size, device, stats)
     # Row sums are fp32 on the device (one transfer); the sum over rows is taken in float64.
     sums, count = sums.cpu().double().numpy(), count.cpu().numpy()
     n = int(count[0].sum())
@@ -204,9 +207,8 @@ def sequence_embeddings(model, ids: np.ndarray, lengths: np.ndarray | None = Non
     valid = valid_mask(ids, lengths)
     with evaluating(model) as device:
         out = []
-        for _, x, mask in batches(ids, valid, batch_size, device):
-            out.append(_mean_pool(model.base_model(input_ids=x, attention_mask=mask.long()).last_hidden_state,
-                                  mask).cpu())
+        each_batch(ids, valid, batch_size, device, lambda _, x, mask: out.append(
+            _mean_pool(model.base_model(input_ids=x, attention_mask=mask.long()).last_hidden_state, mask).cpu()))
     width = model.config.hidden_size
     return torch.cat(out).numpy() if out else np.zeros((0, width), dtype=np.float32)
 
