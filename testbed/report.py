@@ -51,6 +51,8 @@ METRICS = [
     ("synthetic_ppl_gen0_mean", "Synthetic data under generation 0 (mean)", "perplexity", None),
     ("synthetic_ppl_gen0_p95", "Synthetic data under generation 0 (95th percentile)", "perplexity", None),
     ("kl_per_word", "KL(language || model), estimated", "nats / word", False),
+    ("excess_nll_frequent_words", "Model NLL - exact NLL of frequent words (held-out sentences)", "nats / word", False),
+    ("excess_nll_rare_words", "Model NLL - exact NLL of rare words (held-out sentences)", "nats / word", False),
     ("true_nll_per_word", "True NLL of samples under the language", "nats / word", None),
     ("grammatical_rate", "Grammatical sentences in samples", "share", True),
     ("tail_mass_lost", "True probability mass of words no longer produced", "probability", False),
