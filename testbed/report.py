@@ -51,6 +51,8 @@ METRICS = [
     ("synthetic_ppl_gen0_mean", "Synthetic data under generation 0 (mean)", "perplexity", None),
     ("synthetic_ppl_gen0_p95", "Synthetic data under generation 0 (95th percentile)", "perplexity", None),
     ("kl_per_word", "KL(language || model), estimated", "nats / word", False),
+    ("excess_nll_frequent_words", "Model NLL - exact NLL of frequent words (held-out sentences)", "nats / word", False),
+    ("excess_nll_rare_words", "Model NLL - exact NLL of rare words (held-out sentences)", "nats / word", False),
     ("true_nll_per_word", "True NLL of samples under the language", "nats / word", None),
     ("grammatical_rate", "Grammatical sentences in samples", "share", True),
     ("tail_mass_lost", "True probability mass of words no longer produced", "probability", False),
@@ -310,7 +312,7 @@ def phase_table(groups: dict[str, list[Run]], runs: list[Run]) -> list[str]:
              f"({', '.join(f'`{k}`' for k in phases.TAIL)}) has and it is not late. σ: "
              + ("generation 0's spread across seeds (the early-warning table's)." if several else
                 "the bootstrap std of generation 0's metrics over its samples and test blocks (one seed)."),
-             "Computed on the mean over seeds; `-`: not reached.", "",
+             "Phases of the mean over seeds (of the run itself with one seed); `-`: not reached.", "",
              "| setting | first early | first late | phase by generation (0, 1, ...) |", "|---|---|---|---|"]
     for label, rs in groups.items():
         generations, labels = setting_phases(rs, band if several else phases.row_band(rs[0].rows[0]))
