@@ -158,8 +158,9 @@ def plot(r: Refit, exact: np.ndarray, mean_loss: np.ndarray, path: Path) -> None
     colors = plt.cm.viridis(np.linspace(0, 0.9, len(gens)))
     fig, (a, b) = plt.subplots(1, 2, figsize=(12, 4.4))
     for color, k in zip(colors, gens):
-        a.plot(ranks, exact[k], color=color, lw=1.5, label=f"k = {k} exact")
+        a.plot(ranks, exact[k], color=color, lw=1.5, label=f"k = {k}")
         a.plot(ranks, r.present[k], "o", color=color, ms=2.5, alpha=0.6)
+    a.plot([], [], "k-", lw=1.5, label="exact chain (lines)")
     a.plot([], [], "ko", ms=2.5, label="simulated (dots)")
     a.set_xscale("log")
     a.set_ylim(-0.02, 1.02)
@@ -173,6 +174,7 @@ def plot(r: Refit, exact: np.ndarray, mean_loss: np.ndarray, path: Path) -> None
     b.plot(r.probs, trunc, "--", color="tab:blue", lw=1, label=f"exact, given lost by k = {r.generations}")
     b.plot(r.probs, sim, "o", color="tab:blue", ms=2.5, alpha=0.6, label=f"simulated (lost by k = {r.generations})")
     b.set_xscale("log")
+    b.set_yscale("log")
     b.set(xlabel="initial probability p of the outcome", ylabel="generations",
           title="Mean generations until an outcome is lost")
     b.legend(fontsize=8)
@@ -190,8 +192,9 @@ def run(outcomes: int, samples: int, generations: int, repeats: int, exponent: f
     lost_p, mean_loss = exact_loss(r.probs, samples)
     print(table(r, exact, lost_p, mean_loss))
     z = np.abs(r.present - exact) / np.maximum(r.survival_se(exact), 1e-12)
-    print(f"largest |simulated - exact| survival: {np.abs(r.present - exact).max():.4f} "
-          f"({np.nanmax(np.where(r.survival_se(exact) > 0, z, np.nan)):.2f} standard errors)")
+    print(f"largest |simulated - exact| survival over all {outcomes} outcomes x {generations} generations: "
+          f"{np.abs(r.present - exact).max():.4f} ({np.nanmax(np.where(r.survival_se(exact) > 0, z, np.nan)):.2f} "
+          "standard errors)")
     out.mkdir(parents=True, exist_ok=True)
     (out / "categorical.json").write_text(json.dumps({
         "outcomes": outcomes, "samples": samples, "generations": generations, "repeats": repeats,

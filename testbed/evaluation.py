@@ -144,7 +144,7 @@ def model_metrics(model, cfg: Config, es: EvalSet, gt: GroundTruth | None, noise
             f"ppl_human_{g}": lambda b, g=g: metrics.pooled_perplexity(nll[g][b], count[g][b])
             for g in ("head", "tail")}, cfg.run.seed))
     if gt is not None:
-        row["kl_per_word"] = kl_per_word(model, gt, cfg.eval.batch_size)
+        row.update(word_metrics(model, gt, cfg.eval.batch_size))
     return row
 
 
@@ -200,19 +200,51 @@ class GroundTruth:
     sentence_ids: np.ndarray  # (n, L) token ids of test sentences, each after an end-of-text, padded -1
     sentence_logp: np.ndarray  # exact log P of each test sentence
     sentence_words: np.ndarray  # words per test sentence, the '.' included
+    # The word split of kl_per_word (None for a tokenizer without character offsets):
+    word_of_token: np.ndarray | None = None  # (n, L): the word (0-based, '.' last) of each token of sentence_ids, or -1
+    word_logp: np.ndarray | None = None  # (n, W): exact log P(word | the words before it), NaN beyond the sentence
+    word_group: np.ndarray | None = None  # (n, W): FREQUENT, RARE or 0 by the word's exact unigram probability
+
+
+FREQUENT, RARE = 1, 2
+
+
+def word_groups(gt_vocab: np.ndarray, word_p: np.ndarray, tail_rank: int) -> dict[str, int]:
+    """word -> FREQUENT (the most probable words that together make up half of the exact unigram mass),
+    RARE (ranked at or beyond `tail_rank` by exact probability, as eval.tail_rank ranks the human text's
+    words for tail_coverage) or 0 (neither); FREQUENT where both apply. Ties in probability are ranked by the
+    word."""
+    order = np.lexsort((gt_vocab, -word_p))
+    reached = np.cumsum(word_p[order]) >= 0.5 * word_p.sum()
+    group = np.zeros(len(order), dtype=np.int64)
+    group[order[tail_rank:]] = RARE
+    group[order[: int(np.argmax(reached)) + 1]] = FREQUENT
+    return dict(zip(gt_vocab.tolist(), group.tolist()))
 
 
 def ground_truth_set(cfg: Config, test_lines: list[str], tokenizer, max_sentences: int = 1000) -> GroundTruth:
     lang = language.build(cfg.data.language)
     probs = language.word_probabilities(lang)
+    vocab, word_p = np.array(list(probs)), np.array(list(probs.values()))
     sents = [s for line in test_lines for s in language.complete_sentences(line, leading_fragment=False)]
     sents = sents[:max_sentences]
-    encoded = tokenizer([" ".join([*s, language.END]) for s in sents], add_special_tokens=False)["input_ids"]
-    ids = pad_rows(encoded, offset=1)
+    texts = [" ".join([*s, language.END]) for s in sents]
+    enc = tokenizer(texts, add_special_tokens=False, return_offsets_mapping=tokenizer.is_fast)
+    ids = pad_rows(enc["input_ids"], offset=1)
     ids[:, 0] = tokenizer.eos_token_id  # a sentence at the start of a line follows an end-of-text
-    return GroundTruth(lang, np.array(list(probs)), np.array(list(probs.values())), ids,
-                       np.array([language.sentence_logprob(lang, s) for s in sents]),
-                       np.array([len(s) + 1 for s in sents]))
+    gt = GroundTruth(lang, vocab, word_p, ids, np.array([language.sentence_logprob(lang, s) for s in sents]),
+                     np.array([len(s) + 1 for s in sents]))
+    if tokenizer.is_fast:
+        # A token belongs to the word its last character is in (a word's first token carries the space before it).
+        gt.word_of_token = pad_rows([[t[:end].count(" ") for _, end in offsets] for t, offsets in
+                                     zip(texts, enc["offset_mapping"])], offset=1, width=ids.shape[1])
+        groups = word_groups(vocab, word_p, cfg.eval.tail_rank)
+        words = [[*s, language.END] for s in sents]
+        gt.word_logp = np.full((len(words), max(map(len, words), default=0)), np.nan)
+        gt.word_group = pad_rows([[groups.get(x, 0) for x in w] for w in words], fill=0)
+        for i, s in enumerate(sents):
+            gt.word_logp[i, : len(s) + 1] = language.word_logprobs(lang, s)
+    return gt
 
 
 @dataclass
@@ -289,8 +321,23 @@ def sample_noise(samples: Samples, nll0: np.ndarray, count0: np.ndarray, scores:
     return bootstrap_noise(len(texts), stats, cfg.run.seed)
 
 
-def kl_per_word(model, gt: GroundTruth, batch_size: int) -> float:
-    """Monte-Carlo KL(language || model) per word: mean of log P(s) - log Q(s) over test sentences s, where
-    Q(s) is the model's probability of s as the first sentence of a line."""
-    nll_q, _ = metrics.sequence_nll(model, gt.sentence_ids, batch_size=batch_size)
-    return float((gt.sentence_logp + nll_q).sum() / gt.sentence_words.sum())
+def word_metrics(model, gt: GroundTruth, batch_size: int) -> dict[str, float]:
+    """From one pass over the test sentences: `kl_per_word`, a Monte-Carlo KL(language || model) per word,
+    the mean of log P(s) - log Q(s) over test sentences s, where Q(s) is the model's probability of s as the
+    first sentence of a line; and its split by word, `excess_nll_frequent_words` and `excess_nll_rare_words`:
+    the mean of log P(w | prefix) - log Q(w | prefix) over the occurrences of frequent and of rare words
+    (see word_groups), where log Q(w | prefix) sums the model's log-probabilities of w's tokens. Summed over
+    a sentence's words these give log P(s) - log Q(s) exactly, so `kl_per_word` is their mean over all words."""
+    nll = metrics.position_nll(model, gt.sentence_ids, batch_size=batch_size)
+    scored = np.isfinite(nll)
+    row = {"kl_per_word": float((gt.sentence_logp + np.where(scored, nll, 0).sum(axis=1)).sum()
+                                / gt.sentence_words.sum())}
+    if gt.word_of_token is not None:
+        word_nll = np.zeros(gt.word_logp.shape)
+        rows, cols = np.nonzero(scored & (gt.word_of_token >= 0))
+        np.add.at(word_nll, (rows, gt.word_of_token[rows, cols]), nll[rows, cols])
+        excess = word_nll + gt.word_logp
+        for name, group in (("frequent", FREQUENT), ("rare", RARE)):
+            chosen = gt.word_group == group
+            row[f"excess_nll_{name}_words"] = float(excess[chosen].mean()) if chosen.any() else math.nan
+    return row

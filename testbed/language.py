@@ -171,6 +171,52 @@ def sentence_logprob(lang: Language, words: list[str]) -> float:
     return logp
 
 
+def word_logprobs(lang: Language, words: list[str]) -> np.ndarray:
+    """Exact natural-log probability of each word of a sentence given the words before it, the final '.'
+    included (len(words) + 1 values, summing to `sentence_logprob`); all -inf if ungrammatical.
+
+    The grammar's choices are charged where a left-to-right reader learns them: after a determiner an
+    adjective comes with probability 0.4 (one or two), after the first adjective a second with 0.25; after the
+    verb the sentence ends with 0.25, an object follows with 0.65 (VO, VOP) and an adverb with 0.1; after the
+    object noun a prepositional phrase follows with 0.15 / 0.65, else the '.'.
+    """
+    out = np.full(len(words) + 1, -math.inf)
+    if not math.isfinite(sentence_logprob(lang, words)):
+        return out
+    tagged = [lang.lookup[w] for w in words]
+    m = _SHAPE.match("".join(_LETTER[c] for c, _ in tagged))
+    P = lang.probs
+    verb = tagged[m.end(1)][1]
+    p_adj = NP_ADJECTIVES[1:].sum()
+    out[m.end(1)] = math.log(P["verb"][verb])
+
+    def noun_phrase(group: int, first: float, noun_p: np.ndarray) -> None:
+        start, end = m.start(group), m.end(group)
+        out[start] = math.log(first) + math.log(P["det"][tagged[start][1]])
+        n_adj = end - start - 2
+        for k in range(n_adj):  # the first adjective: 0.4; the second, given one: 0.1 / 0.4
+            share = p_adj if k == 0 else NP_ADJECTIVES[2] / p_adj
+            out[start + 1 + k] = math.log(share) + math.log(P["adj"][tagged[start + 1 + k][1]])
+        stop = NP_ADJECTIVES[0] if n_adj == 0 else (NP_ADJECTIVES[1] / p_adj if n_adj == 1 else 1.0)
+        out[end - 1] = math.log(stop) + math.log(noun_p[tagged[end - 1][1]])
+
+    noun_phrase(1, 1.0, P["noun"])
+    p_object = VP_PROBS[1] + VP_PROBS[2]
+    if m.group(2) is None:  # V or VR
+        out[-1] = math.log(VP_PROBS[0]) if m.group(0).endswith("V") else 0.0
+        if words and tagged[-1][0] == "adv":
+            out[-2] = math.log(VP_PROBS[3]) + math.log(P["adv"][tagged[-1][1]])
+        return out
+    noun_phrase(2, p_object, lang.object_probs(verb))
+    if m.group(3) is None:  # VO
+        out[-1] = math.log(VP_PROBS[1] / p_object)
+        return out
+    out[m.start(3) - 1] = math.log(VP_PROBS[2] / p_object) + math.log(P["prep"][tagged[m.start(3) - 1][1]])
+    noun_phrase(3, 1.0, P["noun"])
+    out[-1] = 0.0
+    return out
+
+
 def word_probabilities(lang: Language) -> dict[str, float]:
     """The exact unigram distribution of the language: expected count of each word per sentence over the
     expected sentence length (the '.' included)."""

@@ -93,9 +93,11 @@ def recovery_table(groups: dict[str, list[Run]], runs: list[Run]) -> list[str]:
     return lines
 
 
-# The panels of the recovery figure (row key, title, log scale).
-PLOTTED = [("ppl_human", "Perplexity on human test text", True), ("ppl_human_tail", "… on rare target tokens", True),
-           ("tail_coverage", "Tail coverage", False), ("grammatical_rate", "Grammatical sentences", False)]
+# The panels of the recovery figure (row key, title, log scale, the range the metric can take).
+PLOTTED = [("ppl_human", "Perplexity on human test text", True, (1.0, np.inf)),
+           ("ppl_human_tail", "… on rare target tokens", True, (1.0, np.inf)),
+           ("tail_coverage", "Tail coverage", False, (0.0, 1.0)),
+           ("grammatical_rate", "Grammatical sentences", False, (0.0, 1.0))]
 
 
 def plot_recovery(groups: dict[str, list[Run]], out: Path) -> Path | None:
@@ -122,7 +124,7 @@ def plot_recovery(groups: dict[str, list[Run]], out: Path) -> Path | None:
     fig, axes = plt.subplots(len(rows), len(healing), figsize=(width, 2.9 * len(rows)), squeeze=False)
     for col, (heal, settings) in enumerate(sorted(healing.items())):
         colors = plt.cm.viridis(np.linspace(0, 0.85, len(settings)))
-        for row_i, (key, title, log) in enumerate(rows):
+        for row_i, (key, title, log, (low, high)) in enumerate(rows):
             ax = axes[row_i, col]
             for label, rs in controls:
                 g, mean, _ = series(rs, key)
@@ -133,9 +135,9 @@ def plot_recovery(groups: dict[str, list[Run]], out: Path) -> Path | None:
                 ok = np.isfinite(mean)
                 ax.plot(g[ok], mean[ok], marker="o", ms=3, color=color, label=f"healed from k={k}")
                 band = ok & np.isfinite(ci)
-                if band.any():
-                    low = np.maximum(mean - ci, 0) if log else mean - ci
-                    ax.fill_between(g[band], low[band], (mean + ci)[band], color=color, alpha=0.2, lw=0)
+                if band.any():  # the interval, within what the metric can take
+                    ax.fill_between(g[band], np.clip(mean - ci, low, high)[band], np.clip(mean + ci, low, high)[band],
+                                    color=color, alpha=0.2, lw=0)
                 ax.axvline(k + 0.5, color=color, lw=0.8, ls=":")
             if log:
                 ax.set_yscale("log")

@@ -272,7 +272,7 @@ def phase_table(groups: dict[str, list[Run]], runs: list[Run]) -> list[str]:
              f"({', '.join(f'`{k}`' for k in phases.TAIL)}) has and it is not late. σ: "
              + ("generation 0's spread across seeds (the early-warning table's)." if several else
                 "the bootstrap std of generation 0's metrics over its samples and test blocks (one seed)."),
-             "Computed on the mean over seeds; `-`: not reached.", "",
+             "Phases of the mean over seeds (of the run itself with one seed); `-`: not reached.", "",
              "| setting | first early | first late | phase by generation (0, 1, ...) |", "|---|---|---|---|"]
     for label, rs in groups.items():
         generations, labels = setting_phases(rs, band if several else phases.row_band(rs[0].rows[0]))

@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from testbed.evaluation import bootstrap_noise
+from testbed.evaluation import FREQUENT, RARE, GroundTruth, bootstrap_noise, ground_truth_set, word_groups, word_metrics
 
 
 def test_bootstrap_noise_is_the_std_over_resamples():
@@ -14,3 +14,48 @@ def test_bootstrap_noise_is_the_std_over_resamples():
     assert noise["noise_const"] == 0.0 and math.isnan(noise["noise_nan"])
     again = bootstrap_noise(len(x), {"mean": lambda b: x[b].mean()}, seed=0, resamples=400)
     assert again["noise_mean"] == noise["noise_mean"]  # seeded: a resumed run gets the same band
+
+
+def test_word_groups_hand_worked():
+    vocab, p = np.array(["a", "b", "c", "d"]), np.array([0.3, 0.4, 0.2, 0.1])
+    # By probability: b (0.4), a (0.7 >= half): frequent; rank >= 3: d rare; c neither.
+    assert word_groups(vocab, p, 3) == {"a": FREQUENT, "b": FREQUENT, "c": 0, "d": RARE}
+    assert word_groups(vocab, p, 1)["a"] == FREQUENT  # frequent wins where both apply
+
+
+def test_word_metrics_split_kl_per_word_by_word():
+    from tests.metrics.test_signals import Counting, V
+
+    # Counting: after an even token the next is certain (NLL 0 if it is token + 1), after an odd one uniform
+    # (log V). Row 0 scores 1 (0), 2 (log V), 3 (0); row 1 scores 3 (0), 4 (log V).
+    gt = GroundTruth(None, None, None, sentence_ids=np.array([[0, 1, 2, 3], [2, 3, 4, -1]]),
+                     sentence_logp=np.array([-3.0, -3.5]), sentence_words=np.array([2, 2]),
+                     word_of_token=np.array([[-1, 0, 0, 1], [-1, 0, 1, -1]]),
+                     word_logp=np.array([[-1.0, -2.0], [-0.5, -3.0]]),
+                     word_group=np.array([[RARE, FREQUENT], [FREQUENT, RARE]]))
+    row = word_metrics(Counting(), gt, batch_size=1)
+    lv = math.log(V)
+    # Word NLLs: row 0: log V and 0; row 1: 0 and log V. Excess = NLL + log P.
+    assert row["excess_nll_rare_words"] == pytest.approx(((lv - 1) + (lv - 3)) / 2)
+    assert row["excess_nll_frequent_words"] == pytest.approx((-2 - 0.5) / 2)
+    assert row["kl_per_word"] == pytest.approx((2 * lv - 6.5) / 4)  # the mean excess over all four words
+    gt.word_of_token = None  # a tokenizer without offsets: no split
+    assert set(word_metrics(Counting(), gt, batch_size=2)) == {"kl_per_word"}
+
+
+def test_ground_truth_maps_tokens_to_words():
+    from testbed import language
+    from testbed.config import Config
+    from testbed.model import train_bpe
+
+    cfg = Config()
+    lines = language.corpus(cfg.data.language, seed=0)["test"][:3]
+    tokenizer = train_bpe(language.corpus(cfg.data.language, seed=1)["train"][:200], 300)
+    gt = ground_truth_set(cfg, lines, tokenizer, max_sentences=10)
+    for i in range(len(gt.sentence_ids)):
+        n_words = int(gt.sentence_words[i])
+        words = [tokenizer.decode(gt.sentence_ids[i][gt.word_of_token[i] == w]).strip() for w in range(n_words)]
+        assert words[-1] == "." and all(words)
+        assert gt.word_logp[i, :n_words].sum() == pytest.approx(gt.sentence_logp[i])
+        assert language.word_logprobs(gt.lang, words[:-1]) == pytest.approx(gt.word_logp[i, :n_words])
+        assert gt.word_of_token[i, 0] == -1 and np.isnan(gt.word_logp[i, n_words:]).all()

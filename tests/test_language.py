@@ -53,3 +53,23 @@ def test_ungrammatical_is_impossible():
     W = lang.words
     assert language.sentence_logprob(lang, [W["noun"][0], W["det"][0], W["verb"][0]]) == -math.inf
     assert language.sentence_logprob(lang, ["notaword"]) == -math.inf
+
+
+def test_word_logprobs_factor_the_sentence_left_to_right():
+    lang = language.build(SMALL)
+    W, P = lang.words, lang.probs
+    d, a, n, v, p, r = W["det"][1], W["adj"][0], W["noun"][2], W["verb"][1], W["prep"][0], W["adv"][1]
+    log = np.log
+    # DET ADJ ADJ NOUN VERB DET NOUN PREP DET ADJ NOUN . : each choice charged where a reader learns it.
+    words = [d, a, a, n, v, d, n, p, d, a, n]
+    want = [log(P["det"][1]), log(0.4 * P["adj"][0]), log(0.25 * P["adj"][0]), log(P["noun"][2]), log(P["verb"][1]),
+            log(0.65 * P["det"][1]), log(0.6 * lang.object_probs(1)[2]), log(0.15 / 0.65 * P["prep"][0]),
+            log(P["det"][1]), log(0.4 * P["adj"][0]), log(0.75 * P["noun"][2]), 0.0]
+    assert language.word_logprobs(lang, words) == pytest.approx(want)
+    assert language.word_logprobs(lang, [d, n, v])[-1] == pytest.approx(log(0.25))  # intransitive: ends
+    assert language.word_logprobs(lang, [d, n, v, r])[-2:] == pytest.approx([log(0.1 * P["adv"][1]), 0.0])
+    assert language.word_logprobs(lang, [d, n, v, d, n])[-1] == pytest.approx(log(0.5 / 0.65))
+    assert np.all(language.word_logprobs(lang, [n, d, v]) == -math.inf)
+    for s in language.sample_sentences(lang, 300, np.random.default_rng(0)):  # every shape, summing exactly
+        words = s.split()[:-1]
+        assert language.word_logprobs(lang, words).sum() == pytest.approx(language.sentence_logprob(lang, words))

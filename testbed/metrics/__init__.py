@@ -12,6 +12,7 @@ from testbed.metrics.signals import (
     mean_cosine_distance,
     next_token_stats,
     pooled_perplexity,
+    position_nll,
     ppl_gap,
     sample_perplexity,
     sequence_embeddings,
@@ -33,6 +34,6 @@ from testbed.metrics.text import (
 
 __all__ = ["distinct_n", "effective_rank", "effective_rank_of", "embedding_diversity", "entropy", "frequent_tokens",
            "head_tokens", "loglik_std", "mean_cosine_distance", "next_token_stats", "perplexity", "pooled_perplexity",
-           "ppl_gap", "rare_ngrams", "rep_n", "rep_n_per_sample", "sample_perplexity", "self_bleu",
+           "position_nll", "ppl_gap", "rare_ngrams", "rep_n", "rep_n_per_sample", "sample_perplexity", "self_bleu",
            "sequence_embeddings", "sequence_nll", "sequence_perplexities", "summarize", "tail_coverage",
            "tail_token_mass", "unigram_kl", "valid_mask", "valid_tokens"]

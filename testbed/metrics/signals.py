@@ -13,7 +13,15 @@ import math
 import numpy as np
 import torch
 
-from testbed.metrics.perplexity import CHUNK_ELEMENTS, each_batch, final_hidden, logit_chunks, sequence_nll, valid_mask
+from testbed.metrics.perplexity import (
+    CHUNK_ELEMENTS,
+    each_batch,
+    final_hidden,
+    logit_chunks,
+    sequence_nll,
+    token_nll,
+    valid_mask,
+)
 from testbed.model import evaluating
 
 
@@ -93,6 +101,26 @@ def next_token_stats(model, blocks: np.ndarray, batch_size: int = 64, confident:
         for name in groups:
             stats[f"perplexity_{name}"] = pooled_perplexity(block_nll[name], stats["block_count"][name])
     return stats
+
+
+@torch.inference_mode()
+def position_nll(model, ids: np.ndarray, lengths: np.ndarray | None = None, batch_size: int = 64) -> np.ndarray:
+    """(n, L) float64: the NLL of each token of `ids` given the tokens before it in its row (the positions
+    `sequence_nll` scores, whose row sums it gives); NaN at column 0 and where the token or its context is
+    padding. For per-token attributions of a perplexity pass (e.g. to words)."""
+    ids = np.asarray(ids)
+    valid = valid_mask(ids, lengths)
+    out = np.full(ids.shape, np.nan)
+    with evaluating(model) as device:
+
+        def score(rows: slice, x: torch.Tensor, mask: torch.Tensor) -> None:
+            hidden, head = final_hidden(model, x, mask)
+            token = token_nll(hidden, x[:, 1:], head, CHUNK_ELEMENTS)
+            scored = mask[:, 1:] & mask[:, :-1]
+            out[rows, 1:] = torch.where(scored, token, torch.nan).cpu().double().numpy()
+
+        each_batch(ids, valid, batch_size, device, score)
+    return out
 
 
 def pooled_perplexity(nll: np.ndarray, count: np.ndarray) -> float:

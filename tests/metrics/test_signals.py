@@ -19,11 +19,13 @@ from testbed.metrics import (
     next_token_stats,
     perplexity,
     pooled_perplexity,
+    position_nll,
     ppl_gap,
     rep_n,
     rep_n_per_sample,
     sample_perplexity,
     sequence_embeddings,
+    sequence_nll,
     tail_token_mass,
     unigram_kl,
     valid_tokens,
@@ -157,6 +159,17 @@ def test_next_token_stats_equal_full_softmax_on_a_real_model(tiny, monkeypatch):
         assert stats["token_entropy"] == pytest.approx(entropy.mean(), rel=1e-5)
         assert stats["confident_share"] == pytest.approx(np.mean(top >= np.median(top)))
         assert stats["perplexity"] == pytest.approx(perplexity(model, ids), rel=1e-5)
+
+
+def test_position_nll_hand_worked_and_summing_to_sequence_nll(tiny):
+    blocks = np.array([[0, 1, 2, 3, 4], [6, 7, 8, -1, -1], [-1, 4, 5, 6, -1]])
+    nll = position_nll(Counting(), blocks, batch_size=2)
+    lv = math.log(V)
+    want = np.array([[np.nan, 0, lv, 0, lv], [np.nan, 0, lv, np.nan, np.nan], [np.nan, np.nan, 0, lv, np.nan]])
+    np.testing.assert_allclose(nll, want, atol=1e-6)
+    model, ids = tiny
+    sums, _ = sequence_nll(model, ids)
+    np.testing.assert_allclose(np.nansum(position_nll(model, ids, batch_size=3), axis=1), sums, rtol=1e-5)
 
 
 def test_sample_perplexity_and_gap():
