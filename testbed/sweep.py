@@ -17,6 +17,7 @@ import dataclasses
 import itertools
 import json
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -62,18 +63,25 @@ def parse_axes(items: list[str]) -> dict[str, list[str]]:
     return axes
 
 
+def setting_slug(name: str) -> str:
+    """A setting's name as its runs' directory names carry it: letters, digits and . _ = - only."""
+    return re.sub(r"[^A-Za-z0-9._=-]+", "-", name).strip("-")
+
+
 def check_setting_names(cfg: config.Config) -> None:
-    """A setting's optional `name` (its label in reports, and its runs' name) is a plain name, no two are the
-    same, and a setting with a list or mapping value has one (such a value cannot name a run)."""
+    """A setting's optional `name` (its label in reports; its runs' names carry it, see setting_slug) is a
+    non-empty string, no two name the same runs, and a setting with a list or mapping value has one (such a
+    value cannot name a run)."""
     names = [s.get("name") for s in cfg.sweep.settings]
     for i, (name, raw) in enumerate(zip(names, cfg.sweep.settings)):
         key = f"sweep.settings[{i}]"
-        if name is not None and not (isinstance(name, str) and config.is_plain_name(name) and "=" not in name):
-            raise ConfigError(f"config key '{key}.name': {name!r} must be a plain name (letters, digits, . _ - ,)")
+        if name is not None and (not isinstance(name, str) or not setting_slug(name)):
+            raise ConfigError(f"config key '{key}.name': expected a non-empty string with a letter or digit, "
+                              f"got {name!r}")
         if name is None and any(isinstance(v, (list, dict)) for v in raw.values()):
             raise ConfigError(f"config key '{key}.name': a setting with a list or mapping value needs a name "
                               "(it names the setting's runs)")
-    given = [n for n in names if n is not None]
+    given = [setting_slug(n) for n in names if n is not None]
     if len(set(given)) != len(given):
         raise ConfigError(f"config key 'sweep.settings': two settings share a name ({', '.join(given)})")
 
@@ -96,7 +104,7 @@ def expand(cfg: config.Config, cli_axes: dict[str, list[str]]) -> list[SweepRun]
             varying = [f"{k}={_value(v).rstrip('/').rsplit('/', 1)[-1]}" for k, v in values.items()
                        if (name is None or k not in setting)
                        and (len({_value(s.get(k)) for s in settings}) > 1 or len(grid.get(k, [])) > 1)]
-            runs.append(SweepRun(",".join(([name] if name else []) + varying) or "run", overrides))
+            runs.append(SweepRun(",".join(([setting_slug(name)] if name else []) + varying) or "run", overrides))
     names = [r.name for r in runs]
     if len(set(names)) != len(names):
         raise ConfigError("sweep runs are not distinct: two settings give the same values")

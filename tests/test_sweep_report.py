@@ -45,16 +45,17 @@ def test_expand_settings_times_grid():
 
 
 def test_setting_names_label_reports_and_null_stays_null():
-    """A setting's `name` is no override; a null value reaches the run as null, even for a string key."""
+    """A setting's `name` is no override (its runs carry it in their names); a null value reaches the run as null,
+    even for a string key."""
     cfg = config.load(None)
     cfg.sweep.settings = [{"name": "from scratch", "model.name_or_path": None},
                           {"name": "pretrained", "model.name_or_path": "facebook/opt-125m"}]
     runs = expand(cfg, {})
-    assert [r.name for r in runs] == ["model.name_or_path=null", "model.name_or_path=facebook/opt-125m"]
+    assert [r.name for r in runs] == ["from-scratch", "pretrained"]  # a named setting's runs carry its name
     assert runs[0].overrides == ["model.name_or_path="]
     assert config.load(None, runs[0].overrides).model.name_or_path is None
-    for names, message in (([1, "b"], "'sweep.settings[0].name': expected a non-empty string, got 1"),
-                           (["a", "a"], "two settings share a name")):
+    for names, message in (([1, "b"], "'sweep.settings[0].name': expected a non-empty string with a letter"),
+                           (["a b", "a-b"], "two settings share a name")):
         cfg.sweep.settings = [{"name": n, "train.lr": lr} for n, lr in zip(names, (0.1, 0.2))]
         with pytest.raises(config.ConfigError, match=re.escape(message)):
             expand(cfg, {})
