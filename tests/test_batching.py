@@ -61,7 +61,7 @@ def test_scoring_retried_at_a_smaller_batch_gives_the_same_numbers(tiny, fresh, 
     nll, count = sequence_nll(model, prompts, batch_size=12)
     stats = next_token_stats(model, prompts, batch_size=12, with_rank=True)
     batching.reset()
-    _out_of_memory_above(model, monkeypatch, 5)
+    _out_of_memory_above(model.base_model, monkeypatch, 5)  # scoring runs the base model, then the head in chunks
     got_nll, got_count = sequence_nll(model, prompts, batch_size=12)
     assert np.array_equal(got_nll, nll) and np.array_equal(got_count, count)
     assert next_token_stats(model, prompts, batch_size=12, with_rank=True) == stats
@@ -70,7 +70,7 @@ def test_scoring_retried_at_a_smaller_batch_gives_the_same_numbers(tiny, fresh, 
 
 def test_other_errors_and_a_batch_of_one_are_not_retried(tiny, fresh, monkeypatch):
     tok, model, prompts = tiny
-    _out_of_memory_above(model, monkeypatch, 0)
+    _out_of_memory_above(model.base_model, monkeypatch, 0)
     with pytest.raises(torch.OutOfMemoryError):
         sequence_nll(model, prompts, batch_size=4)
     calls = []

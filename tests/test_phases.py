@@ -70,7 +70,7 @@ def test_report_phase_table_first_generations():
             run("accumulate", 0, [0.5, 0.5, 0.5, 0.5], [10.0, 10.0, 10.0, 10.0], [7.0, 7.0, 7.0, 7.0]),
             run("accumulate", 1, [0.6, 0.6, 0.6, 0.6], [10.2, 10.2, 10.2, 10.2], [7.2, 7.2, 7.2, 7.2])]
     lines = phase_table(group_settings(runs), runs)
-    assert "| strategy=replace | 2 | 3 | none none early late |" in lines
-    assert "| strategy=accumulate | - | - | none none none none |" in lines
+    assert "| replace | 2 | 3 | none none early late |" in lines
+    assert "| accumulate | - | - | none none none none |" in lines
     assert phase_table(group_settings(runs[:1]), runs[:1])[-1].endswith("| none none none none |")  # no noise_*
     assert phase_table({"x": [Run(Path("r"), {}, [{"generation": 0, "ppl_human": 3.0}], {})]}, []) == []

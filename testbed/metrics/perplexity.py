@@ -50,6 +50,8 @@ def final_hidden(model, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tens
     its final norm, OPT's decoder with its final norm and project_out, Llama's model with its norm), so
     head(hidden) equals the model's logits; the head can then be applied a chunk of positions at a time.
     """
+    if hasattr(model, "get_base_model"):  # a peft model (train.lora): the causal LM inside it
+        model = model.get_base_model()
     hidden = model.base_model(input_ids=x, attention_mask=mask.long()).last_hidden_state
     return hidden, model.get_output_embeddings()
 
