@@ -18,7 +18,9 @@ from testbed.config import flatten
 from testbed.metrics.registry import CURATION, HEADLINE, REPORT, SIGNAL, SUMMARY, TERMINAL, Metric, shown_in
 from testbed.rundir import RunDirError
 
-IGNORED_KEYS = {"run.name", "run.out_dir", "run.seed", "run.gen0_from"}
+# Where a run lives and what it took from another run are not what it is (run.prefix_from: issue 16's
+# generalisation of run.gen0_from).
+IGNORED_KEYS = {"run.name", "run.out_dir", "run.seed", "run.gen0_from", "run.prefix_from"}
 NOISE_SIGMAS = 2.0  # the early-warning table: a signal moved when it left 2 sigma of generation 0's noise
 
 
