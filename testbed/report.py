@@ -19,6 +19,7 @@ from testbed.config import flatten
 from testbed.metrics.registry import CURATION, HEADLINE, REPORT, SIGNAL, SUMMARY, TERMINAL, Metric, shown_in
 from testbed.rundir import RunDirError, read_jsonl
 
+# Where a run lives and what it took from another run are not what it is.
 IGNORED_KEYS = {"run.name", "run.out_dir", "run.seed", "run.prefix_from", "run.prefix_until"}
 NOISE_SIGMAS = phases.NOISE_SIGMAS  # the early-warning table and the phases: a signal moved when it left the band
 
