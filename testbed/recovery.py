@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from testbed import phases
-from testbed.report import NOISE_SIGMAS, Run, mean_std, series, setting_phases
+from testbed.report import NOISE_SIGMAS, Run, mean_std, per_generation, series, setting_phases
 
 # The metrics of the table, head and tail separately where the runs have them.
 RECOVERY_METRICS = ["ppl_human", "ppl_human_head", "ppl_human_tail", "kl_per_word", "tail_coverage",
@@ -102,8 +102,8 @@ PLOTTED = [("ppl_human", "Perplexity on human test text", True, (1.0, np.inf)),
 
 def plot_recovery(groups: dict[str, list[Run]], out: Path) -> Path | None:
     """recovery.png: per healing setting (columns) and metric (rows), the control that never heals (replace
-    settings without a schedule) and each switch generation k, mean and 95% CI over seeds, the switch
-    marked; None without recovery runs."""
+    settings without a schedule) and each switch generation k, the mean over seeds with the seeds' range
+    shaded (inside what the metric can take), the switch marked; None without recovery runs."""
     healing: dict[str, list[tuple[int, str, list[Run]]]] = {}
     for label, rs in groups.items():
         if (s := switch(rs[0].config)) is not None:
@@ -131,13 +131,16 @@ def plot_recovery(groups: dict[str, list[Run]], out: Path) -> Path | None:
                 ok = np.isfinite(mean)
                 ax.plot(g[ok], mean[ok], color="black", ls="--", lw=1.2, label=f"{label} (no healing)")
             for color, (k, _, rs) in zip(colors, sorted(settings)):
-                g, mean, ci = series(rs, key)
+                g, mean, _ = series(rs, key)
                 ok = np.isfinite(mean)
                 ax.plot(g[ok], mean[ok], marker="o", ms=3, color=color, label=f"healed from k={k}")
-                band = ok & np.isfinite(ci)
-                if band.any():  # the interval, within what the metric can take
-                    ax.fill_between(g[band], np.clip(mean - ci, low, high)[band], np.clip(mean + ci, low, high)[band],
-                                    color=color, alpha=0.2, lw=0)
+                _, values = per_generation(rs, key)
+                seen = np.array([len(v) > 1 for v in values])
+                if seen.any():  # the seeds' range, lowest to highest
+                    lo = np.array([v.min() if len(v) else np.nan for v in values])
+                    hi = np.array([v.max() if len(v) else np.nan for v in values])
+                    lo, hi = np.clip(lo, low, high), np.clip(hi, low, high)
+                    ax.fill_between(g[seen], lo[seen], hi[seen], color=color, alpha=0.2, lw=0)
                 ax.axvline(k + 0.5, color=color, lw=0.8, ls=":")
             if log:
                 ax.set_yscale("log")
@@ -146,8 +149,8 @@ def plot_recovery(groups: dict[str, list[Run]], out: Path) -> Path | None:
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.grid(alpha=0.3)
         axes[0, col].legend(fontsize=7)
-    fig.suptitle("Recovery: replace until generation k (dotted line), then human data\n(mean and 95% CI over seeds)",
-                 fontsize=11)
+    fig.suptitle("Recovery: replace until generation k (dotted line), then human data\n"
+                 "(mean over seeds; shaded: lowest to highest seed)", fontsize=11)
     height = fig.get_figheight()
     fig.subplots_adjust(left=0.8 / width, right=0.98, top=1 - 1.1 / height, bottom=0.6 / height, hspace=0.5, wspace=0.2)
     path = out / "recovery.png"

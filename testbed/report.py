@@ -537,17 +537,27 @@ def collapse_by_size(runs: list[Run], out: Path) -> list[Path]:
     """When the runs differ in model size: collapse_by_size.md and .png, perplexity on human text at generation
     0 and at the last generation, and their ratio (how much the model lost), against the parameter count, a
     line per setting (mean ± std over seeds). Nothing when every run has the same size."""
-    sizes = {r.path: model_parameters(r) for r in runs}
-    if len({n for n in sizes.values() if n}) < 2:
+    differing = differing_keys(runs)
+    if not any(k in differing for k in _MODEL_KEYS):
         return []
-    keys = [k for k in differing_keys(runs) if k not in _MODEL_KEYS]
+
+    def model_id(r: Run) -> tuple:
+        return tuple(r.config.get(k) for k in _MODEL_KEYS)
+
+    # One size per model: a BPE trained per run gives each seed a slightly different embedding.
+    counts: dict[tuple, list[int]] = {}
+    for r in runs:
+        if n := model_parameters(r):
+            counts.setdefault(model_id(r), []).append(n)
+    size = {m: int(np.median(ns)) for m, ns in counts.items()}
+    if len(set(size.values())) < 2:
+        return []
+    varying = [k for k in differing if k not in _MODEL_KEYS]
     by_setting: dict[str, dict[int, list[Run]]] = {}
     names: dict[int, str] = {}
     for r in runs:
-        n = sizes[r.path]
-        if n:
-            label = ", ".join(f"{k.split('.')[-1]}={r.config.get(k)}" for k in keys) or "run"
-            by_setting.setdefault(label, {}).setdefault(n, []).append(r)
+        if (n := size.get(model_id(r))) is not None:
+            by_setting.setdefault(setting_label(r, varying), {}).setdefault(n, []).append(r)
             names[n] = _model_name(r)
     last = max(row["generation"] for r in runs for row in r.rows)
 
