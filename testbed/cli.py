@@ -79,13 +79,17 @@ def cmd_run(ns: argparse.Namespace) -> int:
     else:
         rundir.refuse_existing(run_dir)  # before any work; rundir.create checks again when it makes it
     rows, baseline = loop.run(cfg, run_dir, resume=ns.resume)
-    if not PartialState().is_main_process:  # accelerate launch: the main process reports
-        return 0
-    print()
-    print(format_table(rows, baseline))
-    written = write_report([run_dir])
-    print(f"\nresults: {run_dir}/metrics.jsonl (one row per generation), {run_dir}/human_baseline.json")
-    print("report and plots: " + ", ".join(str(p) for p in written))
+    state = PartialState()
+    if state.is_main_process:  # accelerate launch: the main process reports
+        print()
+        print(format_table(rows, baseline))
+        written = write_report([run_dir])
+        print(f"\nresults: {run_dir}/metrics.jsonl (one row per generation), {run_dir}/human_baseline.json")
+        print("report and plots: " + ", ".join(str(p) for p in written))
+    # Every process leaves together and closes the process group: one that exits while the others still
+    # hold it can abort in the communication library's teardown.
+    state.wait_for_everyone()
+    state.destroy_process_group()
     return 0
 
 
