@@ -51,7 +51,7 @@ METRICS: list[Metric] = [
     _m("ppl_human_head", "Perplexity on human test text, frequent targets (half the training tokens)", "perplexity",
        False, (_T, _R, _W), "{:.2f}", "ppl_head", **PPL),
     _m("ppl_human_tail", "Perplexity on human test text, rare targets (outside eval.tail_tokens)", "perplexity",
-       False, (_T, _R, _W), "{:.2f}", "ppl_tail", **PPL),
+       False, (_T, _R, _W), "{:.3g}", "ppl_tail", **PPL),
     _m("distinct_1", "Distinct-1 of samples", "unique / total unigrams", True, (_T, _R), header="dist-1", **SHARE),
     _m("distinct_2", "Distinct-2 of samples", "unique / total bigrams", True, (_T, _R, _S, _W, _H), header="dist-2",
        **SHARE),
