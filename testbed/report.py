@@ -19,8 +19,9 @@ from testbed.config import flatten
 from testbed.metrics.registry import CURATION, HEADLINE, REPORT, SIGNAL, SUMMARY, TERMINAL, Metric, shown_in
 from testbed.rundir import RunDirError, read_jsonl
 
-# Where a run lives and what it took from another run are not what it is.
-IGNORED_KEYS = {"run.name", "run.out_dir", "run.seed", "run.prefix_from", "run.prefix_until"}
+# Where a run lives and what it took from another run are not what it is (run.gen0_from: runs made before
+# shared prefixes generalised it).
+IGNORED_KEYS = {"run.name", "run.out_dir", "run.seed", "run.prefix_from", "run.prefix_until", "run.gen0_from"}
 NOISE_SIGMAS = phases.NOISE_SIGMAS  # the early-warning table and the phases: a signal moved when it left the band
 
 
@@ -359,6 +360,9 @@ def _panel(ax, m: Metric, groups: dict[str, list[Run]], runs: list[Run], colors)
     if m.log:
         ax.set_yscale("log")
         _plain_log_ticks(ax.yaxis)
+    else:  # the axis, too, stays within what the metric can take (a flat line at 0 shows no negative shares)
+        bottom, top = ax.get_ylim()
+        ax.set_ylim(bottom if m.low is None else max(bottom, m.low), top if m.high is None else min(top, m.high))
     ax.set_title(textwrap.fill(_title(m), TITLE_WIDTH), fontsize=9)
     ax.set_xlabel("generation", fontsize=8)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
