@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from testbed import phases
-from testbed.report import NOISE_SIGMAS, Run, mean_std, per_generation, series, setting_phases
+from testbed.metrics.registry import BY_KEY
+from testbed.report import NOISE_SIGMAS, Run, _pyplot, mean_std, per_generation, series, setting_phases
 
 # The metrics of the table, head and tail separately where the runs have them.
 RECOVERY_METRICS = ["ppl_human", "ppl_human_head", "ppl_human_tail", "kl_per_word", "tail_coverage",
@@ -93,11 +94,8 @@ def recovery_table(groups: dict[str, list[Run]], runs: list[Run]) -> list[str]:
     return lines
 
 
-# The panels of the recovery figure (row key, title, log scale, the range the metric can take).
-PLOTTED = [("ppl_human", "Perplexity on human test text", True, (1.0, np.inf)),
-           ("ppl_human_tail", "… on rare target tokens", True, (1.0, np.inf)),
-           ("tail_coverage", "Tail coverage", False, (0.0, 1.0)),
-           ("grammatical_rate", "Grammatical sentences", False, (0.0, 1.0))]
+# The panels of the recovery figure (title, log axis and range from the metric registry).
+PLOTTED = ["ppl_human", "ppl_human_tail", "tail_coverage", "grammatical_rate"]
 
 
 def plot_recovery(groups: dict[str, list[Run]], out: Path) -> Path | None:
@@ -110,22 +108,20 @@ def plot_recovery(groups: dict[str, list[Run]], out: Path) -> Path | None:
             healing.setdefault(s[1], []).append((s[0], label, rs))
     if not healing:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
+
+    plt = _pyplot()
 
     controls = [(label, rs) for label, rs in groups.items() if rs[0].config.get("mixing.strategy") == "replace"
                 and not rs[0].config.get("mixing.schedule")]
-    rows = [p for p in PLOTTED
-            if any(row.get(p[0]) is not None for rs in groups.values() for r in rs for row in r.rows)]
+    rows = [BY_KEY[k] for k in PLOTTED
+            if any(row.get(k) is not None for rs in groups.values() for r in rs for row in r.rows)]
     width = max(5.5 * len(healing), 8.0)
     fig, axes = plt.subplots(len(rows), len(healing), figsize=(width, 2.9 * len(rows)), squeeze=False)
     for col, (heal, settings) in enumerate(sorted(healing.items())):
         colors = plt.cm.viridis(np.linspace(0, 0.85, len(settings)))
-        for row_i, (key, title, log, (low, high)) in enumerate(rows):
-            ax = axes[row_i, col]
+        for row_i, m in enumerate(rows):
+            key, ax = m.key, axes[row_i, col]
             for label, rs in controls:
                 g, mean, _ = series(rs, key)
                 ok = np.isfinite(mean)
@@ -139,12 +135,12 @@ def plot_recovery(groups: dict[str, list[Run]], out: Path) -> Path | None:
                 if seen.any():  # the seeds' range, lowest to highest
                     lo = np.array([v.min() if len(v) else np.nan for v in values])
                     hi = np.array([v.max() if len(v) else np.nan for v in values])
-                    lo, hi = np.clip(lo, low, high), np.clip(hi, low, high)
+                    lo, hi = m.clip(lo), m.clip(hi)
                     ax.fill_between(g[seen], lo[seen], hi[seen], color=color, alpha=0.2, lw=0)
                 ax.axvline(k + 0.5, color=color, lw=0.8, ls=":")
-            if log:
+            if m.log:
                 ax.set_yscale("log")
-            ax.set_title(f"{title}\nhealing: {heal}" if row_i == 0 else title, fontsize=9)
+            ax.set_title(f"{m.title}\nhealing: {heal}" if row_i == 0 else m.title, fontsize=9)
             ax.set_xlabel("generation")
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.grid(alpha=0.3)

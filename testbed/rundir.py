@@ -261,30 +261,27 @@ def _link_or_copy(src: str, dst: str) -> None:
         shutil.copy2(src, dst)
 
 
-def take_generations(source: Path, run: Path, until: int) -> list[int]:
+def take_generations(source: Path, run: Path, until: int) -> None:
     """Generations 0..until of run `source` become this run's: each folder not complete here yet is linked
-    (or copied) in whole, COMPLETE marker included, with source.json naming where it came from; then the
-    human baseline files and metrics.jsonl, so the run reads as one that computed them. Returns the
-    generations taken."""
-    taken = []
+    (or copied) in whole, atomically, COMPLETE marker included, with source.json naming where it came from;
+    then the human baseline files and metrics.jsonl, so the run reads as one that computed them."""
+    taken = False
     for g in range(until + 1):
         if is_complete(run, g):
             continue
-        target = gen_dir(run, g)
-        tmp = _tmp(target)
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.copytree(gen_dir(source, g), tmp, copy_function=_link_or_copy)
-        write_json(tmp / "source.json", {"prefix_from": str(source.resolve())})
-        shutil.rmtree(target, ignore_errors=True)  # a half-written generation of this run
-        os.rename(tmp, target)
-        taken.append(g)
+
+        def fill(tmp: Path, g: int = g) -> None:
+            shutil.copytree(gen_dir(source, g), tmp, copy_function=_link_or_copy, dirs_exist_ok=True)
+            write_json(tmp / "source.json", {"prefix_from": str(source.resolve())})
+
+        write_dir(gen_dir(run, g), fill)  # replaces a half-written generation of this run
+        taken = True
     for name in ("human_baseline.json", "human_samples.jsonl"):
         if (source / name).is_file() and not (run / name).is_file():
             _link_or_copy(str(source / name), str(_tmp(run / name)))
             os.replace(_tmp(run / name), run / name)
     if taken:
         write_jsonl(run / "metrics.jsonl", read_rows(run, completed(run, until)))
-    return taken
 
 
 def check_prefix(cfg: Config, run: Path) -> Path | None:

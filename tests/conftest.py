@@ -58,3 +58,16 @@ def text_corpus(tmp_path: Path) -> Path:
         lines = [" ".join(words[(i * 7 + j) % len(words)] for j in range(12)) for i in range(n)]
         (root / f"{split}.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
     return root
+
+
+@pytest.fixture(scope="session")
+def bpe_blocks():
+    """A 300-token BPE and 32 blocks of 16 of its tokens, from one repeated English-like line: enough for a
+    training step on a tiny model."""
+    import numpy as np
+
+    from testbed.model import train_bpe
+
+    lines = ["the cat sat on the mat and the dog ran far away"] * 50
+    tok = train_bpe(lines, 300)
+    return tok, np.array(tok(" ".join(lines))["input_ids"][: 64 * 8]).reshape(-1, 16)

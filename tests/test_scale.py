@@ -113,14 +113,6 @@ def test_lora_run_resumes_from_its_merged_checkpoint(lora_run):
     assert (run / "gen_002" / "COMPLETE").is_file()
 
 
-@pytest.fixture(scope="module")
-def tiny_llama():
-    lines = ["the cat sat on the mat and the dog ran far away"] * 50
-    tok = train_bpe(lines, 300)
-    blocks = np.array(tok(" ".join(lines))["input_ids"][: 64 * 8]).reshape(-1, 16)
-    return tok, blocks
-
-
 def _llama(tok) -> torch.nn.Module:
     return build_model(ModelConfig(arch="llama", layers=1, width=32, heads=2, context=32), tok, seed=0)
 
@@ -132,8 +124,8 @@ def _train(tok, blocks, **cfg) -> tuple[torch.nn.Module, float]:
     return model, result.val_loss
 
 
-def test_lora_default_targets_are_peft_s_and_the_model_ends_plain(tiny_llama):
-    tok, blocks = tiny_llama
+def test_lora_default_targets_are_peft_s_and_the_model_ends_plain(bpe_blocks):
+    tok, blocks = bpe_blocks
     plain = _llama(tok)  # the same seeded init
     model, loss = _train(tok, blocks, lora=LoraConfig(enabled=True, rank=4, alpha=8, dropout=0.0))
     assert type(model).__name__ == "LlamaForCausalLM" and not any("lora" in k for k in model.state_dict())
@@ -143,8 +135,8 @@ def test_lora_default_targets_are_peft_s_and_the_model_ends_plain(tiny_llama):
     assert loss < np.log(len(tok))
 
 
-def test_gradient_checkpointing_changes_memory_not_results(tiny_llama):
-    tok, blocks = tiny_llama
+def test_gradient_checkpointing_changes_memory_not_results(bpe_blocks):
+    tok, blocks = bpe_blocks
     a, loss_a = _train(tok, blocks)
     b, loss_b = _train(tok, blocks, gradient_checkpointing=True)
     assert not any(getattr(m, "gradient_checkpointing", False) for m in b.modules())  # off again after training

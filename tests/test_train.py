@@ -5,7 +5,7 @@ from accelerate import Accelerator
 
 from testbed.config import ModelConfig, TrainConfig
 from testbed.mixing import human_examples, synthetic_examples
-from testbed.model import build_model, train_bpe
+from testbed.model import build_model
 from testbed.train import lr_factor, pack, train
 
 
@@ -26,16 +26,8 @@ def test_pack_has_no_padding():
     assert sorted(blocks.ravel().tolist()) == [1, 2, 3, 4, 5, 6]
 
 
-@pytest.fixture(scope="module")
-def tiny():
-    lines = ["the cat sat on the mat and the dog ran far away"] * 50
-    tok = train_bpe(lines, 300)
-    ids = np.array(tok(" ".join(lines))["input_ids"][: 64 * 8]).reshape(-1, 16)
-    return tok, ids
-
-
-def test_training_changes_parameters_and_lowers_loss(tiny):
-    tok, blocks = tiny
+def test_training_changes_parameters_and_lowers_loss(bpe_blocks):
+    tok, blocks = bpe_blocks
     model = build_model(ModelConfig(layers=1, width=32, heads=2, context=32), tok, seed=0)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     cfg = TrainConfig(epochs=3, lr=5e-3, batch_size=8)
@@ -46,10 +38,10 @@ def test_training_changes_parameters_and_lowers_loss(tiny):
     assert result.val_loss < np.log(len(tok))  # better than uniform
 
 
-def test_select_best_restores_the_best_epoch(tiny, monkeypatch):
+def test_select_best_restores_the_best_epoch(bpe_blocks, monkeypatch):
     import testbed.train as t
 
-    tok, blocks = tiny
+    tok, blocks = bpe_blocks
     model = build_model(ModelConfig(layers=1, width=32, heads=2, context=32), tok, seed=0)
     losses = iter([3.0, 1.0, 2.0])  # validation after epochs 1, 2, 3: epoch 2 is best
     states = []
@@ -67,8 +59,8 @@ def test_select_best_restores_the_best_epoch(tiny, monkeypatch):
 
 
 @pytest.mark.slow
-def test_compiled_training_keeps_plain_state(tiny):
-    tok, blocks = tiny
+def test_compiled_training_keeps_plain_state(bpe_blocks):
+    tok, blocks = bpe_blocks
     model = build_model(ModelConfig(layers=1, width=32, heads=2, context=32), tok, seed=0)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     train(model, human_examples(blocks), blocks[:4], TrainConfig(epochs=2, lr=5e-3, batch_size=8, compile=True), 16,
@@ -78,10 +70,10 @@ def test_compiled_training_keeps_plain_state(tiny):
     assert any(not torch.equal(state[k], before[k]) for k in before)
 
 
-def test_last_epoch_best_keeps_the_final_weights(tiny, monkeypatch):
+def test_last_epoch_best_keeps_the_final_weights(bpe_blocks, monkeypatch):
     import testbed.train as t
 
-    tok, blocks = tiny
+    tok, blocks = bpe_blocks
     model = build_model(ModelConfig(layers=1, width=32, heads=2, context=32), tok, seed=0)
     losses = iter([3.0, 2.0, 1.0])
     states = []
@@ -134,8 +126,8 @@ def test_weight_decay_groups():
 
 
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
-def test_mixed_precision_trains_fp32_master_weights(tiny, precision):
-    tok, blocks = tiny
+def test_mixed_precision_trains_fp32_master_weights(bpe_blocks, precision):
+    tok, blocks = bpe_blocks
     model = build_model(ModelConfig(layers=1, width=32, heads=2, context=32), tok, seed=0)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     cfg = TrainConfig(epochs=2, lr=5e-3, batch_size=8, precision=precision)
@@ -143,11 +135,11 @@ def test_mixed_precision_trains_fp32_master_weights(tiny, precision):
     assert all(p.dtype == torch.float32 for p in model.parameters())
     assert all(not torch.equal(v, before[k]) for k, v in model.state_dict().items() if v.is_floating_point())
     assert np.isfinite(result.val_loss) and result.val_loss < np.log(len(tok))
-def test_dropout_draws_differ_between_processes(tiny):
+def test_dropout_draws_differ_between_processes(bpe_blocks):
     class SecondProcess(Accelerator):
         process_index = 1  # what `accelerate launch` gives the second process
 
-    tok, blocks = tiny
+    tok, blocks = bpe_blocks
 
     def trained(accelerator: Accelerator) -> dict[str, torch.Tensor]:
         model = build_model(ModelConfig(layers=1, width=32, heads=2, context=32), tok, seed=0)  # dropout 0.1

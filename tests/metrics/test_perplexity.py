@@ -64,6 +64,17 @@ def test_token_nll_in_chunks_equals_cross_entropy_over_the_whole_tensor(chunk):
     assert torch.equal(token_nll(logits, targets, chunk_elements=chunk), whole.view(5, 3))
 
 
+def _full_logits_nll(model, ids: np.ndarray, valid: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """The reference: cross-entropy of the model's whole logits tensor at every position (fp32), and the mask
+    of the positions that are scored (a valid token after a valid one)."""
+    mask = torch.as_tensor(valid)
+    x = torch.as_tensor(np.where(valid, ids, 0))
+    with torch.no_grad():
+        logits = model(input_ids=x, attention_mask=mask.long()).logits[:, :-1].float()
+    per_token = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), x[:, 1:].reshape(-1), reduction="none")
+    return per_token.view(x[:, 1:].shape), mask[:, 1:] & mask[:, :-1]
+
+
 def test_sequence_nll_equals_the_unchunked_formula_with_padding(monkeypatch):
     torch.manual_seed(0)
     model = GPT2LMHeadModel(GPT2Config(vocab_size=40, n_layer=1, n_embd=16, n_head=2, n_positions=16,
@@ -71,12 +82,7 @@ def test_sequence_nll_equals_the_unchunked_formula_with_padding(monkeypatch):
     ids = np.random.default_rng(2).integers(0, 40, size=(6, 9))
     ids[1, 5:] = -1
     lengths = np.array([9, 9, 3, 1, 9, 0])
-    mask = torch.as_tensor((ids >= 0) & (np.arange(9) < lengths[:, None]))
-    x = torch.as_tensor(np.where(mask, ids, 0))
-    with torch.no_grad():
-        logits = model(input_ids=x, attention_mask=mask.long()).logits[:, :-1].float()
-    per_token = F.cross_entropy(logits.reshape(-1, 40), x[:, 1:].reshape(-1), reduction="none").view(6, 8)
-    target_mask = mask[:, 1:] & mask[:, :-1]
+    per_token, target_mask = _full_logits_nll(model, ids, (ids >= 0) & (np.arange(9) < lengths[:, None]))
     expected = (per_token * target_mask).sum(dim=1).double().numpy()
     monkeypatch.setattr(sys.modules["testbed.metrics.perplexity"], "CHUNK_ELEMENTS", 100)  # 2 positions a chunk
     for batch_size in (1, 4, 6):
@@ -106,12 +112,7 @@ def test_the_head_applied_in_chunks_gives_the_models_own_logits(arch, extra, mon
                                                                   eos_token_id=0, pad_token_id=0, **extra)).eval()
     ids = np.random.default_rng(3).integers(0, 40, size=(5, 10))
     ids[2, 6:] = -1
-    mask = torch.as_tensor(ids >= 0)
-    x = torch.as_tensor(np.where(ids >= 0, ids, 0))
-    with torch.no_grad():
-        logits = model(input_ids=x, attention_mask=mask.long()).logits[:, :-1].float()
-    per_token = F.cross_entropy(logits.reshape(-1, 40), x[:, 1:].reshape(-1), reduction="none").view(5, 9)
-    target_mask = mask[:, 1:] & mask[:, :-1]
+    per_token, target_mask = _full_logits_nll(model, ids, ids >= 0)
     expected = (per_token * target_mask).sum(dim=1).double().numpy()
     monkeypatch.setattr(sys.modules["testbed.metrics.perplexity"], "CHUNK_ELEMENTS", 100)  # 2 positions a chunk
     monkeypatch.setattr(sys.modules["testbed.metrics.signals"], "CHUNK_ELEMENTS", 100)
