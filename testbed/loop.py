@@ -302,6 +302,7 @@ def evaluate_and_save(ctx: Context, state: State, g: int, facts: dict, seconds: 
     row0 = state.rows[0] if state.rows else row
     row["phase"] = phases.phase(row, row0, phases.row_band(row0))
     timing = {"seconds": seconds, "train_tokens_per_s": result.tokens / max(result.seconds, 1e-9),
+              "train_validation_s": result.val_seconds,  # of seconds["train"]
               "batch_sizes": batching.used()}  # configured batch -> the batch that fit, per stage
     rundir.save_generation(ctx.run_dir, g, state.model, ctx.tokenizer, row, records, timing, state.rows,
                            cfg.run.keep_checkpoints)

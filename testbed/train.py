@@ -31,6 +31,7 @@ class TrainResult:
     train_loss: float  # mean loss over the last epoch
     val_loss: float  # validation NLL of the kept checkpoint
     best_epoch: float  # epoch (fractional for mid-epoch evaluations) of the kept checkpoint
+    val_seconds: float = 0.0  # of `seconds`, spent on validation (its cost scales with epochs, not data)
 
     def record(self) -> dict:
         """The training record of a metrics row."""
@@ -154,13 +155,15 @@ def train(model, examples: Examples, valid_blocks: np.ndarray, cfg: TrainConfig,
 
     best_loss, best_epoch = math.inf, 0.0
     best_state: dict[str, torch.Tensor] | None = None  # CPU buffers, allocated on the first improvement
-    step, tokens, t0 = 0, 0, time.perf_counter()
+    step, tokens, t0, val_seconds = 0, 0, time.perf_counter(), 0.0
 
     def evaluate_and_keep(epoch: float, last: bool) -> None:
-        nonlocal best_loss, best_state, best_epoch
+        nonlocal best_loss, best_state, best_epoch, val_seconds
         # Outside the DDP wrapper: the processes' weights are equal, each scores a share of the blocks.
+        start = time.perf_counter()
         with autocast(cfg.precision, device):
-            loss = validation_loss(model, valid_blocks, cfg.batch_size, accelerator)
+            loss = validation_loss(model, valid_blocks, cfg.batch_size, accelerator)  # a float: synchronized
+        val_seconds += time.perf_counter() - start
         if log is not None:
             log({"train/val_loss": loss}, step)
         if cfg.select_best and loss >= best_loss:
@@ -230,7 +233,7 @@ def train(model, examples: Examples, valid_blocks: np.ndarray, cfg: TrainConfig,
     tokens_and_losses = gather_object([(tokens, float(epoch_loss) / max(epoch_batches, 1))])
     return TrainResult(steps=step, tokens=sum(t for t, _ in tokens_and_losses), seconds=seconds,
                        train_loss=float(np.mean([loss for _, loss in tokens_and_losses])), val_loss=best_loss,
-                       best_epoch=best_epoch)
+                       best_epoch=best_epoch, val_seconds=val_seconds)
 
 
 # ---------------------------------------------------------------------------------------------

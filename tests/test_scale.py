@@ -104,6 +104,7 @@ def test_lora_config_trains_adapters_merged_into_plain_checkpoints(lora_run):
     assert rows[0]["ppl_human_zero_shot"] > rows[0]["ppl_human"]  # generation 0's adapter learnt
     timing = json.loads((run / "gen_001" / "timing.json").read_text())
     assert timing["batch_sizes"]["generate"] == {"16": 16}  # nothing ran out of memory: the configured batch
+    assert 0 < timing["train_validation_s"] < timing["seconds"]["train"]  # timed apart, part of training
 
 
 @pytest.mark.slow
