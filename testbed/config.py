@@ -35,7 +35,7 @@ class RunConfig:
     # common prefix among runs that differ only after it. The two configs must agree on everything those
     # generations depend on (config.prefix_values).
     prefix_from: str | None = None
-    prefix_until: int = 0
+    prefix_until: int = 0  # the last generation taken from prefix_from (0: generation 0 alone)
     log_with: Literal["none", "tensorboard", "wandb"] = "none"  # trackers through accelerate: loss, lr, metrics
     # CPU runs: torch's thread count. null: torch's default (the core count), written into the run's
     # config.yaml, so that a resume uses the same count: sums split over other counts round differently.
@@ -47,24 +47,26 @@ class LanguageConfig:
     """The built-in reference language (see testbed/language.py)."""
 
     seed: int = 1234  # the language itself (its vocabulary and probabilities)
-    nouns: int = 1200
-    verbs: int = 100
-    adjectives: int = 100
-    adverbs: int = 50
-    zipf_exponent: float = 1.1
-    train_sentences: int = 12000
-    valid_sentences: int = 600
-    test_sentences: int = 1200
-    sentences_per_line: int = 8
+    nouns: int = 1200  # words in the noun class (the largest: where the rare tail lives)
+    verbs: int = 100  # words in the verb class; each verb has its own ranking of object nouns
+    adjectives: int = 100  # words in the adjective class
+    adverbs: int = 50  # words in the adverb class
+    zipf_exponent: float = 1.1  # every class is Zipf-distributed with this exponent: larger, a thinner tail
+    train_sentences: int = 12000  # sentences drawn for the human training split (fixed by run.seed)
+    valid_sentences: int = 600  # sentences of the validation split (checkpoint selection)
+    test_sentences: int = 1200  # sentences of the test split (ppl_human and the exact KL)
+    sentences_per_line: int = 8  # sentences joined into one line of the corpus
 
 
 @dataclass
 class DataConfig:
+    # builtin: the reference language with known probabilities (testbed/language.py); files: a directory of
+    # train/valid/test.txt (data.path); hf: a Hugging Face dataset (data.hf_name, needs the hub or its cache)
     source: Literal["builtin", "files", "hf"] = "builtin"
     path: str | None = None  # files: a directory holding train.txt, valid.txt, test.txt
     hf_name: str | None = None  # hf: dataset name, e.g. wikitext
     hf_config: str | None = None  # hf: dataset config, e.g. wikitext-2-raw-v1
-    hf_text_column: str = "text"
+    hf_text_column: str = "text"  # hf: the dataset column that holds the text
     block_size: int = 64  # training/evaluation blocks (the paper: 64 tokens)
     max_train_blocks: int | None = None  # cap the human training set (quick runs); null = all
     max_eval_blocks: int | None = None  # cap the validation and test blocks; null = all
@@ -88,10 +90,11 @@ class TokenizerConfig:
 class ModelConfig:
     name_or_path: str | None = None  # hub name or local path; null: build `arch` from scratch
     arch: Literal["gpt2", "opt", "llama", "gpt_neox"] = "gpt2"  # gpt_neox: Pythia's
-    layers: int = 2
-    width: int = 128
-    heads: int = 4
+    layers: int = 2  # from scratch (name_or_path null): transformer blocks
+    width: int = 128  # from scratch: hidden size (the MLP is 4x as wide)
+    heads: int = 4  # from scratch: attention heads (width must divide by it)
     context: int = 128  # maximum positions
+    # Run code that a hub checkpoint ships (custom model classes): only for checkpoints you trust
     trust_remote_code: bool = False
 
 
@@ -101,34 +104,41 @@ class WatermarkConfig:
     fields and defaults): generation adds `bias` to the logits of a `greenlist_ratio` share of the
     vocabulary, re-drawn from the previous `context_width` tokens and `hashing_key`."""
 
-    enabled: bool = False
-    greenlist_ratio: float = 0.25
-    bias: float = 2.0
-    hashing_key: int = 15485863
-    seeding_scheme: Literal["lefthash", "selfhash"] = "lefthash"
-    context_width: int = 1
+    enabled: bool = False  # watermark the synthetic data of every generation (curate.detector=watermark reads it)
+    greenlist_ratio: float = 0.25  # share of the vocabulary on the green list at each step
+    bias: float = 2.0  # added to the green tokens' logits: larger, an easier detection and a larger distortion
+    hashing_key: int = 15485863  # the secret key of the green lists (detector and generator must share it)
+    seeding_scheme: Literal["lefthash", "selfhash"] = "lefthash"  # how the previous tokens seed the green list
+    context_width: int = 1  # previous tokens that seed each step's green list
 
 
 @dataclass
 class GenerationConfig:
+    # prompted: continue the first prompt_tokens of each human training block (the paper); unconditional:
+    # sample from the start token alone
     mode: Literal["prompted", "unconditional"] = "prompted"
     prompt_tokens: int = 32  # prompted: the first k tokens of each human training block
-    max_new_tokens: int = 32
+    max_new_tokens: int = 32  # tokens generated after the prompt (an example ends earlier at end-of-text)
     min_new_tokens: int = 0  # = max_new_tokens: end-of-text is never chosen, every example has that length
     num_samples: int | None = None  # synthetic examples per generation; null = as many as human ones
     do_sample: bool = True  # false: greedy (num_beams 1) or beam search
-    num_beams: int = 1
-    temperature: float = 1.0
+    num_beams: int = 1  # > 1: beam search (the paper uses 5); its samples describe the search
+    temperature: float = 1.0  # divides the logits before sampling: below 1 sharper, above 1 flatter
     top_k: int = 0  # 0: off
     top_p: float = 0.9  # truncation: the tail is never sampled, so collapse shows quickly
     min_p: float = 0.0  # 0: off
-    repetition_penalty: float = 1.0
+    repetition_penalty: float = 1.0  # > 1 discourages tokens already in the text (1: off)
+    # Sequences per generate call; a batch that does not fit in memory is redone in smaller pieces with the
+    # same random draws, so results do not depend on it fitting
     batch_size: int = 256
     watermark: WatermarkConfig = field(default_factory=WatermarkConfig)
 
 
 @dataclass
 class MixingConfig:
+    # What generation g >= 1 trains on. replace: only the synthetic data of model g-1; fixed_fraction: that
+    # data with human_fraction of human examples; accumulate: the human data and every synthetic set so far;
+    # accumulate_subsample: that accumulated pool subsampled to the size of the human set
     strategy: Literal["replace", "fixed_fraction", "accumulate", "accumulate_subsample"] = "replace"
     human_fraction: float = 0.1  # fixed_fraction: share of human examples in the training set
     fixed_subset: bool = False  # fixed_fraction: the same human subset every generation
@@ -170,19 +180,19 @@ class CurateConfig:
     dedup: Literal["none", "exact", "minhash"] = "none"
     minhash_threshold: float = 0.8  # Jaccard similarity above which two texts are duplicates
     minhash_shingle: int = 2  # words per shingle (short texts need short shingles)
-    minhash_perm: int = 128
+    minhash_perm: int = 128  # minhash: permutations per signature (more: a sharper threshold, slower)
     # Perplexity filter under generation 0: texts beyond the human 99th percentile are dropped as gibberish,
     # then the share perplexity_keep with the highest (or, as an ablation, lowest) perplexity is kept. 1: off
     perplexity_keep: float = 1.0
-    perplexity_order: Literal["highest", "lowest"] = "highest"
+    perplexity_order: Literal["highest", "lowest"] = "highest"  # which end of the perplexity ranking is kept
     verifier: Literal["none", "grammar"] = "none"  # grammar (built-in language): keep only grammatical texts
     # importance: resample the screened pool with weights (1 - c)^resample_bias, c the detector's confidence
     # that a text is synthetic (Drayson et al. 2025): upsampled by resample_upsample, at most
     # resample_max_repeats copies of one example
     resample: Literal["none", "importance"] = "none"
-    resample_bias: float = 10.0
-    resample_upsample: float = 1.5
-    resample_max_repeats: int = 3
+    resample_bias: float = 10.0  # importance: the exponent of (1 - c); larger, synthetic-looking texts rarer
+    resample_upsample: float = 1.5  # importance: the resampled pool's size over the screened pool's
+    resample_max_repeats: int = 3  # importance: copies of one example at most
 
 
 @dataclass
@@ -190,10 +200,10 @@ class LoraConfig:
     """Low-rank adapters through peft: each generation trains a fresh adapter on the weights train.init names,
     then merges it into them, so every checkpoint is a plain model (loads with from_pretrained)."""
 
-    enabled: bool = False
-    rank: int = 16
+    enabled: bool = False  # train LoRA adapters instead of every weight (large models on one GPU)
+    rank: int = 16  # the adapters' rank: larger, more capacity and memory
     alpha: float = 32.0  # the update is scaled by alpha / rank
-    dropout: float = 0.05
+    dropout: float = 0.05  # dropout on the adapters' input
     # Module names to adapt; null: peft's default for the architecture (llama, opt: q_proj, v_proj;
     # gpt2: c_attn; gpt_neox: query_key_value)
     target_modules: list[str] | None = None
@@ -201,20 +211,20 @@ class LoraConfig:
 
 @dataclass
 class TrainConfig:
-    epochs: int = 2
+    epochs: int = 2  # passes over each generation's training set (the paper: 5)
     gen0_epochs: int | None = 6  # generation 0 (e.g. from scratch) may need more; null = epochs
-    lr: float = 2e-3
+    lr: float = 2e-3  # AdamW's peak learning rate (after warmup), for every generation
     min_lr: float = 0.0  # cosine decays to this
-    schedule: Literal["cosine", "constant", "linear"] = "cosine"
+    schedule: Literal["cosine", "constant", "linear"] = "cosine"  # the learning rate's decay within a generation
     # step: the schedule advances every optimizer step; epoch: it is held within an epoch and advances per
     # epoch (torch's CosineAnnealingLR(T_max=epochs) stepped once an epoch, as the paper's code does)
     schedule_interval: Literal["step", "epoch"] = "step"
-    warmup_steps: int = 0
+    warmup_steps: int = 0  # linear warmup from 0 to lr over this many optimizer steps
     # Examples of one step over all processes (accelerate launch splits it evenly); the effective batch is
     # batch_size x grad_accum, whatever the process count.
     batch_size: int = 16
-    grad_accum: int = 1
-    weight_decay: float = 0.0
+    grad_accum: int = 1  # micro-batches per optimizer step (less memory for the same effective batch)
+    weight_decay: float = 0.0  # AdamW's decoupled weight decay
     weight_decay_all: bool = False  # false: decay weight matrices only; true: biases and norms too (torch's default)
     max_grad_norm: float = 1.0  # 0: no clipping
     # Where generation g >= 1 starts: previous: model g-1 (drift compounds in the weights); base: the
@@ -241,21 +251,21 @@ class EvalDecodingConfig:
     (generation.num_beams > 1) the samples' diversity describes the search, not the model's distribution:
     set do_sample=true, num_beams=1 here to measure the model."""
 
-    do_sample: bool | None = None
-    num_beams: int | None = None
-    temperature: float | None = None
-    top_k: int | None = None
-    top_p: float | None = None
-    min_p: float | None = None
-    repetition_penalty: float | None = None
+    do_sample: bool | None = None  # null: generation.do_sample
+    num_beams: int | None = None  # null: generation.num_beams
+    temperature: float | None = None  # null: generation.temperature
+    top_k: int | None = None  # null: generation.top_k
+    top_p: float | None = None  # null: generation.top_p
+    min_p: float | None = None  # null: generation.min_p
+    repetition_penalty: float | None = None  # null: generation.repetition_penalty
 
 
 @dataclass
 class EvalConfig:
     num_samples: int = 128  # evaluation samples for the diversity metrics
     prompt_tokens: int = 16  # prompted mode: prefix of each test block used as prompt
-    max_new_tokens: int = 32
-    batch_size: int = 64
+    max_new_tokens: int = 32  # tokens per evaluation sample
+    batch_size: int = 64  # sequences per forward or generate call when evaluating (memory, not results)
     tail_rank: int = 200  # tail = words ranked below this in human training frequency
     tail_tokens: int = 256  # tail_token_mass: tokens outside the human training text's most frequent this many
     kl_alpha: float = 0.5  # unigram_kl: add-alpha smoothing of both unigram distributions
@@ -268,8 +278,8 @@ class SlurmConfig:
 
     partition: str | None = None  # null: the cluster's default partition
     time_min: int = 240  # time limit per run; a run that reaches it is requeued and resumes
-    gpus_per_run: int = 0
-    cpus_per_run: int = 1
+    gpus_per_run: int = 0  # GPUs each run asks for (sbatch --gpus-per-node, one node a run); 0: CPU runs
+    cpus_per_run: int = 1  # CPUs each array task asks for; the run uses them as torch threads
     mem_gb: float | None = None  # null: the partition's default
     array_parallelism: int = 64  # runs at once, at most
     max_requeues: int = 3  # time-limit requeues per run (pre-emptions requeue without a limit)
@@ -726,8 +736,9 @@ def _yaml_value(value: Any) -> str:
 
 
 def describe_keys(prefix: str = "") -> list[KeyDoc]:
-    """Every config key under `prefix` (a section or a key; "" for all) with its type, default and comment,
-    in schema order. An unknown prefix is a ConfigError."""
+    """Every config key under `prefix` (a section or a key, "" for all; else any key with `prefix` as a part
+    of its dotted path, so that `slurm` finds sweep.slurm.*) with its type, default and comment, in schema
+    order. A prefix that matches nothing is a ConfigError."""
     comments = _field_comments()
 
     def walk(obj: Any, path: str) -> list[KeyDoc]:
@@ -744,7 +755,8 @@ def describe_keys(prefix: str = "") -> list[KeyDoc]:
 
     docs = walk(Config(), "")
     prefix = prefix.strip(".")
-    chosen = [d for d in docs if not prefix or d.key == prefix or d.key.startswith(prefix + ".")]
+    chosen = [d for d in docs if not prefix or d.key == prefix or d.key.startswith(prefix + ".")] or \
+        [d for d in docs if f".{prefix}." in f".{d.key}."]
     if not chosen:
         hint = difflib.get_close_matches(prefix, [d.key for d in docs] + list(_hints(Config)), n=1)
         raise ConfigError(f"unknown config key '{prefix}'" + (f" (did you mean '{hint[0]}'?)" if hint else ""))

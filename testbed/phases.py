@@ -3,7 +3,9 @@
 The rule, over a metrics row against generation 0's row and a noise band (a half-width per signal):
 
 - a signal has *left the band* when it moved from its generation-0 value by more than its half-width in the
-  direction of collapse (`SIGNALS`: +1 where a rise is damage, -1 where a fall is); moves the other way, and
+  direction of collapse (`SIGNALS`: +1 where a rise is damage, -1 where a fall is, from the metric
+  registry's `higher_is_better`; the registry's `role` says which signals are head, tail and variance);
+  moves the other way, and
   signals missing from the row or the band, do not count;
 - `late`: a head signal (`HEAD`) and a variance signal (`VARIANCE`) have both left the band;
 - `early`: a tail signal (`TAIL`) has left the band and the row is not late (the head may have started to
@@ -24,10 +26,17 @@ import math
 
 import numpy as np
 
-# Signal -> the direction of damage (+1: a rise, -1: a fall).
-TAIL = {"tail_coverage": -1, "tail_token_mass": -1, "tail_mass_lost": +1, "ppl_human_tail": +1}
-HEAD = {"ppl_human_head": +1, "grammatical_rate": -1}
-VARIANCE = {"loglik_std_gen0": -1, "entropy": -1, "distinct_2": -1}
+from testbed.metrics import registry
+
+
+def _damage(role: str) -> dict[str, int]:
+    """Signal -> the direction of damage (+1: a rise, -1: a fall) of the registry's signals of one role."""
+    return {m.key: -1 if m.higher_is_better else +1 for m in registry.with_role(role)}
+
+
+TAIL = _damage(registry.TAIL)
+HEAD = _damage(registry.HEAD)
+VARIANCE = _damage(registry.VARIANCE)
 SIGNALS = {**TAIL, **HEAD, **VARIANCE}
 NOISE_SIGMAS = 2.0
 PHASES = ("none", "early", "late")

@@ -4,7 +4,8 @@ heal with human data (mixing.schedule), against the damage done by generation k.
 Per setting (one k and one healing setting, over seeds) and metric: the share of the damage undone,
 (m_k - m_healed) / (m_k - m_0), with m the mean over seeds at generation 0, at k and at the last (healed)
 generation; and the healing generations it took the metric to come back to generation 0's level, within
-the seed-to-seed noise of generation 0 (report.NOISE_SIGMAS standard deviations, as the early-warning table).
+the seed-to-seed noise of generation 0 (runs.NOISE_SIGMAS standard deviations, as the early-warning table).
+The table's columns and the figure's panels are the metric registry's RECOVERY and RECOVERY_PLOT views.
 """
 
 from __future__ import annotations
@@ -14,14 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from testbed import phases
-from testbed.metrics.registry import BY_KEY
-from testbed.report import NOISE_SIGMAS, Run, _pyplot, mean_std, per_generation, series, setting_phases
-
-# The metrics of the table, head and tail separately where the runs have them.
-RECOVERY_METRICS = ["ppl_human", "ppl_human_head", "ppl_human_tail", "kl_per_word", "tail_coverage",
-                    "tail_token_mass", "tail_mass_lost", "grammatical_rate", "distinct_2", "entropy",
-                    "loglik_std_gen0"]
+from testbed.metrics.registry import RECOVERY, RECOVERY_PLOT, shown_in
+from testbed.plotting import figure, number_ticks, provenance, save, setting_colors, titles
+from testbed.runs import NOISE_SIGMAS, Run, noise_band, per_generation, seed_sigma, series, setting_phases
 
 
 def switch(config: dict) -> tuple[int, str] | None:
@@ -39,12 +35,8 @@ def switch(config: dict) -> tuple[int, str] | None:
 
 
 def _phase_at(rs: list[Run], runs: list[Run], generation: int) -> str:
-    """The phase of the setting's mean over seeds at a generation, as the report's phase table gives it (the
-    band: generation 0's spread across the seeds of all runs; one seed: the run's own bootstrap band)."""
-    several = len({r.config.get("run.seed") for r in runs}) >= 2
-    zero = [row for r in runs for row in r.rows if row["generation"] == 0]
-    band = phases.seed_band(zero, NOISE_SIGMAS) if several else phases.row_band(rs[0].rows[0])
-    generations, labels = setting_phases(rs, band)
+    """The phase of the setting's mean over seeds at a generation, as the report's phase table gives it."""
+    generations, labels = setting_phases(rs, noise_band(runs, rs))
     return dict(zip(generations, labels)).get(generation, "-")
 
 
@@ -74,8 +66,8 @@ def recovery_table(groups: dict[str, list[Run]], runs: list[Run]) -> list[str]:
     settings = sorted([s for s in settings if s[2] is not None], key=lambda s: (s[2][1], s[2][0]))
     if not settings:
         return []
-    keys = [k for k in RECOVERY_METRICS if any(row.get(k) is not None for r in runs for row in r.rows)]
-    sigma = {k: mean_std([row.get(k) for r in runs for row in r.rows if row["generation"] == 0])[1] for k in keys}
+    keys = [m.key for m in shown_in(RECOVERY) if any(row.get(m.key) is not None for r in runs for row in r.rows)]
+    sigma = {k: seed_sigma(runs, k) for k in keys}
     lines = ["", "## Recovery: how much of the damage healing undoes", "",
              "Runs trained on their own samples (replace) until generation k, then on human data. Cells: the share "
              "of the damage at generation k undone by the last generation, (m_k − m_healed) / (m_k − m_0), means "
@@ -94,14 +86,11 @@ def recovery_table(groups: dict[str, list[Run]], runs: list[Run]) -> list[str]:
     return lines
 
 
-# The panels of the recovery figure (title, log axis and range from the metric registry).
-PLOTTED = ["ppl_human", "ppl_human_tail", "tail_coverage", "grammatical_rate"]
-
-
 def plot_recovery(groups: dict[str, list[Run]], out: Path) -> Path | None:
-    """recovery.png: per healing setting (columns) and metric (rows), the control that never heals (replace
-    settings without a schedule) and each switch generation k, the mean over seeds with the seeds' range
-    shaded (inside what the metric can take), the switch marked; None without recovery runs."""
+    """recovery.png: per healing setting (columns) and metric (rows, the registry's RECOVERY_PLOT view), the
+    control that never heals (replace settings without a schedule) and each switch generation k, the mean
+    over seeds with the seeds' range shaded (inside what the metric can take), the switch marked. One colour
+    per k in every panel, one x-range for all. None without recovery runs."""
     healing: dict[str, list[tuple[int, str, list[Run]]]] = {}
     for label, rs in groups.items():
         if (s := switch(rs[0].config)) is not None:
@@ -110,46 +99,46 @@ def plot_recovery(groups: dict[str, list[Run]], out: Path) -> Path | None:
         return None
     from matplotlib.ticker import MaxNLocator
 
-    plt = _pyplot()
-
+    runs = [r for rs in groups.values() for r in rs]
     controls = [(label, rs) for label, rs in groups.items() if rs[0].config.get("mixing.strategy") == "replace"
                 and not rs[0].config.get("mixing.schedule")]
-    rows = [BY_KEY[k] for k in PLOTTED
-            if any(row.get(k) is not None for rs in groups.values() for r in rs for row in r.rows)]
-    width = max(5.5 * len(healing), 8.0)
-    fig, axes = plt.subplots(len(rows), len(healing), figsize=(width, 2.9 * len(rows)), squeeze=False)
+    rows = [m for m in shown_in(RECOVERY_PLOT) if any(row.get(m.key) is not None for r in runs for row in r.rows)]
+    ks = sorted({k for settings in healing.values() for k, _, _ in settings})
+    colors = dict(zip(ks, setting_colors(len(ks))))
+    fig, axes = figure(len(rows), len(healing), (max(5.5, 8.0 / len(healing)), 2.9), sharex=True)
     for col, (heal, settings) in enumerate(sorted(healing.items())):
-        colors = plt.cm.viridis(np.linspace(0, 0.85, len(settings)))
         for row_i, m in enumerate(rows):
             key, ax = m.key, axes[row_i, col]
             for label, rs in controls:
                 g, mean, _ = series(rs, key)
                 ok = np.isfinite(mean)
                 ax.plot(g[ok], mean[ok], color="black", ls="--", lw=1.2, label=f"{label} (no healing)")
-            for color, (k, _, rs) in zip(colors, sorted(settings)):
+            for k, _, rs in sorted(settings):
                 g, mean, _ = series(rs, key)
                 ok = np.isfinite(mean)
-                ax.plot(g[ok], mean[ok], marker="o", ms=3, color=color, label=f"healed from k={k}")
+                ax.plot(g[ok], mean[ok], marker="o", ms=3, color=colors[k], label=f"healed from k={k}")
                 _, values = per_generation(rs, key)
                 seen = np.array([len(v) > 1 for v in values])
                 if seen.any():  # the seeds' range, lowest to highest
-                    lo = np.array([v.min() if len(v) else np.nan for v in values])
-                    hi = np.array([v.max() if len(v) else np.nan for v in values])
-                    lo, hi = m.clip(lo), m.clip(hi)
-                    ax.fill_between(g[seen], lo[seen], hi[seen], color=color, alpha=0.2, lw=0)
-                ax.axvline(k + 0.5, color=color, lw=0.8, ls=":")
+                    lo = m.clip(np.array([v.min() if len(v) else np.nan for v in values]))
+                    hi = m.clip(np.array([v.max() if len(v) else np.nan for v in values]))
+                    ax.fill_between(g[seen], lo[seen], hi[seen], color=colors[k], alpha=0.2, lw=0)
+                ax.axvline(k + 0.5, color=colors[k], lw=0.8, ls=":")
             if m.log:
                 ax.set_yscale("log")
+            number_ticks(ax.yaxis)
             ax.set_title(f"{m.title}\nhealing: {heal}" if row_i == 0 else m.title, fontsize=9)
-            ax.set_xlabel("generation")
+            ax.set_ylabel(m.unit, fontsize=8)
+            ax.set_xlabel("generation", fontsize=8)
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.tick_params(labelsize=7, labelbottom=True)  # shared x-range, labels on every panel
             ax.grid(alpha=0.3)
         axes[0, col].legend(fontsize=7)
-    fig.suptitle("Recovery: replace until generation k (dotted line), then human data\n"
-                 "(mean over seeds; shaded: lowest to highest seed)", fontsize=11)
-    height = fig.get_figheight()
-    fig.subplots_adjust(left=0.8 / width, right=0.98, top=1 - 1.1 / height, bottom=0.6 / height, hspace=0.5, wspace=0.2)
-    path = out / "recovery.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    seeds = max(len(rs) for rs in groups.values())
+    top_in = titles(fig, "Recovery: replace until generation k (dotted line), then human data",
+                    [provenance(runs) + (f"; mean over {seeds} seeds, shaded: lowest to highest seed"
+                                         if seeds > 1 else "")])
+    height, width = fig.get_figheight(), fig.get_figwidth()
+    fig.subplots_adjust(left=0.9 / width, right=0.98, top=1 - (top_in + 0.45) / height, bottom=0.6 / height,
+                        hspace=0.5, wspace=0.25)
+    return save(fig, out / "recovery.png")

@@ -197,3 +197,14 @@ def test_paper_configs_match_the_paper():
             (True, 1, 1.0, 0, 1.0, 0.0, 1.0)
         assert t.select_best and cfg.sweep.grid == {"run.seed": [0, 1, 2, 3, 4]}
     assert config.load(REPO / "configs" / "shumailov2024-opt125m-keep10.yaml").mixing.human_fraction == 0.1
+
+
+def test_every_key_is_described(capsys):
+    """`testbed keys` has a description for every key, and finds a section by any part of its path."""
+    from testbed.cli import main
+
+    assert [d.key for d in config.describe_keys() if not d.comment.strip()] == []
+    assert main(["keys", "slurm"]) == 0
+    listed = [line.split("  ")[0] for line in capsys.readouterr().out.splitlines() if not line.startswith(" ")]
+    assert listed and all(k.startswith("sweep.slurm.") for k in listed) and "sweep.slurm.gpus_per_run" in listed
+    assert "accumulate_subsample" in config.describe_keys("mixing.strategy")[0].comment

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import yaml
 
-from testbed import report
+from testbed import figures, report, runs
 from testbed.metrics import registry
 from testbed.metrics.registry import Metric
 
@@ -56,7 +56,7 @@ def sweep(tmp_path_factory) -> Path:
 
 
 def test_settings_get_their_name_or_their_values_short(sweep: Path):
-    groups = report.group_settings(report.find_runs([sweep]))
+    groups = runs.group_settings(runs.find_runs([sweep]))
     assert list(groups) == ["replace", "replace, minhash", "fixed_fraction, human_fraction=0.5, watermark",
                             "keep half"]
     assert all(len(rs) == 2 for rs in groups.values())
@@ -68,11 +68,11 @@ def test_bands_stay_inside_the_metric_and_perplexity_is_logarithmic(sweep: Path)
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    runs = report.find_runs([sweep])
-    groups = report.group_settings(runs)
+    found = runs.find_runs([sweep])
+    groups = runs.group_settings(found)
     fig, (a, b) = plt.subplots(1, 2)
-    report._panel(a, registry.BY_KEY["distinct_2"], groups, runs, ["C0", "C1", "C2", "C3"])
-    report._panel(b, registry.BY_KEY["ppl_human"], groups, runs, ["C0", "C1", "C2", "C3"])
+    figures.metric_panel(a, registry.BY_KEY["distinct_2"], groups, found, ["C0", "C1", "C2", "C3"])
+    figures.metric_panel(b, registry.BY_KEY["ppl_human"], groups, found, ["C0", "C1", "C2", "C3"])
     bands = [p.get_paths()[0].vertices[:, 1] for p in a.collections]
     assert len(bands) == 4 and all(v.min() >= 0.6 - 1e-9 and v.max() <= 0.99 + 1e-9 for v in bands)  # seeds' range
     # A t-interval over these two seeds (mean 0.795, half-width 12.7 x 0.276) would run far beyond [0, 1].
@@ -88,15 +88,15 @@ def test_a_new_metric_is_one_entry(sweep: Path, monkeypatch, tmp_path: Path):
     new = Metric("brand_new", "A brand-new metric", "units", True,
                  (registry.TERMINAL, registry.REPORT, registry.SUMMARY, registry.SIGNAL), "{:.1f}", "new!")
     monkeypatch.setattr(registry, "METRICS", [*registry.METRICS, new])
-    runs = report.find_runs([sweep])
-    table = report.format_table(runs[0].rows)
+    found = runs.find_runs([sweep])
+    table = report.format_table(found[0].rows)
     assert table.splitlines()[0].split() == ["gen", "ppl_human", "dist-2", "new!"]
     assert table.splitlines()[-1].split()[-1] == "2.0"
-    md = report.markdown(report.group_settings(runs), runs)
+    md = report.markdown(runs.group_settings(found), found)
     assert "## A brand-new metric" in md and "`brand_new`, units (higher is better)." in md
     assert re.search(r"\| `brand_new` \| 0 \|", md)  # early warning: sigma 0 at generation 0
     assert "| setting | `ppl_human` | `distinct_2` | `brand_new` |" in md  # the summary
-    assert [m.key for m in report.present(registry.REPORT, runs)] == ["ppl_human", "distinct_2", "brand_new"]
+    assert [m.key for m in figures.present(registry.REPORT, found)] == ["ppl_human", "distinct_2", "brand_new"]
 
 
 def test_every_registered_metric_is_in_the_readme_key_table():

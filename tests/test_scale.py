@@ -63,7 +63,8 @@ def test_model_size_config_runs_across_sizes_and_reports_by_size(corpus, tmp_pat
     if settings == "all":  # the whole report (what `testbed report` writes), with the size part
         assert main(["report", str(tmp_path / "sweep")]) == 0
     else:  # the size part alone (the other plots take seconds)
-        from testbed.report import collapse_by_size, find_runs
+        from testbed.runs import find_runs
+        from testbed.size import collapse_by_size
 
         collapse_by_size(find_runs([tmp_path / "sweep"]), tmp_path / "sweep")
     table = (tmp_path / "sweep" / "collapse_by_size.md").read_text()

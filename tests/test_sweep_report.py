@@ -12,7 +12,7 @@ import yaml
 
 from testbed import config
 from testbed.cli import main
-from testbed.report import Run, find_runs, group_settings, mean_std
+from testbed.runs import Run, find_runs, group_settings, mean_std
 from testbed.sweep import expand, parse_axes
 
 from .conftest import TINY

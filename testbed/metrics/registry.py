@@ -14,7 +14,12 @@ SUMMARY = "summary"  # a column of report.md's summary (first -> last generation
 SIGNAL = "signal"  # a row of the early-warning table (which signal moves first)
 CURATION = "curation"  # a column of the curation table (what each defence kept and dropped)
 HEADLINE = "headline"  # headline.png: the four metrics a reader looks at first (task, diversity, repetition, tail)
-VIEWS = (TERMINAL, REPORT, SUMMARY, SIGNAL, CURATION, HEADLINE)
+RECOVERY = "recovery"  # a column of the recovery table (how much of the damage healing undid)
+RECOVERY_PLOT = "recovery_plot"  # a row of panels of recovery.png
+VIEWS = (TERMINAL, REPORT, SUMMARY, SIGNAL, CURATION, HEADLINE, RECOVERY, RECOVERY_PLOT)
+
+# A metric's role in the phase rule (testbed/phases.py); its direction of damage is against higher_is_better.
+HEAD, TAIL, VARIANCE = "head", "tail", "variance"
 
 
 @dataclass(frozen=True)
@@ -29,6 +34,7 @@ class Metric:
     log: bool = False  # plotted on a log axis (perplexities)
     low: float | None = None  # the smallest value the metric can take (None: unbounded)
     high: float | None = None  # the largest
+    role: str | None = None  # HEAD, TAIL or VARIANCE: a signal of the phase rule (None: not one)
 
     def clip(self, values):
         """`values` (a number or numpy array) clipped to what the metric can take: bands stay inside it."""
@@ -37,52 +43,56 @@ class Metric:
         return np.clip(values, -np.inf if self.low is None else self.low, np.inf if self.high is None else self.high)
 
 
-def _m(key, title, unit, better, views, fmt="{:.3f}", header="", log=False, low=None, high=None) -> Metric:
-    return Metric(key, title, unit, better, tuple(views), fmt, header, log, low, high)
+def _m(key, title, unit, better, views, fmt="{:.3f}", header="", log=False, low=None, high=None, role=None) -> Metric:
+    assert role is None or better is not None, f"{key}: a phase signal needs a direction (higher_is_better)"
+    return Metric(key, title, unit, better, tuple(views), fmt, header, log, low, high, role)
 
 
-_T, _R, _S, _W, _C, _H = TERMINAL, REPORT, SUMMARY, SIGNAL, CURATION, HEADLINE
+_T, _R, _S, _W, _C, _H, _RC, _RP = TERMINAL, REPORT, SUMMARY, SIGNAL, CURATION, HEADLINE, RECOVERY, RECOVERY_PLOT
 SHARE = {"low": 0.0, "high": 1.0}
 PPL = {"log": True, "low": 1.0}
 
 METRICS: list[Metric] = [
     _m("phase", "Phase of collapse (testbed/phases.py)", "none | early | late", None, (_T,), "{}"),
-    _m("ppl_human", "Perplexity on human test text", "perplexity", False, (_T, _R, _S, _W, _H), "{:.2f}", **PPL),
-    _m("ppl_human_head", "Perplexity on human text, frequent targets", "perplexity", False, (_T, _R, _W), "{:.2f}",
-       "ppl_head", **PPL),
-    _m("ppl_human_tail", "Perplexity on human text, rare targets", "perplexity", False, (_T, _R, _W), "{:.3g}",
-       "ppl_tail", **PPL),
+    _m("ppl_human", "Perplexity on human test text", "perplexity", False, (_T, _R, _S, _W, _H, _RC, _RP), "{:.2f}",
+       **PPL),
+    _m("ppl_human_head", "Perplexity on human text, frequent targets", "perplexity", False, (_T, _R, _W, _RC),
+       "{:.2f}", "ppl_head", role=HEAD, **PPL),
+    _m("ppl_human_tail", "Perplexity on human text, rare targets", "perplexity", False, (_T, _R, _W, _RC, _RP),
+       "{:.3g}", "ppl_tail", role=TAIL, **PPL),
     _m("distinct_1", "Distinct-1 of samples", "unique / total unigrams", True, (_T, _R), header="dist-1", **SHARE),
-    _m("distinct_2", "Distinct-2 of samples", "unique / total bigrams", True, (_T, _R, _S, _W, _H), header="dist-2",
-       **SHARE),
+    _m("distinct_2", "Distinct-2 of samples", "unique / total bigrams", True, (_T, _R, _S, _W, _H, _RC),
+       header="dist-2", role=VARIANCE, **SHARE),
     _m("distinct_4", "Distinct-4 of samples", "unique / total 4-grams", True, (_T, _R), header="dist-4", **SHARE),
     _m("self_bleu", "Self-BLEU-4 of samples", "BLEU", False, (_T, _R, _S, _W, _H), header="self-BLEU", **SHARE),
     _m("rep_4", "Repetition rate rep-4", "share of repeated 4-grams", False, (_T, _R), header="rep-4", **SHARE),
-    _m("entropy", "Unigram entropy of samples", "bits", True, (_T, _R, _S, _W), "{:.2f}", low=0.0),
-    _m("tail_coverage", "Tail coverage", "share of rare human words produced", True, (_T, _R, _S, _W, _H),
-       header="tail_cov", **SHARE),
+    _m("entropy", "Unigram entropy of samples", "bits", True, (_T, _R, _S, _W, _RC), "{:.2f}", low=0.0,
+       role=VARIANCE),
+    _m("tail_coverage", "Tail coverage", "share of rare human words produced", True, (_T, _R, _S, _W, _H, _RC, _RP),
+       header="tail_cov", role=TAIL, **SHARE),
     _m("synthetic_ppl_gen0_mean", "Synthetic data under generation 0 (mean)", "perplexity", None, (_T, _R, _S),
        "{:.1f}", "syn_ppl@g0", **PPL),
     _m("synthetic_ppl_gen0_p95", "Synthetic data under generation 0 (95th percentile)", "perplexity", None, (_T, _R),
        "{:.1f}", "p95", **PPL),
-    _m("kl_per_word", "KL(language || model), estimated", "nats / word", False, (_T, _R, _S, _W), "{:.2f}",
+    _m("kl_per_word", "KL(language || model), estimated", "nats / word", False, (_T, _R, _S, _W, _RC), "{:.2f}",
        "KL/word", low=0.0),
     _m("excess_nll_frequent_words", "Model NLL - exact NLL of frequent words (held-out sentences)", "nats / word",
        False, (_R,)),
     _m("excess_nll_rare_words", "Model NLL - exact NLL of rare words (held-out sentences)", "nats / word", False,
        (_R,)),
     _m("true_nll_per_word", "True NLL of samples under the language", "nats / word", None, (_R,), low=0.0),
-    _m("grammatical_rate", "Grammatical sentences in samples", "share", True, (_R, _W), **SHARE),
-    _m("tail_mass_lost", "True probability mass of words no longer produced", "probability", False, (_T, _R, _S),
-       header="tail_lost", **SHARE),
+    _m("grammatical_rate", "Grammatical sentences in samples", "share", True, (_R, _W, _RC, _RP), role=HEAD,
+       **SHARE),
+    _m("tail_mass_lost", "True probability mass of words no longer produced", "probability", False,
+       (_T, _R, _S, _RC), header="tail_lost", role=TAIL, **SHARE),
     _m("ppl_self", "Perplexity of the model on its own samples", "perplexity", None, (_R,), **PPL),
     _m("ppl_gap", "Gap: log ppl_human - log ppl_self", "nats", False, (_R, _W)),
     _m("token_entropy", "Next-token entropy on human text", "nats", None, (_R, _W), low=0.0),
     _m("confident_share", "Confident positions (top p >= 0.99) on human text", "share", None, (_R, _W), **SHARE),
-    _m("tail_token_mass", "Sampled tokens outside the human head", "share", True, (_R, _W), **SHARE),
+    _m("tail_token_mass", "Sampled tokens outside the human head", "share", True, (_R, _W, _RC), role=TAIL, **SHARE),
     _m("unigram_kl", "Unigram KL(human || samples), smoothed", "nats", False, (_R, _W), low=0.0),
-    _m("loglik_std_gen0", "Spread of sample log-likelihood under generation 0", "std, nats / token", True, (_R, _W),
-       low=0.0),
+    _m("loglik_std_gen0", "Spread of sample log-likelihood under generation 0", "std, nats / token", True,
+       (_R, _W, _RC), low=0.0, role=VARIANCE),
     _m("loglik_std_self", "Spread of sample log-likelihood under the model", "std, nats / token", True, (_R,),
        low=0.0),
     _m("effective_rank", "Effective rank of representations of human text", "rank", True, (_R, _W), low=1.0),
@@ -117,3 +127,8 @@ assert len(BY_KEY) == len(METRICS), "a metric key is registered twice"
 def shown_in(view: str) -> list[Metric]:
     """The metrics shown in `view` (one of VIEWS), in registry order."""
     return [m for m in METRICS if view in m.views]
+
+
+def with_role(role: str) -> list[Metric]:
+    """The phase rule's signals of one role (HEAD, TAIL or VARIANCE), in registry order."""
+    return [m for m in METRICS if m.role == role]

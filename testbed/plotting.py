@@ -1,0 +1,132 @@
+"""What every figure of testbed shares: headless matplotlib, one tick format, a legend below the panels that
+never cuts an entry, a subtitle that says what produced the figure, and saving. The figures themselves live
+with the views that draw them (figures.py, recovery.py, size.py)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from testbed.metrics.registry import Metric
+from testbed.runs import Run
+
+TITLE_WIDTH = 52  # characters of a panel's title per line
+
+
+def pyplot():
+    """matplotlib.pyplot on the Agg backend (no display needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def figure(nrows: int, ncols: int, panel_in: tuple[float, float], **kwargs):
+    """A figure of nrows x ncols panels of `panel_in` inches each (axes always a 2-d array)."""
+    return pyplot().subplots(nrows, ncols, figsize=(panel_in[0] * ncols, panel_in[1] * nrows), squeeze=False,
+                             **kwargs)
+
+
+SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
+
+
+def tick_label(value: float, _pos=None) -> str:
+    """Every tick of every figure: at most 4 significant digits, plain from 0.001 to 9999 (0.25, 2000), in
+    powers of ten beyond (10⁴, 3·10⁷, 5·10⁻⁴)."""
+    if value == 0 or 1e-3 <= abs(value) < 1e4:
+        return f"{value:.4g}"
+    exponent = math.floor(math.log10(abs(value)))
+    mantissa = float(f"{value / 10 ** exponent:.3g}")
+    power = "10" + str(exponent).translate(SUPERSCRIPT)
+    return power if mantissa == 1 else f"{mantissa:g}·{power}"
+
+
+def number_ticks(axis) -> None:
+    """A linear or log axis (its data already drawn) with ticks in `tick_label`'s format; on a log axis at 1,
+    2, 5 x 10^k over up to two decades and at the powers of 10 beyond (their labels would collide)."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    if axis.get_scale() == "log":
+        low, high = axis.get_view_interval()
+        decades = math.log10(high / low) if low > 0 and high > low else 0.0
+        axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0) if decades <= 2 else (1.0,)))
+        axis.set_minor_formatter(NullFormatter())
+    axis.set_major_formatter(FuncFormatter(tick_label))
+
+
+def metric_title(m: Metric) -> str:
+    """A panel's title: the metric's, and which way is better."""
+    return m.title + {True: " (higher is better)", False: " (lower is better)", None: ""}[m.higher_is_better]
+
+
+def legend_below(fig, axes, fontsize: int) -> float:
+    """One legend below the axes for every entry of every panel (only some have the human line), human
+    text last, in as many columns as fit the figure's width. The figure grows by the legend's height, which
+    is returned (inches), so that the caller leaves it that much room at the bottom."""
+    entries = {}
+    for ax in axes.flat:
+        entries.update(zip(*reversed(ax.get_legend_handles_labels())))
+    if "human text" in entries:
+        entries["human text"] = entries.pop("human text")
+    # Generous sizes in inches (a handle and its padding; a character), so that no entry can be cut.
+    width_in = 0.7 + 0.0095 * fontsize * max(map(len, entries), default=1)
+    ncol = max(1, min(len(entries), int(fig.get_figwidth() // width_in)))
+    height_in = 0.2 + math.ceil(len(entries) / ncol) * fontsize * 1.5 / 72
+    fig.set_figheight(fig.get_figheight() + height_in)
+    fig.legend(list(entries.values()), list(entries), loc="lower center", bbox_to_anchor=(0.5, 0.0), ncol=ncol,
+               fontsize=fontsize, frameon=False)
+    return height_in
+
+
+def setting_colors(n: int):
+    """One colour per setting, the same order in every figure."""
+    cm = pyplot().cm
+    return cm.tab10(range(n)) if n <= 10 else cm.tab20([i % 20 for i in range(n)])
+
+
+def titles(fig, title: str, lines: list[str]) -> float:
+    """A title and, under it, a smaller subtitle of `lines` (wrapped to the figure's width) at the top of the
+    figure, which grows to hold them; returns their height in inches, for the caller's top margin."""
+    import textwrap
+
+    subtitle = "\n".join(textwrap.fill(line, int(fig.get_figwidth() * 16)) for line in lines)
+    top_in = 0.5 + 0.17 * (subtitle.count("\n") + 1)
+    fig.set_figheight(fig.get_figheight() + top_in)
+    height = fig.get_figheight()
+    fig.suptitle(title, y=1 - 0.1 / height, va="top", fontsize=12)
+    fig.text(0.5, 1 - 0.42 / height, subtitle, ha="center", va="top", fontsize=8.5, color="0.3")
+    return top_in
+
+
+def _model(run: Run) -> str:
+    c = run.config
+    if c.get("model.name_or_path"):
+        return str(c["model.name_or_path"]).rstrip("/").rsplit("/", 1)[-1]
+    return f"{c.get('model.arch')} {c.get('model.layers')}x{c.get('model.width')} from scratch"
+
+
+def _data(run: Run) -> str:
+    c = run.config
+    if c.get("data.source") == "files":
+        return f"files {str(c.get('data.path')).rstrip('/').rsplit('/', 1)[-1]}"
+    if c.get("data.source") == "hf":
+        return f"{c.get('data.hf_name')} {c.get('data.hf_config') or ''}".strip()
+    return f"built-in language ({c.get('data.language.train_sentences')} training sentences)"
+
+
+def provenance(runs: list[Run]) -> str:
+    """What produced a figure, for its subtitle: data, model(s), seeds."""
+    data = sorted({_data(r) for r in runs})
+    models = sorted({_model(r) for r in runs})
+    seeds = sorted({r.config.get("run.seed") for r in runs}, key=str)
+    return (f"data: {', '.join(data)}; model: {', '.join(models)}; "
+            f"seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}")
+
+
+def save(fig, path: Path) -> Path:
+    """Write the figure as a PNG and free it."""
+    fig.savefig(path, dpi=110)
+    pyplot().close(fig)
+    return path
