@@ -118,6 +118,106 @@ def _trained_state(model) -> dict[str, torch.Tensor]:
 LOG_EVERY = 25  # optimizer steps between progress-bar updates: reading the loss waits for the device
 
 
+@dataclass
+class Steps:
+    """What one generation's optimizer steps use, built by `setup`. `trained` runs the steps (DDP-wrapped
+    and/or compiled); `model` stays the plain module, which validation, the kept state and the caller use."""
+
+    trained: torch.nn.Module
+    model: torch.nn.Module
+    loader: torch.utils.data.DataLoader
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    scaler: torch.amp.GradScaler
+    steps_per_epoch: int
+    total: int  # optimizer steps in all epochs
+
+
+def setup(model, examples: Examples, cfg: TrainConfig, block_size: int, accelerator: Accelerator, seed: int,
+          epochs: int, separator: int | None) -> Steps:
+    """Blocks, a seeded shuffling loader, AdamW, the learning-rate schedule and (fp16) the loss scaler,
+    prepared by accelerate."""
+    # Dropout draws from the global generator: seeded, so a resumed run matches, and per process, so
+    # data-parallel processes do not drop the same units.
+    torch.manual_seed(seed + accelerator.process_index)
+    blocks = torch.as_tensor(pack(examples, block_size, seed, separator))
+    generator = torch.Generator().manual_seed(seed)
+    loader = torch.utils.data.DataLoader(blocks, batch_size=cfg.batch_size, shuffle=True, generator=generator,
+                                         drop_last=False)
+    optimizer = _optimizer(model, cfg, accelerator.device)
+    trained, optimizer, loader = accelerator.prepare(torch.compile(model) if cfg.compile else model, optimizer,
+                                                     loader)
+    steps_per_epoch = math.ceil(len(loader) / cfg.grad_accum)
+    total = steps_per_epoch * epochs
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, total, cfg, steps_per_epoch))
+    # fp16 gradients underflow without loss scaling; a disabled scaler is a no-op.
+    scaler = torch.amp.GradScaler(accelerator.device.type, enabled=cfg.precision == "fp16")
+    return Steps(trained, accelerator.unwrap_model(trained, keep_torch_compile=False), loader, optimizer, scheduler,
+                 scaler, steps_per_epoch, total)
+
+
+def micro_step(s: Steps, batch: torch.Tensor, cfg: TrainConfig, accelerator: Accelerator) -> torch.Tensor:
+    """Forward and backward of one micro-batch; after grad_accum of them (accelerator.sync_gradients), the
+    clipped, scaled optimizer step. Returns the loss, on the device."""
+    with accelerator.accumulate(s.trained):
+        with autocast(cfg.precision, accelerator.device):
+            loss = s.trained(input_ids=batch, labels=batch).loss
+        accelerator.backward(s.scaler.scale(loss))
+        if accelerator.sync_gradients:
+            s.scaler.unscale_(s.optimizer)
+            if cfg.max_grad_norm > 0:
+                accelerator.clip_grad_norm_(s.trained.parameters(), cfg.max_grad_norm)
+            s.scaler.step(s.optimizer)
+            s.scaler.update()
+            s.optimizer.zero_grad(set_to_none=True)
+    return loss
+
+
+@dataclass
+class BestOnValidation:
+    """Validation of the plain model at each evaluation, and a copy of the best trained state (with
+    select_best) that later steps cannot change, in CPU buffers reused at every improvement (pinned on a
+    GPU, so the copy does not block the device)."""
+
+    model: torch.nn.Module
+    valid_blocks: np.ndarray
+    cfg: TrainConfig
+    accelerator: Accelerator
+    log: Callable[[dict[str, float], int], None] | None
+    loss: float = math.inf
+    epoch: float = 0.0
+    state: dict[str, torch.Tensor] | None = None
+    seconds: float = 0.0  # spent validating (its cost scales with epochs, not data)
+
+    def evaluate(self, epoch: float, step: int, last: bool) -> None:
+        # Outside the DDP wrapper: the processes' weights are equal, each scores a share of the blocks.
+        start = time.perf_counter()
+        with autocast(self.cfg.precision, self.accelerator.device):
+            loss = validation_loss(self.model, self.valid_blocks, self.cfg.batch_size, self.accelerator)
+        self.seconds += time.perf_counter() - start  # the loss is a float: synchronized
+        if self.log is not None:
+            self.log({"train/val_loss": loss}, step)
+        if self.cfg.select_best and loss >= self.loss:
+            return
+        self.loss, self.epoch = loss, epoch
+        if not self.cfg.select_best or last:  # at the last evaluation the model holds these weights already
+            self.state = None
+            return
+        state = _trained_state(self.model)
+        if self.state is None:
+            self.state = {k: torch.empty(v.shape, dtype=v.dtype, pin_memory=v.is_cuda) for k, v in state.items()}
+        for k, v in state.items():
+            self.state[k].copy_(v.detach(), non_blocking=True)
+
+    def restore(self) -> None:
+        """End on the best weights (the trained entries; the frozen ones never changed)."""
+        if self.state is None:
+            return
+        if self.accelerator.device.type == "cuda":
+            torch.cuda.synchronize()  # the last non-blocking copy has landed
+        self.model.load_state_dict(self.state, strict=False)
+
+
 def train(model, examples: Examples, valid_blocks: np.ndarray, cfg: TrainConfig, block_size: int,
           accelerator: Accelerator, seed: int, epochs: int, desc: str = "train",
           separator: int | None = None, log: Callable[[dict[str, float], int], None] | None = None) -> TrainResult:
@@ -128,112 +228,53 @@ def train(model, examples: Examples, valid_blocks: np.ndarray, cfg: TrainConfig,
     with the step."""
     # train.lora: a fresh adapter on the weights the model holds, merged into them at the end: `model`
     # ends as a plain model again. `base` is that plain model throughout.
-    base = model
+    base = attached = model
     if cfg.lora.enabled:
-        model = attach_lora(model, cfg.lora, seed)
+        attached = attach_lora(model, cfg.lora, seed)
     if cfg.gradient_checkpointing:
         base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    # Dropout draws from the global generator: seeded, so a resumed run matches, and per process, so
-    # data-parallel processes do not drop the same units.
-    torch.manual_seed(seed + accelerator.process_index)
-    blocks = torch.as_tensor(pack(examples, block_size, seed, separator))
-    generator = torch.Generator().manual_seed(seed)
-    loader = torch.utils.data.DataLoader(blocks, batch_size=cfg.batch_size, shuffle=True, generator=generator,
-                                         drop_last=False)
-    device = accelerator.device
-    optimizer = _optimizer(model, cfg, device)
-    # `trained` runs the steps (DDP-wrapped and/or compiled); `model` stays the plain module, which
-    # validation, the kept state and the caller use.
-    trained, optimizer, loader = accelerator.prepare(torch.compile(model) if cfg.compile else model, optimizer,
-                                                     loader)
-    model = accelerator.unwrap_model(trained, keep_torch_compile=False)
-    steps_per_epoch = math.ceil(len(loader) / cfg.grad_accum)
-    total = steps_per_epoch * epochs
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, total, cfg, steps_per_epoch))
-    # fp16 gradients underflow without loss scaling; a disabled scaler is a no-op.
-    scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
-
-    best_loss, best_epoch = math.inf, 0.0
-    best_state: dict[str, torch.Tensor] | None = None  # CPU buffers, allocated on the first improvement
-    step, tokens, t0, val_seconds = 0, 0, time.perf_counter(), 0.0
-
-    def evaluate_and_keep(epoch: float, last: bool) -> None:
-        nonlocal best_loss, best_state, best_epoch, val_seconds
-        # Outside the DDP wrapper: the processes' weights are equal, each scores a share of the blocks.
-        start = time.perf_counter()
-        with autocast(cfg.precision, device):
-            loss = validation_loss(model, valid_blocks, cfg.batch_size, accelerator)  # a float: synchronized
-        val_seconds += time.perf_counter() - start
-        if log is not None:
-            log({"train/val_loss": loss}, step)
-        if cfg.select_best and loss >= best_loss:
-            return
-        best_loss, best_epoch = loss, epoch
-        if not cfg.select_best:
-            return
-        if last:  # the model holds these weights already: nothing to copy
-            best_state = None
-            return
-        # A copy later steps cannot change, into buffers reused at every improvement (pinned on a GPU, so
-        # the copy does not block the device).
-        state = _trained_state(model)
-        if best_state is None:
-            best_state = {k: torch.empty(v.shape, dtype=v.dtype, pin_memory=v.is_cuda) for k, v in state.items()}
-        for k, v in state.items():
-            best_state[k].copy_(v.detach(), non_blocking=True)
-
-    trained.train()
-    bar = tqdm(total=total, desc=desc, unit="step", leave=False)
+    s = setup(attached, examples, cfg, block_size, accelerator, seed, epochs, separator)
+    best = BestOnValidation(s.model, valid_blocks, cfg, accelerator, log)
+    step, tokens, t0 = 0, 0, time.perf_counter()
+    s.trained.train()
+    bar = tqdm(total=s.total, desc=desc, unit="step", leave=False)
     for epoch in range(epochs):
-        epoch_loss = torch.zeros((), device=device)  # summed on the device: no host sync per step
+        epoch_loss = torch.zeros((), device=accelerator.device)  # summed on the device: no host sync per step
         epoch_batches = 0
-        for batch in loader:
-            with accelerator.accumulate(trained):
-                with autocast(cfg.precision, device):
-                    loss = trained(input_ids=batch, labels=batch).loss
-                accelerator.backward(scaler.scale(loss))
-                if accelerator.sync_gradients:
-                    scaler.unscale_(optimizer)
-                    if cfg.max_grad_norm > 0:
-                        accelerator.clip_grad_norm_(trained.parameters(), cfg.max_grad_norm)
-                    scaler.step(optimizer)
-                    scaler.update()
-                    optimizer.zero_grad(set_to_none=True)
+        for batch in s.loader:
+            loss = micro_step(s, batch, cfg, accelerator)
             epoch_loss += loss.detach()
             epoch_batches += 1
             tokens += batch.numel()
-            if accelerator.sync_gradients:  # one optimizer step done (after grad_accum micro-batches)
-                scheduler.step()
-                step += 1
-                if step % LOG_EVERY == 0 or step == total:
-                    values = {"train/loss": loss.item(), "train/lr": scheduler.get_last_lr()[0]}
-                    bar.update(step - bar.n)
-                    bar.set_postfix(loss=f"{values['train/loss']:.3f}", lr=f"{values['train/lr']:.2e}")
-                    if log is not None:
-                        log(values, step)
-                if cfg.eval_every and step % cfg.eval_every == 0 and step % steps_per_epoch:
-                    evaluate_and_keep(step / steps_per_epoch, last=False)
-                    trained.train()
-        evaluate_and_keep(epoch + 1.0, last=epoch == epochs - 1)
-        trained.train()
+            if not accelerator.sync_gradients:  # an optimizer step is done after grad_accum micro-batches
+                continue
+            s.scheduler.step()
+            step += 1
+            if step % LOG_EVERY == 0 or step == s.total:
+                values = {"train/loss": loss.item(), "train/lr": s.scheduler.get_last_lr()[0]}
+                bar.update(step - bar.n)
+                bar.set_postfix(loss=f"{values['train/loss']:.3f}", lr=f"{values['train/lr']:.2e}")
+                if log is not None:
+                    log(values, step)
+            if cfg.eval_every and step % cfg.eval_every == 0 and step % s.steps_per_epoch:
+                best.evaluate(step / s.steps_per_epoch, step, last=False)
+                s.trained.train()
+        best.evaluate(epoch + 1.0, step, last=epoch == epochs - 1)
+        s.trained.train()
     bar.close()
-    if best_state is not None:
-        if device.type == "cuda":
-            torch.cuda.synchronize()  # the last non-blocking copy has landed
-        model.load_state_dict(best_state, strict=False)  # the trained entries; the frozen ones never changed
+    best.restore()
     if cfg.gradient_checkpointing:
         base.gradient_checkpointing_disable()
     if cfg.lora.enabled:
-        model.merge_and_unload()  # into `base`'s weights, in place
-    model = base.eval()
-    check_same_weights(model, accelerator)
+        s.model.merge_and_unload()  # into `base`'s weights, in place
+    check_same_weights(base.eval(), accelerator)
     seconds = time.perf_counter() - t0
     accelerator.free_memory()  # drop accelerate's references so nothing outlives this generation
     # Each process trained on its share of every batch: tokens add up, losses average.
     tokens_and_losses = gather_object([(tokens, float(epoch_loss) / max(epoch_batches, 1))])
     return TrainResult(steps=step, tokens=sum(t for t, _ in tokens_and_losses), seconds=seconds,
-                       train_loss=float(np.mean([loss for _, loss in tokens_and_losses])), val_loss=best_loss,
-                       best_epoch=best_epoch, val_seconds=val_seconds)
+                       train_loss=float(np.mean([loss for _, loss in tokens_and_losses])), val_loss=best.loss,
+                       best_epoch=best.epoch, val_seconds=best.seconds)
 
 
 # ---------------------------------------------------------------------------------------------
