@@ -38,7 +38,7 @@ def _resolve(args: list[str], resume: bool) -> tuple[config.Config, Path, str | 
         if not resume:
             raise rundir.RunDirError(f"{path} is a run directory: pass --resume to continue it")
         run_dir = Path(path)
-        cfg = config.load(run_dir / "config.yaml", overrides)
+        cfg = config.load(run_dir / "config.yaml", overrides, saved=True)
         return cfg, run_dir, str(run_dir / "config.yaml")
     cfg = config.load(path, overrides)
     if resume and cfg.run.name is None:

@@ -676,15 +676,20 @@ def _resolve_file_paths(values: dict[str, Any], base: Path) -> None:
                 grid[key] = [resolve_path(key, v, base) for v in grid[key]]
 
 
-def load(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
-    """Build a checked Config from defaults < YAML file < CLI overrides. Relative paths in the file are
-    relative to its directory (PATH_KEYS)."""
+def load(path: str | Path | None = None, overrides: list[str] | None = None, saved: bool = False) -> Config:
+    """Build a checked Config from defaults < YAML file < CLI overrides. Relative paths (PATH_KEYS) are made
+    absolute: the file's against its directory, the overrides' against the current one. `saved`: the file
+    is a run directory's config.yaml, whose paths are kept as written (resolved when the run began; an
+    older run's relative ones meant the current directory)."""
     cfg = Config()
     file_values = read_yaml(path) if path is not None else {}
-    if path is not None:
+    if path is not None and not saved:
         _resolve_file_paths(file_values, Path(path).parent)
     _merge(cfg, file_values, "", from_cli=False)
     flat = parse_overrides(overrides or [])
+    for key in PATH_KEYS:
+        if key in flat:
+            flat[key] = resolve_path(key, flat[key], Path())
     _merge(cfg, _nest(flat), "", from_cli=True)
     # Naming a directory of text files is unambiguous: it means source=files, unless a source is named
     # on the command line too, or the file names both.

@@ -182,12 +182,13 @@ def run_hours(gpu_check: dict, config_name: str, base_generations: int, generati
 
 
 def gib(n: int) -> str:
-    """Bytes in GiB, 3 significant digits (0.0042, 0.47, 12.9, 115)."""
-    return f"{n / GIB:.3g}"
+    """Bytes in GiB: one decimal from 1 GiB on, else two significant digits (0.0042, 0.47, 12.9)."""
+    x = n / GIB
+    return f"{x:.1f}" if x >= 0.95 else f"{x:.2g}"
 
 
-COLUMNS = ("runs", "parameters", "weights", "gen-0 copy", "grads+AdamW", "activations", "logits", "train peak",
-           "beam KV cache", "generate peak", "peak GiB")
+COLUMNS = ["run", "parameters", "weights", "gen-0 copy", "grads+AdamW", "activations", "logits", "train peak",
+           "beam KV cache", "generate peak", "peak GiB"]
 
 
 def rows(runs: list[tuple[str, Estimate, float | None]]) -> list[tuple[str, list[str]]]:
@@ -224,31 +225,27 @@ def report(path: str | None, runs: list[tuple[str, Config]], gpu_check: dict | N
         from testbed import config
 
         base_generations = config.load(path).run.generations
-    estimated, hours = [], []
+    estimated = []
     for name, cfg in runs:
         found = gpu_check and run_hours(gpu_check, config_name, base_generations, cfg.run.generations)
-        hours.append(found[0] if found else None)
         estimated.append((name, estimate(cfg), found[0] if found else None))
-    header = ["run", *COLUMNS[1:], *(["time h"] if any(x is not None for x in hours) else [])]
-    grouped = rows(estimated)
-    body = [[label, *cells] for label, cells in grouped]
-    out = [format_table(header, body), ""]
+    hours = [h for _, _, h in estimated if h is not None]
+    header = COLUMNS + (["time h"] if hours else [])
+    out = [format_table(header, [[label, *cells] for label, cells in rows(estimated)]), ""]
     for model in dict.fromkeys(f"{est.model}" + (f": {est.notes}" if est.notes else "") for _, est, _ in estimated):
         out.append(f"model {model}")
     out.append("GiB = 2^30 bytes, one process on one device; the gen-0 copy is held from generation 1 on; "
                "beam KV cache: batch x beams x positions (generation's; evaluation's is in the generate peak)")
     if gpu_check is not None:
-        known = [x for x in hours if x is not None]
-        if not known:
+        found = run_hours(gpu_check, config_name, base_generations, base_generations)
+        if found is None:
             out.append(f"time: the GPU check has no projection for {config_name}")
         else:
-            model = run_hours(gpu_check, config_name, base_generations, base_generations)[1]  # type: ignore[index]
             parallel = runs[0][1].sweep.slurm.array_parallelism
-            waves = math.ceil(len(known) / parallel)
-            out.append(f"time (projected by the GPU check on {gpu_check.get('device', '?')}, measured with {model}; "
-                       f"runs of smaller models take less): {sum(known):.1f} GPU-hours for {len(known)} runs, "
-                       f"about {waves * max(known):.1f} h as a Slurm array ({parallel} at once, a GPU each; "
-                       "shared prefixes not counted)")
+            out.append(f"time, projected from the GPU check on {gpu_check.get('device', '?')} (measured with "
+                       f"{found[1]}; runs of other models are projected as it): {sum(hours):.1f} GPU-hours for "
+                       f"{len(hours)} runs, about {math.ceil(len(hours) / parallel) * max(hours):.1f} h as a Slurm "
+                       f"array ({parallel} at once, a GPU each; shared prefixes not counted)")
     return "\n".join(out)
 
 

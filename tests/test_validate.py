@@ -85,12 +85,17 @@ def test_relative_paths_in_a_config_file_resolve_against_its_directory(tmp_path:
     monkeypatch.chdir(elsewhere)
     assert main(["validate", str(project / "configs" / "wikitext2-tiny-cpu.yaml")]) == 0
     assert capsys.readouterr().out.startswith("ok: ")
-    # On the command line a relative path is relative to the current directory; hub names stay names.
+    # On the command line a relative path is relative to the current directory; hub names stay names. A run
+    # saves its config with absolute paths, so a resume reads them as they were (saved=True keeps them).
     cfg = config.load(project / "configs" / "wikitext2-tiny-cpu.yaml", ["data.path=corpus"])
-    assert cfg.data.path == "corpus"
+    assert cfg.data.path == str(elsewhere / "corpus")
     (project / "configs" / "local-model").mkdir()
     (project / "configs" / "c.yaml").write_text("model: {name_or_path: local-model}\ntokenizer: {name_or_path: "
                                                  "org/tokenizer}\n")
     cfg = config.load(project / "configs" / "c.yaml")
     assert (cfg.model.name_or_path, cfg.tokenizer.name_or_path) == (str(project / "configs" / "local-model"),
                                                                     "org/tokenizer")
+    saved = tmp_path / "config.yaml"
+    saved.write_text("data: {path: corpus}\n")
+    assert config.load(saved, saved=True).data.path == "corpus"
+    assert config.load(saved).data.path == str(tmp_path / "corpus")
