@@ -129,9 +129,9 @@ def _cache(dims: dict, precision_bytes: int, batch: int, beams: int, positions: 
     return kv, 12 * rows * dims["vocab"]
 
 
-def estimate(cfg: Config, generation: int = 1) -> Estimate:
-    """The run's memory per stage (see the module's docstring); `generation` >= 1 counts the generation-0
-    copy kept for scoring."""
+def estimate(cfg: Config) -> Estimate:
+    """The run's memory per stage (see the module's docstring), from generation 1 on (with the generation-0
+    copy kept for scoring)."""
     from testbed.evaluation import eval_decoding
 
     shape, source = model_shape(cfg)
@@ -149,7 +149,7 @@ def estimate(cfg: Config, generation: int = 1) -> Estimate:
     else:
         activations = layers * per_layer + around
     logits = tokens * dims["vocab"] * (12 + (e if e < 4 else 0))
-    weights, copy = 4 * total, 4 * total if generation >= 1 else 0
+    weights = copy = 4 * total
     grads_adamw = 12 * trained
     prompt = 1 if g.mode == "unconditional" else g.prompt_tokens
     kv, scores = _cache(dims, e, g.batch_size, g.num_beams, prompt + g.max_new_tokens)
