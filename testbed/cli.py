@@ -1,4 +1,4 @@
-"""Command line: testbed run | validate | keys | sweep | report | paper-check | gaussian | categorical.
+"""Command line: testbed run | validate | plan | keys | sweep | report | paper-check | gaussian | categorical.
 
 User errors (config, data, model, run directory, a full disk) print one line and exit with code 2;
 --debug shows the traceback instead.
@@ -38,7 +38,7 @@ def _resolve(args: list[str], resume: bool) -> tuple[config.Config, Path, str | 
         if not resume:
             raise rundir.RunDirError(f"{path} is a run directory: pass --resume to continue it")
         run_dir = Path(path)
-        cfg = config.load(run_dir / "config.yaml", overrides)
+        cfg = config.load(run_dir / "config.yaml", overrides, saved=True)
         return cfg, run_dir, str(run_dir / "config.yaml")
     cfg = config.load(path, overrides)
     if resume and cfg.run.name is None:
@@ -94,16 +94,30 @@ def cmd_run(ns: argparse.Namespace) -> int:
 
 
 def cmd_validate(ns: argparse.Namespace) -> int:
-    path, overrides = _split_args(ns.args)
-    cfg = config.load(path, overrides)
-    check_tracker(cfg.run.log_with)
-    if cfg.data.source == "files":  # the loader's own checks: present, UTF-8, not empty
-        from testbed.data import load_corpus
+    from testbed.validate import validate
 
-        load_corpus(cfg.data, cfg.run.seed)
+    path, overrides = _split_args(ns.args)
+    runs = validate(path, overrides)
+    cfg = runs[0][1]
+    check_tracker(cfg.run.log_with)
+    for data in {c.data.path: c.data for _, c in runs if c.data.source == "files"}.values():
+        from testbed.data import load_corpus  # the loader's own checks: present, UTF-8, not empty
+
+        load_corpus(data, cfg.run.seed)
     model = cfg.model.name_or_path or f"{cfg.model.arch} {cfg.model.layers}x{cfg.model.width} (from scratch)"
-    print(f"ok: {path or 'built-in default'}: {cfg.run.generations} generations, data {cfg.data.source}, "
+    what = f"{len(runs)} runs, the first: " if len(runs) > 1 else ""
+    print(f"ok: {path or 'built-in default'}: {what}{cfg.run.generations} generations, data {cfg.data.source}, "
           f"model {model}, mixing {cfg.mixing.strategy}")
+    return 0
+
+
+def cmd_plan(ns: argparse.Namespace) -> int:
+    from testbed import plan
+    from testbed.validate import sweep_configs
+
+    path, overrides = _split_args(ns.args)
+    gpu_check = plan.load_gpu_check(ns.gpu_check) if ns.gpu_check else None
+    print(plan.report(path, sweep_configs(path, overrides), gpu_check))
     return 0
 
 
@@ -193,6 +207,12 @@ def build_parser() -> argparse.ArgumentParser:
     v = sub.add_parser("validate", help="check a config without running it", epilog=keys_help)
     v.add_argument("args", nargs="*", metavar="CONFIG key.sub=value")
     v.set_defaults(func=cmd_validate)
+
+    pl = sub.add_parser("plan", help="parameters and peak memory per stage of each run of a config or sweep, "
+                                     "computed from the model's config; with --gpu-check, the projected time")
+    pl.add_argument("args", nargs="*", metavar="CONFIG key.sub=value")
+    pl.add_argument("--gpu-check", metavar="JSON", help="the JSON scripts/gpu_check.py wrote: projects each run's time")
+    pl.set_defaults(func=cmd_plan)
 
     s = sub.add_parser("sweep", help="run the grid of runs of a config (its sweep section and key=v1,v2 axes)")
     s.add_argument("config", nargs="?", help="a YAML config; its optional sweep: section lists settings and a grid")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import difflib
+import os
 import re
 import types
 import typing
@@ -63,7 +64,9 @@ class DataConfig:
     # builtin: the reference language with known probabilities (testbed/language.py); files: a directory of
     # train/valid/test.txt (data.path); hf: a Hugging Face dataset (data.hf_name, needs the hub or its cache)
     source: Literal["builtin", "files", "hf"] = "builtin"
-    path: str | None = None  # files: a directory holding train.txt, valid.txt, test.txt
+    # files: a directory holding train.txt, valid.txt, test.txt. Relative paths: in a config file relative to
+    # the file's directory, on the command line to the current directory (the same for the keys below)
+    path: str | None = None
     hf_name: str | None = None  # hf: dataset name, e.g. wikitext
     hf_config: str | None = None  # hf: dataset config, e.g. wikitext-2-raw-v1
     hf_text_column: str = "text"  # hf: the dataset column that holds the text
@@ -81,14 +84,16 @@ class DataConfig:
 class TokenizerConfig:
     # A hub name, a directory saved by save_pretrained, or a directory with vocab.json + merges.txt.
     # null: the model's own tokenizer if model.name_or_path is set, else a BPE trained on the human
-    # training split.
+    # training split. A local path starts with / . ~ or exists; relative ones as for data.path.
     name_or_path: str | None = None
     vocab_size: int = 3072  # for a trained BPE
 
 
 @dataclass
 class ModelConfig:
-    name_or_path: str | None = None  # hub name or local path; null: build `arch` from scratch
+    # hub name or local path (one that starts with / . ~ or exists; relative as for data.path); null: build
+    # `arch` from scratch
+    name_or_path: str | None = None
     arch: Literal["gpt2", "opt", "llama", "gpt_neox"] = "gpt2"  # gpt_neox: Pythia's
     layers: int = 2  # from scratch (name_or_path null): transformer blocks
     width: int = 128  # from scratch: hidden size (the MLP is 4x as wide)
@@ -641,12 +646,60 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def load(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
-    """Build a checked Config from defaults < YAML file < CLI overrides."""
+# Keys that name a file or directory. In a config file a relative path is relative to the file's directory
+# (the same whatever directory the command runs from); on the command line, to the current directory. The
+# model and tokenizer keys name a local path when the value starts with /, . or ~, or names one that exists;
+# otherwise a hub name, left as it is.
+PATH_KEYS = ("data.path", "tokenizer.name_or_path", "model.name_or_path")
+_HUB_OR_PATH = ("tokenizer.name_or_path", "model.name_or_path")
+
+
+def is_local_path(name: str, base: Path = Path()) -> bool:
+    """Whether a model or tokenizer name is a local path (relative to `base`) rather than a hub name."""
+    return name.startswith((".", "/", "~")) or (base / Path(name).expanduser()).exists()
+
+
+def resolve_path(key: str, value: Any, base: Path) -> Any:
+    """`value` of the path key `key` made absolute against `base`, if it is a relative local path."""
+    if not isinstance(value, str) or not value or (key in _HUB_OR_PATH and not is_local_path(value, base)):
+        return value
+    return os.path.abspath(base / Path(value).expanduser())
+
+
+def _resolve_file_paths(values: dict[str, Any], base: Path) -> None:
+    """Make the relative paths of a config file's values (its sweep settings and grid included) absolute
+    against `base`, the file's directory, in place."""
+    for key in PATH_KEYS:
+        section, name = key.split(".")
+        if isinstance(values.get(section), dict) and name in values[section]:
+            values[section][name] = resolve_path(key, values[section][name], base)
+    sweep = values.get("sweep") if isinstance(values.get("sweep"), dict) else {}
+    for setting in sweep.get("settings") or []:
+        if isinstance(setting, dict):
+            for key in PATH_KEYS:
+                if key in setting:
+                    setting[key] = resolve_path(key, setting[key], base)
+    grid = sweep.get("grid")
+    if isinstance(grid, dict):
+        for key in PATH_KEYS:
+            if isinstance(grid.get(key), list):
+                grid[key] = [resolve_path(key, v, base) for v in grid[key]]
+
+
+def load(path: str | Path | None = None, overrides: list[str] | None = None, saved: bool = False) -> Config:
+    """Build a checked Config from defaults < YAML file < CLI overrides. Relative paths (PATH_KEYS) are made
+    absolute: the file's against its directory, the overrides' against the current one. `saved`: the file
+    is a run directory's config.yaml, whose paths are kept as written (resolved when the run began; an
+    older run's relative ones meant the current directory)."""
     cfg = Config()
     file_values = read_yaml(path) if path is not None else {}
+    if path is not None and not saved:
+        _resolve_file_paths(file_values, Path(path).parent)
     _merge(cfg, file_values, "", from_cli=False)
     flat = parse_overrides(overrides or [])
+    for key in PATH_KEYS:
+        if key in flat:
+            flat[key] = resolve_path(key, flat[key], Path())
     _merge(cfg, _nest(flat), "", from_cli=True)
     # Naming a directory of text files is unambiguous: it means source=files, unless a source is named
     # on the command line too, or the file names both.
@@ -655,6 +708,12 @@ def load(path: str | Path | None = None, overrides: list[str] | None = None) -> 
         cfg.data.source = "files"
     check(cfg)
     return cfg
+
+
+def merge_values(cfg: Config, values: dict[str, Any]) -> None:
+    """Set dotted keys, typed as YAML gives them (a sweep setting's), on `cfg`, then check it."""
+    _merge(cfg, _nest(values), "", from_cli=False)
+    check(cfg)
 
 
 def from_dict(values: dict[str, Any]) -> Config:

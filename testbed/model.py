@@ -11,7 +11,7 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast
 
-from testbed.config import Config, ModelConfig, check_lengths
+from testbed.config import Config, ModelConfig, check_lengths, is_local_path
 
 EOS = "<|endoftext|>"
 
@@ -20,21 +20,18 @@ class ModelError(ValueError):
     """A user error loading a model or tokenizer: one line naming the path or name."""
 
 
-def _is_local(name: str) -> bool:
-    return name.startswith((".", "/", "~")) or Path(name).expanduser().exists()
-
-
-def _offline() -> bool:
+def offline() -> bool:
+    """Whether the hub is switched off (HF_HUB_OFFLINE): hub names then resolve from the local cache only."""
     return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
 
 
 def _load_error(key: str, name: str, exc: Exception) -> ModelError:
-    if _is_local(name):
+    if is_local_path(name):
         path = Path(name).expanduser()
         if not path.exists():
             return ModelError(f"{key}: {name} does not exist")
         return ModelError(f"{key}: {name} holds no loadable model or tokenizer ({type(exc).__name__})")
-    if _offline() or "connect" in str(exc).lower() or "offline" in str(exc).lower():
+    if offline() or "connect" in str(exc).lower() or "offline" in str(exc).lower():
         return ModelError(
             f"{key}: '{name}' is a hub name, and the hub cannot be reached (offline). Download it once "
             "online, or set it to a local directory saved with save_pretrained"
@@ -77,7 +74,7 @@ def load_tokenizer(cfg: Config, train_lines: list[str]):
         name, key = cfg.model.name_or_path, "model.name_or_path"
     if name is None:
         tokenizer = train_bpe(train_lines, cfg.tokenizer.vocab_size)
-    elif _is_local(name) and (Path(name) / "vocab.json").is_file() and (Path(name) / "merges.txt").is_file() \
+    elif is_local_path(name) and (Path(name) / "vocab.json").is_file() and (Path(name) / "merges.txt").is_file() \
             and not (Path(name) / "tokenizer_config.json").is_file():
         tokenizer = bpe_from_files(Path(name))
     else:
@@ -99,7 +96,7 @@ def start_token(tokenizer) -> int:
     return tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
 
 
-def _arch_kwargs(m: ModelConfig) -> dict:
+def arch_kwargs(m: ModelConfig) -> dict:
     if m.arch == "gpt2":
         return dict(n_layer=m.layers, n_embd=m.width, n_head=m.heads, n_positions=m.context)
     if m.arch == "opt":
@@ -117,7 +114,7 @@ def build_model(m: ModelConfig, tokenizer, seed: int, vocab_size: int | None = N
     rows beyond the tokenizer's (hub checkpoints pad theirs; default: the tokenizer's length)."""
     ids = dict(bos_token_id=start_token(tokenizer), eos_token_id=tokenizer.eos_token_id,
                pad_token_id=tokenizer.pad_token_id)
-    config = AutoConfig.for_model(m.arch, vocab_size=vocab_size or len(tokenizer), **ids, **_arch_kwargs(m))
+    config = AutoConfig.for_model(m.arch, vocab_size=vocab_size or len(tokenizer), **ids, **arch_kwargs(m))
     torch.manual_seed(seed)
     return AutoModelForCausalLM.from_config(config)
 

@@ -148,10 +148,11 @@ def test_round_trip_and_diff():
 @pytest.mark.parametrize("path", sorted((REPO / "configs").glob("*.yaml")), ids=lambda p: p.name)
 def test_every_shipped_config_validates(path: Path):
     """Every file in configs/ loads, and every value it names reaches the config (none is dropped, renamed
-    or overridden on the way)."""
+    or overridden on the way; relative paths are made absolute against the file's directory)."""
     cfg = config.load(path)
     loaded = config.flatten(cfg.to_dict())
-    written = {k: v for k, v in config.flatten(config.read_yaml(path)).items() if not k.startswith("sweep.")}
+    written = {k: config.resolve_path(k, v, path.parent) if k in config.PATH_KEYS else v
+               for k, v in config.flatten(config.read_yaml(path)).items() if not k.startswith("sweep.")}
     assert written, f"{path.name} sets nothing"
     assert {k: loaded.get(k, "missing") for k in written} == written
 

@@ -55,7 +55,7 @@ def test_bad_corpus(text_corpus: Path, tmp_path: Path, capsys, split, content, m
 def test_model_path_missing_or_empty(tmp_path: Path, capsys):
     out = tmp_path / "runs"
     _fails(["run", *TINY, "model.name_or_path=./no/such/model", f"run.out_dir={out}"], out, capsys,
-           "model.name_or_path: ./no/such/model does not exist")
+           f"model.name_or_path: {Path.cwd() / 'no/such/model'} does not exist")  # made absolute
     empty = tmp_path / "empty"
     empty.mkdir()
     _fails(["run", *TINY, f"model.name_or_path={empty}", f"run.out_dir={out}"], out, capsys,
