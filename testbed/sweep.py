@@ -13,6 +13,7 @@ output) and `jobs/NAME.json` (each run's job: id, state, exit code), which `--st
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import json
@@ -25,6 +26,8 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+import yaml
 
 from testbed import config, rundir
 from testbed.config import ConfigError, SlurmConfig
@@ -53,13 +56,39 @@ def _override(key: str, v) -> str:
     return f"{key}={'' if v is None else _value(v)}"
 
 
-def parse_axes(items: list[str]) -> dict[str, list[str]]:
-    """['a.b=1,2', 'c.d=x'] -> {'a.b': ['1', '2'], 'c.d': ['x']}."""
+def _split(values: str) -> list[str]:
+    """Split at the commas outside brackets and braces: 'a,[b,c],{d: 1, e: 2}' -> ['a', '[b,c]', '{d: 1, e: 2}']."""
+    parts, depth, start = [], 0, 0
+    for i, c in enumerate(values):
+        depth += (c in "[{") - (c in "]}")
+        if c == "," and depth == 0:
+            parts, start = [*parts, values[start:i]], i + 1
+    return [*parts, values[start:]]
+
+
+def parse_axes(items: list[str]) -> dict[str, list]:
+    """['a.b=1,2', 'c.d=[x, y]', 'sweep.grid.e=3'] -> {'a.b': ['1', '2'], 'c.d': ['x', 'y'], 'e': ['3']}: a grid
+    axis each. Values are split at the commas outside brackets; a YAML list [x, y] gives the values x and y,
+    except for a key that holds a list itself (mixing.schedule=[...],[...]: two values). A key written as
+    its grid entry, sweep.grid.KEY, is KEY."""
     axes = {}
-    for key, values in config.parse_overrides(items).items():
-        axes[key] = [v for v in values.split(",") if v != ""]
-        if not axes[key]:
+    for key, text in config.parse_overrides(items).items():
+        key = key.removeprefix("sweep.grid.")
+        values = []
+        for part in (v.strip() for v in _split(text)):
+            if part.startswith("[") and not config.takes_list(key):
+                try:
+                    listed = yaml.safe_load(part)
+                except yaml.YAMLError:
+                    listed = None
+                if not isinstance(listed, list):
+                    raise ConfigError(f"sweep axis '{key}': {part!r} is not a YAML list of values")
+                values += listed
+            elif part != "":
+                values.append(part)
+        if not values:
             raise ConfigError(f"sweep axis '{key}' has no values")
+        axes[key] = values
     return axes
 
 
@@ -86,28 +115,61 @@ def check_setting_names(cfg: config.Config) -> None:
         raise ConfigError(f"config key 'sweep.settings': two settings share a name ({', '.join(given)})")
 
 
-def expand(cfg: config.Config, cli_axes: dict[str, list[str]]) -> list[SweepRun]:
+def _unread_axes(cfg: config.Config, values: dict, grid: dict) -> dict:
+    """`values` less the grid keys that the run does not read (mixing.human_fraction under replace), as far as
+    the run stays valid without them: such an axis makes no runs that differ."""
+    for key in sorted(config.unread_keys(config.overridden(cfg, [_override(k, v) for k, v in values.items()]))):
+        if key in grid and key in values:
+            fewer = {k: v for k, v in values.items() if k != key}
+            with contextlib.suppress(ConfigError):
+                config.overridden(cfg, [_override(k, v) for k, v in fewer.items()])
+                values = fewer
+    return values
+
+
+def expand(cfg: config.Config, cli_axes: dict[str, list]) -> list[SweepRun]:
     """settings x grid (CLI axes replace file axes of the same key); each run named by what varies. A
     setting's `name` labels it in reports and stands for its own values in run names (needed when a value is
-    a list or mapping, e.g. mixing.schedule); it is not a config key."""
+    a list or mapping, e.g. mixing.schedule); it is not a config key.
+
+    A grid axis over a key that a setting sets replaces the setting's value there, and the setting's name,
+    which stood for that value, goes. A run leaves out the grid values it does not read (mixing.human_fraction
+    under replace), and runs that then compute the same thing under the same name are one run."""
     check_setting_names(cfg)
-    names = [s.get("name") for s in cfg.sweep.settings]
+    grid = {**cfg.sweep.grid, **cli_axes}
     settings = [{k: v for k, v in s.items() if k != "name"} for s in cfg.sweep.settings] or [{}]
-    grid = dict(cfg.sweep.grid)
-    grid.update(cli_axes)
-    runs = []
-    for name, setting in zip(names or [None], settings):
+    # (unless a list or mapping value needs it: the grid's value then joins it in the run names)
+    names = [None if set(setting) & set(grid) and not any(isinstance(v, (list, dict)) for v in setting.values())
+             else s.get("name") for s, setting in zip(cfg.sweep.settings, settings)] or [None]
+    made: list[tuple[str | None, dict, dict]] = []  # (setting name, setting, values) of each distinct run
+    resolved: list[dict] = []
+    for name, setting in zip(names, settings):
         for combo in itertools.product(*grid.values()):
-            values = {**setting, **dict(zip(grid, combo))}
-            overrides = [_override(k, v) for k, v in values.items()]
-            # A path or hub name (model.name_or_path as an axis) is named by its last part: names are not paths.
-            varying = [f"{k}={_value(v).rstrip('/').rsplit('/', 1)[-1]}" for k, v in values.items()
-                       if (name is None or k not in setting)
-                       and (len({_value(s.get(k)) for s in settings}) > 1 or len(grid.get(k, [])) > 1)]
-            runs.append(SweepRun(",".join(([setting_slug(name)] if name else []) + varying) or "run", overrides))
+            values = _unread_axes(cfg, {**setting, **dict(zip(grid, combo))}, grid)
+            run = config.overridden(cfg, [_override(k, v) for k, v in values.items()])
+            run = {k: v for k, v in config.flatten(run.to_dict()).items() if k not in config.unread_keys(run)}
+            if (name, run) not in zip((m[0] for m in made), resolved):
+                made.append((name, setting, values))
+                resolved.append(run)
+    for key in grid:
+        if len(grid[key]) > 1 and not any(key in values for _, _, values in made):
+            raise ConfigError(f"config key '{key}': no run of the sweep reads it (e.g. mixing.human_fraction "
+                              "applies to mixing.strategy=fixed_fraction), so its values make no different runs")
+    # The keys whose value (or absence) differs between runs name them; a named setting stands for its own.
+    keys = {k for _, _, values in made for k in values}
+    varying = {k for k in keys if len({_value(v[k]) if k in v else None for _, _, v in made}) > 1}
+    runs = []
+    for name, setting, values in made:
+        # A path or hub name (model.name_or_path as an axis) is named by its last part: names are not paths.
+        parts = [f"{k}={_value(v).rstrip('/').rsplit('/', 1)[-1]}" for k, v in values.items()
+                 if k in varying and (name is None or k not in setting or k in grid)]
+        runs.append(SweepRun(",".join(([setting_slug(name)] if name else []) + parts) or "run",
+                             [_override(k, v) for k, v in values.items()]))
     names = [r.name for r in runs]
-    if len(set(names)) != len(names):
-        raise ConfigError("sweep runs are not distinct: two settings give the same values")
+    for n in names:
+        if names.count(n) > 1:
+            raise ConfigError(f"sweep runs are not distinct: two runs would be named {n!r} (name the settings, "
+                              "or give values that differ in their last part)")
     return runs
 
 

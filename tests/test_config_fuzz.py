@@ -1,0 +1,76 @@
+"""Bad configs never crash: arbitrary YAML files and overrides give `ok` or one line naming the key, exit 2."""
+
+import math
+import re
+from pathlib import Path
+
+import yaml
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+from testbed import config
+from testbed.cli import main
+
+KEYS = [d.key for d in config.describe_keys()]
+SECTIONS = sorted({k.rsplit(".", 1)[0] for k in KEYS if "." in k})
+# What a user can get wrong: every kind of YAML scalar (huge, NaN, inf, unicode), and nested junk.
+SCALARS = (st.none() | st.booleans() | st.integers() | st.sampled_from([10**30, -(10**30), 2**63, 0, -1, 1])
+           | st.floats() | st.sampled_from([math.nan, math.inf, -math.inf, 1e308, 0.5, 1.5])
+           | st.text(max_size=12) | st.sampled_from(["", "null", "~", "no", "1e-3", "[", "{a: 1}", "ü€😀", "a,b"]))
+VALUES = st.recursive(SCALARS, lambda inner: st.lists(inner, max_size=3)
+                      | st.dictionaries(st.text(max_size=8) | st.sampled_from(KEYS), inner, max_size=3), max_leaves=6)
+KEY = st.sampled_from(KEYS + SECTIONS) | st.text(max_size=12) | st.sampled_from(["sweep.settings", "sweep.grid",
+                                                                                  "mixing.schedule", "a..b", "."])
+# The sweep section's own junk: settings that are not mappings, grids whose axes are not lists.
+SWEEP = st.fixed_dictionaries({}, optional={
+    "settings": st.lists(st.dictionaries(st.sampled_from(KEYS + ["name"]) | st.text(max_size=6), VALUES, max_size=3)
+                         | VALUES, max_size=3) | VALUES,
+    "grid": st.dictionaries(st.sampled_from(KEYS) | st.text(max_size=6), st.lists(VALUES, max_size=3) | VALUES,
+                            max_size=2) | VALUES})
+
+
+def _override_text(value) -> str:
+    return value if isinstance(value, str) else yaml.safe_dump(value, default_flow_style=True).removesuffix(
+        "\n...\n").strip()
+
+
+# (an argument starting with "-" is a flag, argparse's to reject)
+OVERRIDE = (st.builds(lambda k, v: f"{k}={_override_text(v)}", KEY, VALUES) | st.text(max_size=16)).filter(
+    lambda o: not o.startswith("-"))
+FILE = (st.dictionaries(KEY, VALUES, max_size=4).map(lambda d: config._nest(d) if all(
+    isinstance(k, str) and k and "." not in k.strip(".") for k in d) else d)
+        | st.fixed_dictionaries({"sweep": SWEEP}) | VALUES)
+
+
+def _write(tmp: Path, data, raw: str | None) -> Path:
+    f = tmp / "c.yaml"
+    f.write_text(raw if raw is not None else yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    return f
+
+
+def _one_line_or_ok(code: int, out: str, err: str) -> None:
+    assert code in (0, 2), (code, err)
+    if code == 0:
+        assert out.startswith("ok:") and not err, (out, err)
+    else:
+        assert err.startswith("error: ") and len(err.strip().splitlines()) == 1, err
+        # The message names a key, a file or an override (the form key.sub=value is what is wrong).
+        assert re.search(r"config key '|config file |override |expected key\.sub=value", err), err
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+@given(data=FILE, raw=st.none() | st.text(max_size=40), overrides=st.lists(OVERRIDE, max_size=3))
+@example(data={"train": {"lr": math.nan}}, raw=None, overrides=["train.epochs=1e400"])
+def test_bad_configs_give_ok_or_one_line_naming_the_key(data, raw, overrides, tmp_path_factory, capsys):
+    capsys.readouterr()
+    f = _write(tmp_path_factory.mktemp("fuzz"), data, raw)
+    try:
+        config.load(f, overrides)
+    except config.ConfigError as exc:
+        assert "\n" not in str(exc)
+    code = main(["validate", str(f), *overrides])
+    captured = capsys.readouterr()
+    _one_line_or_ok(code, captured.out, captured.err)
+    code = main(["sweep", str(f), *[o for o in overrides if "=" in o], "--list"])
+    captured = capsys.readouterr()
+    assert code in (0, 2), (code, captured.err)
