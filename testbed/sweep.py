@@ -23,6 +23,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +33,7 @@ import yaml
 from testbed import config, rundir
 from testbed.config import ConfigError, SlurmConfig
 
-RUN_STATES = ("done", "running", "pending", "partial", "failed", "new")
+RUN_STATES = ("done", "running", "pending", "stopped", "partial", "failed", "new")
 
 
 @dataclass
@@ -249,35 +250,77 @@ def _record(sweep_dir: Path, name: str, **fields) -> None:
     rundir.write_json(f, {**old, **fields})
 
 
-def execute(path: str, run: SweepRun, sweep_dir: Path, job_id: str | None = None, env: dict | None = None) -> int:
+# Exit codes of a run stopped by a signal (scancel, pre-emption, Ctrl-C): not a failure, it resumes.
+STOPPED_CODES = (130, -signal.SIGTERM, -signal.SIGKILL, -signal.SIGINT)
+
+
+class Processes:
+    """The `testbed run` processes a launcher runs. Once stopped it starts none, and the running ones get
+    SIGTERM, on which they leave as after Ctrl-C: finished generations kept, to resume."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._running: set[subprocess.Popen] = set()
+        self.stopped = False
+
+    def run(self, cmd: list[str], **popen) -> int | None:
+        """Run `cmd` to its end and return its exit code; None if stopped before it could start."""
+        with self._lock:
+            if self.stopped:
+                return None
+            proc = subprocess.Popen(cmd, **popen)
+            self._running.add(proc)
+        try:
+            return proc.wait()
+        finally:
+            with self._lock:
+                self._running.discard(proc)
+
+    def stop(self) -> None:
+        with self._lock:
+            self.stopped = True
+            for proc in self._running:
+                proc.send_signal(signal.SIGTERM)
+
+
+def execute(path: str, run: SweepRun, sweep_dir: Path, job_id: str | None = None, env: dict | None = None,
+            processes: Processes | None = None) -> int:
     """Run (or resume, or skip) one run of the sweep as a `testbed run` process whose output is appended
-    to its log; record the job's state; return the exit code."""
+    to its log; record the job's state; return the exit code (130 if `processes` was stopped first)."""
+    processes = processes or Processes()
     state = progress(sweep_dir, run)
     if state == "done":
         return 0
     log = log_file(sweep_dir, run.name)
     log.parent.mkdir(parents=True, exist_ok=True)
     _record(sweep_dir, run.name, job_id=job_id, state="running", exit_code=None, log=str(log))
-    if state == "new" and run.prefix_from and not wait_for_prefix(sweep_dir, run, log):
-        _record(sweep_dir, run.name, state="failed", exit_code=1)
-        return 1
+    if state == "new" and run.prefix_from and not wait_for_prefix(sweep_dir, run, log, processes):
+        stopped = processes.stopped
+        _record(sweep_dir, run.name, state="stopped" if stopped else "failed", exit_code=130 if stopped else 1)
+        return 130 if stopped else 1
     cmd = [sys.executable, "-m", "testbed.cli", *command(path, run, sweep_dir, resume=state == "partial")[1:]]
     with open(log, "a", encoding="utf-8") as f:
         f.write(f"$ {shlex.join(cmd)}\n")
         f.flush()
-        code = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=env).returncode
-    # A run stopped by a signal (scancel, pre-emption, Ctrl-C) is not a failure: it resumes.
-    stopped = code in (130, -signal.SIGTERM, -signal.SIGKILL, -signal.SIGINT)
-    _record(sweep_dir, run.name, state="done" if code == 0 else "stopped" if stopped else "failed", exit_code=code)
+        code = processes.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=env)
+        if code is None:
+            f.write("stopped before it started\n")
+            code = 130
+    _record(sweep_dir, run.name, state="done" if code == 0 else "stopped" if code in STOPPED_CODES else "failed",
+            exit_code=code)
     return code
 
 
-def wait_for_prefix(sweep_dir: Path, run: SweepRun, log: Path, poll_s: float = 2.0) -> bool:
-    """Wait until the run this one takes generations 0..k from has completed them; False if it failed."""
+def wait_for_prefix(sweep_dir: Path, run: SweepRun, log: Path, processes: Processes | None = None,
+                    poll_s: float = 2.0) -> bool:
+    """Wait until the run this one takes generations 0..k from has completed them; False if it failed or
+    `processes` was stopped."""
     leader, k = sweep_dir / run.prefix_from, run.prefix_until
     with open(log, "a", encoding="utf-8") as f:
         f.write(f"waiting for generations 0..{k} of {run.prefix_from} (shared)\n")
     while not rundir.is_complete(leader, k):
+        if processes is not None and processes.stopped:
+            return False
         job = _job_file(sweep_dir, run.prefix_from)
         if job.is_file() and json.loads(job.read_text()).get("state") == "failed":
             with open(log, "a", encoding="utf-8") as f:
@@ -348,6 +391,8 @@ def run_local(path: str, runs: list[SweepRun], sweep_dir: Path, jobs: int, gpus_
     print(f"sweep: {len(runs) - len(todo)} of {len(runs)} runs done; running {len(todo)}, {jobs} at a time "
           f"(logs in {sweep_dir / 'logs'})", flush=True)
 
+    processes = Processes()
+
     def one(r: SweepRun) -> tuple[int, float]:
         slot = slots.get()
         env = dict(os.environ)
@@ -355,15 +400,18 @@ def run_local(path: str, runs: list[SweepRun], sweep_dir: Path, jobs: int, gpus_
             env["CUDA_VISIBLE_DEVICES"] = ",".join(slot)
         if jobs > 1:  # runs side by side share the cores instead of each taking all of them
             env.setdefault("OMP_NUM_THREADS", str(threads))
-        print(f"  {r.name}: started" + (f" on GPU {env['CUDA_VISIBLE_DEVICES']}" if slot else ""), flush=True)
         t0 = time.perf_counter()
         try:
-            return execute(path, r, sweep_dir, env=env), time.perf_counter() - t0
+            if processes.stopped:
+                return 130, 0.0
+            print(f"  {r.name}: started" + (f" on GPU {env['CUDA_VISIBLE_DEVICES']}" if slot else ""), flush=True)
+            return execute(path, r, sweep_dir, env=env, processes=processes), time.perf_counter() - t0
         finally:
             slots.put(slot)
 
     failed = []
-    with ThreadPoolExecutor(max_workers=jobs) as pool:
+    pool = ThreadPoolExecutor(max_workers=jobs)
+    try:
         futures = {pool.submit(one, r): r for r in todo}
         for future in as_completed(futures):
             r = futures[future]
@@ -373,6 +421,11 @@ def run_local(path: str, runs: list[SweepRun], sweep_dir: Path, jobs: int, gpus_
             else:
                 failed.append(r.name)
                 print(f"  {r.name}: FAILED (exit code {code}): {last_line(log_file(sweep_dir, r.name))}", flush=True)
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (testbed.cli): stop the running runs, start no other
+        processes.stop()
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
     return failed
 
 
@@ -442,6 +495,8 @@ def run_states(sweep_dir: Path, runs: list[SweepRun], launcher: str) -> dict[str
                 state = "running"
             elif job.get("state") == "failed":
                 state = "failed"
+            elif job.get("state") == "stopped" and state == "partial":
+                state = "stopped"
         out[r.name] = {"state": state, "job_id": job.get("job_id"), "last": last_line(log_file(sweep_dir, r.name))}
     return out
 
@@ -501,7 +556,12 @@ def run_all(path: str, cli_items: list[str], out: str | None, list_only: bool, l
                                                      f"another run: {total - taken} of {total} generations to "
                                                      "compute" if shared else ""), flush=True)
     if launcher == "local":
-        failed = run_local(path, runs, sweep_dir, jobs, gpus_per_run or 0)
+        try:
+            failed = run_local(path, runs, sweep_dir, jobs, gpus_per_run or 0)
+        except KeyboardInterrupt:
+            print(f"\nsweep: stopped; no run was started after the signal, and the runs stopped part-way resume "
+                  f"when the sweep is started again (testbed sweep --status {sweep_dir})", file=sys.stderr)
+            return 130
     else:
         slurm = dataclasses.replace(config.load(path).sweep.slurm,
                                     **{k: v for k, v in (slurm_flags or {}).items() if v is not None})
