@@ -275,9 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     except USER_ERRORS as exc:
         if ns.debug:
             raise
-        # Keys and values come from the user's text: a line break or control character in them is shown
-        # escaped, so that the message stays one line.
-        print("error: " + "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(exc)), file=sys.stderr)
+        print(f"error: {config.one_line(str(exc))}", file=sys.stderr)
         return 2
     except OSError as exc:
         if exc.errno != errno.ENOSPC or ns.debug:

@@ -21,8 +21,17 @@ from typing import Any, Literal, Union
 import yaml
 
 
+def one_line(text: str) -> str:
+    """`text` with line breaks and other control characters escaped: keys and values in messages come from
+    the user's text, and a message stays one line."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 class ConfigError(ValueError):
     """A user error in a config: the message is one line naming the key (or file) and the problem."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(one_line(message))
 
 
 @dataclass

@@ -5,7 +5,8 @@ runs and resumes unfinished ones. Launchers:
 - local: `--jobs N` runs at once on this machine, each with its own GPUs (`--gpus-per-run K`) if it has any;
 - slurm: one job array through submitit; a run pre-empted or stopped at its time limit is requeued and
   continues with `--resume`.
-`--list` prints one command line per run instead; `--status` shows each run's state.
+`--list` prints one command line per run instead; `--status` shows each run's state. Ctrl-C or SIGTERM
+stops a local sweep: its running runs get SIGTERM and stop, to resume; no other run starts.
 
 The sweep directory holds `sweep.json` (the config, the runs, the launcher), `logs/NAME.log` (each run's
 output) and `jobs/NAME.json` (each run's job: id, state, exit code), which `--status` reads.
@@ -116,16 +117,16 @@ def check_setting_names(cfg: config.Config) -> None:
         raise ConfigError(f"config key 'sweep.settings': two settings share a name ({', '.join(given)})")
 
 
-def _unread_axes(cfg: config.Config, values: dict, grid: dict) -> dict:
-    """`values` less the grid keys that the run does not read (mixing.human_fraction under replace), as far as
-    the run stays valid without them: such an axis makes no runs that differ."""
-    for key in sorted(config.unread_keys(config.overridden(cfg, [_override(k, v) for k, v in values.items()]))):
-        if key in grid and key in values:
-            fewer = {k: v for k, v in values.items() if k != key}
-            with contextlib.suppress(ConfigError):
-                config.overridden(cfg, [_override(k, v) for k, v in fewer.items()])
-                values = fewer
-    return values
+def _resolve(cfg: config.Config, values: dict, grid: dict) -> tuple[dict, config.Config]:
+    """One run's values and config: `values` less the grid keys that the run does not read
+    (mixing.human_fraction under replace) as far as it stays valid without them, since such an axis makes
+    no runs that differ."""
+    run = config.overridden(cfg, [_override(k, v) for k, v in values.items()])
+    for key in sorted(config.unread_keys(run) & set(grid) & set(values)):
+        fewer = {k: v for k, v in values.items() if k != key}
+        with contextlib.suppress(ConfigError):
+            run, values = config.overridden(cfg, [_override(k, v) for k, v in fewer.items()]), fewer
+    return values, run
 
 
 def expand(cfg: config.Config, cli_axes: dict[str, list]) -> list[SweepRun]:
@@ -146,9 +147,8 @@ def expand(cfg: config.Config, cli_axes: dict[str, list]) -> list[SweepRun]:
     resolved: list[dict] = []
     for name, setting in zip(names, settings):
         for combo in itertools.product(*grid.values()):
-            values = _unread_axes(cfg, {**setting, **dict(zip(grid, combo))}, grid)
-            run = config.overridden(cfg, [_override(k, v) for k, v in values.items()])
-            run = {k: v for k, v in config.flatten(run.to_dict()).items() if k not in config.unread_keys(run)}
+            values, run_cfg = _resolve(cfg, {**setting, **dict(zip(grid, combo))}, grid)
+            run = {k: v for k, v in config.flatten(run_cfg.to_dict()).items() if k not in config.unread_keys(run_cfg)}
             if (name, run) not in zip((m[0] for m in made), resolved):
                 made.append((name, setting, values))
                 resolved.append(run)
