@@ -334,6 +334,8 @@ def is_plain_name(name: str) -> bool:
 def check(cfg: Config) -> None:
     """Raise ConfigError naming the first key whose value is out of range or inconsistent."""
     r, d, t, m, g, x, e = cfg.run, cfg.data, cfg.train, cfg.model, cfg.generation, cfg.mixing, cfg.eval
+    for key, seed in (("run.seed", r.seed), ("data.language.seed", d.language.seed)):  # numpy's seeds: >= 0
+        _require(0 <= seed < 2**32, key, f"must be in 0..2**32-1, got {seed}")
     _require(r.generations >= 1, "run.generations", f"must be at least 1, got {r.generations}")
     _require(0 <= r.prefix_until <= r.generations, "run.prefix_until",
              f"must be in 0..run.generations={r.generations}, got {r.prefix_until}")
@@ -532,7 +534,8 @@ def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
 def _describe(tp: Any) -> str:
     if typing.get_origin(tp) is Literal:
         return "one of " + " | ".join(str(a) for a in typing.get_args(tp))
-    return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(tp, str(tp))
+    return {int: "an integer", float: "a number", bool: "true or false", str: "a string", list: "a list",
+            dict: "a mapping"}.get(typing.get_origin(tp) or tp, str(tp))
 
 
 def _coerce(value: Any, tp: Any, key: str, from_cli: bool) -> Any:
@@ -575,8 +578,7 @@ def _coerce(value: Any, tp: Any, key: str, from_cli: bool) -> Any:
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
         _require(ok, key, f"expected a number, got {value!r}")
         # NaN passes no range check and inf none that matters; an integer beyond a float's range is no number
-        _require(ok and abs(value) <= sys.float_info.max and value == value, key,
-                 f"expected a finite number, got {value!r}")
+        _require(abs(value) <= sys.float_info.max and value == value, key, f"expected a finite number, got {value!r}")
         return float(value)
     if base is Any:  # a sweep setting's or a schedule entry's value: checked where it is applied
         return value

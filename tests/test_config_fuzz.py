@@ -4,6 +4,7 @@ import math
 import re
 from pathlib import Path
 
+import pytest
 import yaml
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
@@ -59,7 +60,7 @@ def _one_line_or_ok(code: int, out: str, err: str) -> None:
 
 
 # The same examples every run (derandomize): a failure here is a crash found, not a new draw.
-@settings(max_examples=150, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+@settings(max_examples=100, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
 @given(data=FILE, raw=st.none() | st.text(max_size=40), overrides=st.lists(OVERRIDE, max_size=3))
 @example(data={"train": {"lr": math.nan}}, raw=None, overrides=["train.epochs=1e400"])
 def test_bad_configs_give_ok_or_one_line_naming_the_key(data, raw, overrides, tmp_path_factory, capsys):
@@ -78,3 +79,21 @@ def test_bad_configs_give_ok_or_one_line_naming_the_key(data, raw, overrides, tm
         assert all(line.startswith("testbed run ") for line in captured.out.splitlines()), captured.out
         captured = captured._replace(out="ok:")
     _one_line_or_ok(code, captured.out, captured.err)
+
+
+@pytest.mark.parametrize("file, overrides, message", [  # each crashed (a traceback) before the fuzz found it
+    ({"sweep": {"settings": [None]}}, [], "config key 'sweep.settings[0]': expected a mapping, got null"),
+    ({"sweep": {"grid": {"run.seed": None}}}, [], "config key 'sweep.grid.run.seed': expected a list, got null"),
+    ({"sweep": {"grid": {"run.seed": []}}}, [], "config key 'sweep.grid.run.seed': has no values"),
+    ({1: 2}, [], "unknown config key '1'"),
+    ({}, ["a\nb=1"], "unknown config key 'a\\nb'"),
+    ({}, ["train.epochs=1e400"], "config key 'train.epochs': expected an integer, got '1e400'"),
+    ({"train": {"lr": 10**400}}, [], "config key 'train.lr': expected a finite number, got 1000"),
+    ({}, ["train.lr=.nan"], "config key 'train.lr': expected a finite number, got nan"),
+    ({}, ["train.lr=.inf"], "config key 'train.lr': expected a finite number, got inf"),
+    ({}, ["run.seed=-1"], "config key 'run.seed': must be in 0..2**32-1, got -1"),
+])
+def test_what_the_fuzz_found_is_one_line_naming_the_key(file, overrides, message, tmp_path: Path, capsys):
+    assert main(["validate", str(_write(tmp_path, file, None)), *overrides]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {message}") and len(err.splitlines()) == 1, err
