@@ -140,7 +140,8 @@ def expand(cfg: config.Config, cli_axes: dict[str, list]) -> list[SweepRun]:
     check_setting_names(cfg)
     grid = {**cfg.sweep.grid, **cli_axes}
     settings = [{k: v for k, v in s.items() if k != "name"} for s in cfg.sweep.settings] or [{}]
-    # (unless a list or mapping value needs it: the grid's value then joins it in the run names)
+    # A setting whose key the grid sets loses its name, unless a list or mapping value needs it (the grid's
+    # value then joins the name in its runs' names).
     names = [None if set(setting) & set(grid) and not any(isinstance(v, (list, dict)) for v in setting.values())
              else s.get("name") for s, setting in zip(cfg.sweep.settings, settings)] or [None]
     made: list[tuple[str | None, dict, dict]] = []  # (setting name, setting, values) of each distinct run
