@@ -190,13 +190,25 @@ def cmd_categorical(ns: argparse.Namespace) -> int:
     return 0
 
 
+def _global_flags(default) -> argparse.ArgumentParser:
+    """The flags every command takes, before or after its name. Under a command they default to SUPPRESS, so
+    that a flag given before the command is not reset there."""
+    g = argparse.ArgumentParser(add_help=False)
+    g.add_argument("--debug", action="store_true", default=default, help="show tracebacks for user errors")
+    return g
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="testbed", description="Recursive fine-tuning and model-collapse metrics.")
-    p.add_argument("--debug", action="store_true", help="show tracebacks for user errors")
+    p = argparse.ArgumentParser(prog="testbed", description="Recursive fine-tuning and model-collapse metrics.",
+                                parents=[_global_flags(False)])
     sub = p.add_subparsers(dest="command", required=True)
+    common = _global_flags(argparse.SUPPRESS)
+
+    def command(name: str, **kwargs) -> argparse.ArgumentParser:
+        return sub.add_parser(name, parents=[common], **kwargs)
 
     keys_help = "every config key, its type, default and meaning: testbed keys [PREFIX]"
-    r = sub.add_parser("run", help="run an experiment (no config: the built-in default)", epilog=keys_help)
+    r = command("run", help="run an experiment (no config: the built-in default)", epilog=keys_help)
     r.add_argument("args", nargs="*", metavar="CONFIG|RUN_DIR key.sub=value",
                    help="a YAML config (or a run directory with --resume), then overrides")
     r.add_argument("--resume", action="store_true", help="continue a run from its last completed generation")
@@ -204,17 +216,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="resume even though the config differs from the saved one")
     r.set_defaults(func=cmd_run)
 
-    v = sub.add_parser("validate", help="check a config without running it", epilog=keys_help)
+    v = command("validate", help="check a config without running it", epilog=keys_help)
     v.add_argument("args", nargs="*", metavar="CONFIG key.sub=value")
     v.set_defaults(func=cmd_validate)
 
-    pl = sub.add_parser("plan", help="parameters and peak memory per stage of each run of a config or sweep, "
+    pl = command("plan", help="parameters and peak memory per stage of each run of a config or sweep, "
                                      "computed from the model's config; with --gpu-check, the projected time")
     pl.add_argument("args", nargs="*", metavar="CONFIG key.sub=value")
     pl.add_argument("--gpu-check", metavar="JSON", help="the JSON scripts/gpu_check.py wrote: projects each run's time")
     pl.set_defaults(func=cmd_plan)
 
-    s = sub.add_parser("sweep", help="run the grid of runs of a config (its sweep section and key=v1,v2 axes)")
+    s = command("sweep", help="run the grid of runs of a config (its sweep section and key=v1,v2 axes)")
     s.add_argument("config", nargs="?", help="a YAML config; its optional sweep: section lists settings and a grid")
     s.add_argument("axes", nargs="*", metavar="key.sub=v1,v2", help="more axes of the grid")
     s.add_argument("--out", help="the sweep directory (default: <run.out_dir>/<config stem>-sweep)")
@@ -234,23 +246,23 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument(flag, type=kind, help=f"slurm: {text} (default: the config's sweep.slurm section)")
     s.set_defaults(func=cmd_sweep)
 
-    rp = sub.add_parser("report", help="report.md and plots over runs and sweeps (mean ± std over seeds; "
+    rp = command("report", help="report.md and plots over runs and sweeps (mean ± std over seeds; "
                                                 "plots: mean and the seeds' range)")
     rp.add_argument("dirs", nargs="+", metavar="RUN_OR_SWEEP_DIR")
     rp.add_argument("--out", help="where to write (default: the directory given, or the parent of the first)")
     rp.set_defaults(func=cmd_report)
 
-    pc = sub.add_parser("paper-check", help="a Shumailov et al. (2024) run or sweep beside the paper's numbers, "
+    pc = command("paper-check", help="a Shumailov et al. (2024) run or sweep beside the paper's numbers, "
                                             "with every deviation from its protocol; exit 0 only when all hold "
                                             "on runs of that protocol")
     pc.add_argument("dirs", nargs="+", metavar="RUN_OR_SWEEP_DIR")
     pc.set_defaults(func=cmd_paper_check)
 
-    k = sub.add_parser("keys", help="each config key with its type, default and comment (from testbed/config.py)")
+    k = command("keys", help="each config key with its type, default and comment (from testbed/config.py)")
     k.add_argument("prefix", nargs="?", metavar="PREFIX", help="a section (train) or a key (train.lr); default: all")
     k.set_defaults(func=cmd_keys)
 
-    gp = sub.add_parser("gaussian", help="the Gaussian refit toy against its closed forms")
+    gp = command("gaussian", help="the Gaussian refit toy against its closed forms")
     gp.add_argument("--samples", type=int, default=100, help="M: samples per generation")
     gp.add_argument("--generations", type=int, default=50, help="N")
     gp.add_argument("--repeats", type=int, default=10000, help="R: independent chains")
@@ -258,7 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
     gp.add_argument("--out", help="output directory (default runs/gaussian-M..-N..-R..-seed..)")
     gp.set_defaults(func=cmd_gaussian)
 
-    cp = sub.add_parser("categorical", help="the categorical refit toy: survival of rare outcomes against the "
+    cp = command("categorical", help="the categorical refit toy: survival of rare outcomes against the "
                                             "exact Markov chain")
     cp.add_argument("--outcomes", type=int, default=1000, help="V: outcomes of the Zipf law")
     cp.add_argument("--samples", type=int, default=1000, help="M: samples per generation (at most 2000)")
@@ -283,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
     except USER_ERRORS as exc:
         if ns.debug:
             raise
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {config.one_line(str(exc))}", file=sys.stderr)
         return 2
     except OSError as exc:
         if exc.errno != errno.ENOSPC or ns.debug:

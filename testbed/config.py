@@ -7,10 +7,12 @@ Values come from three layers, later winning: the dataclass defaults, a YAML fil
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import difflib
 import os
 import re
+import sys
 import types
 import typing
 from dataclasses import dataclass, field
@@ -20,8 +22,17 @@ from typing import Any, Literal, Union
 import yaml
 
 
+def one_line(text: str) -> str:
+    """`text` with line breaks and other control characters escaped: keys and values in messages come from
+    the user's text, and a message stays one line."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 class ConfigError(ValueError):
     """A user error in a config: the message is one line naming the key (or file) and the problem."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(one_line(message))
 
 
 @dataclass
@@ -338,6 +349,8 @@ def is_plain_name(name: str) -> bool:
 def check(cfg: Config) -> None:
     """Raise ConfigError naming the first key whose value is out of range or inconsistent."""
     r, d, t, m, g, x, e = cfg.run, cfg.data, cfg.train, cfg.model, cfg.generation, cfg.mixing, cfg.eval
+    for key, seed in (("run.seed", r.seed), ("data.language.seed", d.language.seed)):  # numpy's seeds: >= 0
+        _require(0 <= seed < 2**32, key, f"must be in 0..2**32-1, got {seed}")
     _require(r.generations >= 1, "run.generations", f"must be at least 1, got {r.generations}")
     _require(0 <= r.prefix_until <= r.generations, "run.prefix_until",
              f"must be in 0..run.generations={r.generations}, got {r.prefix_until}")
@@ -438,6 +451,8 @@ def check(cfg: Config) -> None:
     _require(e.tail_tokens >= 1, "eval.tail_tokens", "must be at least 1")
     _require(e.kl_alpha > 0, "eval.kl_alpha", f"must be positive, got {e.kl_alpha}")
 
+    for key, values in cfg.sweep.grid.items():
+        _require(len(values) > 0, f"sweep.grid.{key}", "has no values")
     sl = cfg.sweep.slurm
     for key in ("time_min", "cpus_per_run", "array_parallelism"):
         _require(getattr(sl, key) >= 1, f"sweep.slurm.{key}", f"must be at least 1, got {getattr(sl, key)}")
@@ -534,7 +549,8 @@ def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
 def _describe(tp: Any) -> str:
     if typing.get_origin(tp) is Literal:
         return "one of " + " | ".join(str(a) for a in typing.get_args(tp))
-    return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(tp, str(tp))
+    return {int: "an integer", float: "a number", bool: "true or false", str: "a string", list: "a list",
+            dict: "a mapping"}.get(typing.get_origin(tp) or tp, str(tp))
 
 
 def _coerce(value: Any, tp: Any, key: str, from_cli: bool) -> Any:
@@ -576,11 +592,20 @@ def _coerce(value: Any, tp: Any, key: str, from_cli: bool) -> Any:
                 value = float(value)
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
         _require(ok, key, f"expected a number, got {value!r}")
+        # NaN passes no range check and inf none that matters; an integer beyond a float's range is no number
+        _require(abs(value) <= sys.float_info.max and value == value, key, f"expected a finite number, got {value!r}")
         return float(value)
-    if typing.get_origin(base) in (list, dict):  # sweep specs: checked when the sweep expands them
-        container = typing.get_origin(base)
-        _require(isinstance(value, container), key, f"expected a {container.__name__}, got {value!r}")
+    if base is Any:  # a sweep setting's or a schedule entry's value: checked where it is applied
         return value
+    if typing.get_origin(base) is list:
+        _require(isinstance(value, list), key, f"expected a list, got {value!r}")
+        (item,) = typing.get_args(base)
+        return [_coerce(v, item, f"{key}[{i}]", from_cli=False) for i, v in enumerate(value)]
+    if typing.get_origin(base) is dict:
+        _require(isinstance(value, dict), key, f"expected a mapping, got {value!r}")
+        name, item = typing.get_args(base)
+        return {_coerce(k, name, f"{key}.{k}", from_cli=False): _coerce(v, item, f"{key}.{k}", from_cli=False)
+                for k, v in value.items()}
     if base is str:
         if from_cli or isinstance(value, (int, float)) and not isinstance(value, bool):
             return str(value)
@@ -594,7 +619,7 @@ def _merge(obj: Any, values: dict[str, Any], prefix: str, from_cli: bool) -> Non
     for name, value in values.items():
         key = f"{prefix}{name}"
         if name not in hints:
-            hint = difflib.get_close_matches(name, list(hints), n=1)
+            hint = difflib.get_close_matches(str(name), list(hints), n=1)
             extra = f" (did you mean '{prefix}{hint[0]}'?)" if hint else ""
             raise ConfigError(f"unknown config key '{key}'{extra}")
         current = getattr(obj, name)
@@ -716,6 +741,35 @@ def merge_values(cfg: Config, values: dict[str, Any]) -> None:
     check(cfg)
 
 
+def overridden(cfg: Config, overrides: list[str]) -> Config:
+    """A checked copy of `cfg` with `key.sub=value` overrides applied (a sweep's run from its config)."""
+    out = copy.deepcopy(cfg)
+    _merge(out, _nest(parse_overrides(overrides)), "", from_cli=True)
+    check(out)
+    return out
+
+
+def takes_list(key: str) -> bool:
+    """Whether the dotted `key` holds a list (mixing.schedule, train.lora.target_modules); False if unknown."""
+    obj, (*parents, leaf) = Config(), key.split(".")
+    for name in parents:
+        obj = getattr(obj, name, None)
+        if not dataclasses.is_dataclass(obj):
+            return False
+    return typing.get_origin(_unwrap_optional(_hints(type(obj)).get(leaf))[0]) is list
+
+
+# The keys of mixing.strategy fixed_fraction: a run in which no generation mixes that way reads none of them.
+FIXED_FRACTION_KEYS = ("mixing.human_fraction", "mixing.fixed_subset", "mixing.complementary", "mixing.human_pool")
+
+
+def unread_keys(cfg: Config) -> set[str]:
+    """Keys whose value does not change what this config's run computes (e.g. mixing.human_fraction when every
+    generation replaces or accumulates)."""
+    strategies = {cfg.mixing.at(g).strategy for g in range(1, cfg.run.generations + 1)}
+    return set() if "fixed_fraction" in strategies else set(FIXED_FRACTION_KEYS)
+
+
 def from_dict(values: dict[str, Any]) -> Config:
     """Rebuild a Config from a resolved dict (e.g. a run directory's config.yaml), with checks."""
     cfg = Config()
@@ -766,7 +820,6 @@ def _field_comments() -> dict[str, dict[str, str]]:
     import ast
     import inspect
     import io
-    import sys
     import tokenize
 
     source = inspect.getsource(sys.modules[__name__])

@@ -5,7 +5,8 @@ runs and resumes unfinished ones. Launchers:
 - local: `--jobs N` runs at once on this machine, each with its own GPUs (`--gpus-per-run K`) if it has any;
 - slurm: one job array through submitit; a run pre-empted or stopped at its time limit is requeued and
   continues with `--resume`.
-`--list` prints one command line per run instead; `--status` shows each run's state.
+`--list` prints one command line per run instead; `--status` shows each run's state. Ctrl-C or SIGTERM
+stops a local sweep: its running runs get SIGTERM and stop, to resume; no other run starts.
 
 The sweep directory holds `sweep.json` (the config, the runs, the launcher), `logs/NAME.log` (each run's
 output) and `jobs/NAME.json` (each run's job: id, state, exit code), which `--status` reads.
@@ -13,6 +14,7 @@ output) and `jobs/NAME.json` (each run's job: id, state, exit code), which `--st
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import json
@@ -22,14 +24,17 @@ import shlex
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
+
 from testbed import config, rundir
 from testbed.config import ConfigError, SlurmConfig
 
-RUN_STATES = ("done", "running", "pending", "partial", "failed", "new")
+RUN_STATES = ("done", "running", "pending", "stopped", "partial", "failed", "new")
 
 
 @dataclass
@@ -53,13 +58,39 @@ def _override(key: str, v) -> str:
     return f"{key}={'' if v is None else _value(v)}"
 
 
-def parse_axes(items: list[str]) -> dict[str, list[str]]:
-    """['a.b=1,2', 'c.d=x'] -> {'a.b': ['1', '2'], 'c.d': ['x']}."""
+def _split(values: str) -> list[str]:
+    """Split at the commas outside brackets and braces: 'a,[b,c],{d: 1, e: 2}' -> ['a', '[b,c]', '{d: 1, e: 2}']."""
+    parts, depth, start = [], 0, 0
+    for i, c in enumerate(values):
+        depth += (c in "[{") - (c in "]}")
+        if c == "," and depth == 0:
+            parts, start = [*parts, values[start:i]], i + 1
+    return [*parts, values[start:]]
+
+
+def parse_axes(items: list[str]) -> dict[str, list]:
+    """['a.b=1,2', 'c.d=[x, y]', 'sweep.grid.e=3'] -> {'a.b': ['1', '2'], 'c.d': ['x', 'y'], 'e': ['3']}: a grid
+    axis each. Values are split at the commas outside brackets; a YAML list [x, y] gives the values x and y,
+    except for a key that holds a list itself (mixing.schedule=[...],[...]: two values). A key written as
+    its grid entry, sweep.grid.KEY, is KEY."""
     axes = {}
-    for key, values in config.parse_overrides(items).items():
-        axes[key] = [v for v in values.split(",") if v != ""]
-        if not axes[key]:
+    for key, text in config.parse_overrides(items).items():
+        key = key.removeprefix("sweep.grid.")
+        values = []
+        for part in (v.strip() for v in _split(text)):
+            if part.startswith("[") and not config.takes_list(key):
+                try:
+                    listed = yaml.safe_load(part)
+                except yaml.YAMLError:
+                    listed = None
+                if not isinstance(listed, list):
+                    raise ConfigError(f"sweep axis '{key}': {part!r} is not a YAML list of values")
+                values += listed
+            elif part != "":
+                values.append(part)
+        if not values:
             raise ConfigError(f"sweep axis '{key}' has no values")
+        axes[key] = values
     return axes
 
 
@@ -86,28 +117,61 @@ def check_setting_names(cfg: config.Config) -> None:
         raise ConfigError(f"config key 'sweep.settings': two settings share a name ({', '.join(given)})")
 
 
-def expand(cfg: config.Config, cli_axes: dict[str, list[str]]) -> list[SweepRun]:
+def _resolve(cfg: config.Config, values: dict, grid: dict) -> tuple[dict, config.Config]:
+    """One run's values and config: `values` less the grid keys that the run does not read
+    (mixing.human_fraction under replace) as far as it stays valid without them, since such an axis makes
+    no runs that differ."""
+    run = config.overridden(cfg, [_override(k, v) for k, v in values.items()])
+    for key in sorted(config.unread_keys(run) & set(grid) & set(values)):
+        fewer = {k: v for k, v in values.items() if k != key}
+        with contextlib.suppress(ConfigError):
+            run, values = config.overridden(cfg, [_override(k, v) for k, v in fewer.items()]), fewer
+    return values, run
+
+
+def expand(cfg: config.Config, cli_axes: dict[str, list]) -> list[SweepRun]:
     """settings x grid (CLI axes replace file axes of the same key); each run named by what varies. A
     setting's `name` labels it in reports and stands for its own values in run names (needed when a value is
-    a list or mapping, e.g. mixing.schedule); it is not a config key."""
+    a list or mapping, e.g. mixing.schedule); it is not a config key.
+
+    A grid axis over a key that a setting sets replaces the setting's value there, and the setting's name,
+    which stood for that value, goes. A run leaves out the grid values it does not read (mixing.human_fraction
+    under replace), and runs that then compute the same thing under the same name are one run."""
     check_setting_names(cfg)
-    names = [s.get("name") for s in cfg.sweep.settings]
+    grid = {**cfg.sweep.grid, **cli_axes}
     settings = [{k: v for k, v in s.items() if k != "name"} for s in cfg.sweep.settings] or [{}]
-    grid = dict(cfg.sweep.grid)
-    grid.update(cli_axes)
-    runs = []
-    for name, setting in zip(names or [None], settings):
+    # A setting whose key the grid sets loses its name, unless a list or mapping value needs it (the grid's
+    # value then joins the name in its runs' names).
+    names = [None if set(setting) & set(grid) and not any(isinstance(v, (list, dict)) for v in setting.values())
+             else s.get("name") for s, setting in zip(cfg.sweep.settings, settings)] or [None]
+    made: list[tuple[str | None, dict, dict]] = []  # (setting name, setting, values) of each distinct run
+    resolved: list[dict] = []
+    for name, setting in zip(names, settings):
         for combo in itertools.product(*grid.values()):
-            values = {**setting, **dict(zip(grid, combo))}
-            overrides = [_override(k, v) for k, v in values.items()]
-            # A path or hub name (model.name_or_path as an axis) is named by its last part: names are not paths.
-            varying = [f"{k}={_value(v).rstrip('/').rsplit('/', 1)[-1]}" for k, v in values.items()
-                       if (name is None or k not in setting)
-                       and (len({_value(s.get(k)) for s in settings}) > 1 or len(grid.get(k, [])) > 1)]
-            runs.append(SweepRun(",".join(([setting_slug(name)] if name else []) + varying) or "run", overrides))
+            values, run_cfg = _resolve(cfg, {**setting, **dict(zip(grid, combo))}, grid)
+            run = {k: v for k, v in config.flatten(run_cfg.to_dict()).items() if k not in config.unread_keys(run_cfg)}
+            if (name, run) not in zip((m[0] for m in made), resolved):
+                made.append((name, setting, values))
+                resolved.append(run)
+    for key in grid:
+        if len(grid[key]) > 1 and not any(key in values for _, _, values in made):
+            raise ConfigError(f"config key '{key}': no run of the sweep reads it (e.g. mixing.human_fraction "
+                              "applies to mixing.strategy=fixed_fraction), so its values make no different runs")
+    # The keys whose value (or absence) differs between runs name them; a named setting stands for its own.
+    keys = {k for _, _, values in made for k in values}
+    varying = {k for k in keys if len({_value(v[k]) if k in v else None for _, _, v in made}) > 1}
+    runs = []
+    for name, setting, values in made:
+        # A path or hub name (model.name_or_path as an axis) is named by its last part: names are not paths.
+        parts = [f"{k}={_value(v).rstrip('/').rsplit('/', 1)[-1]}" for k, v in values.items()
+                 if k in varying and (name is None or k not in setting or k in grid)]
+        runs.append(SweepRun(",".join(([setting_slug(name)] if name else []) + parts) or "run",
+                             [_override(k, v) for k, v in values.items()]))
     names = [r.name for r in runs]
-    if len(set(names)) != len(names):
-        raise ConfigError("sweep runs are not distinct: two settings give the same values")
+    for n in names:
+        if names.count(n) > 1:
+            raise ConfigError(f"sweep runs are not distinct: two runs would be named {n!r} (name the settings, "
+                              "or give values that differ in their last part)")
     return runs
 
 
@@ -187,35 +251,77 @@ def _record(sweep_dir: Path, name: str, **fields) -> None:
     rundir.write_json(f, {**old, **fields})
 
 
-def execute(path: str, run: SweepRun, sweep_dir: Path, job_id: str | None = None, env: dict | None = None) -> int:
+# Exit codes of a run stopped by a signal (scancel, pre-emption, Ctrl-C): not a failure, it resumes.
+STOPPED_CODES = (130, -signal.SIGTERM, -signal.SIGKILL, -signal.SIGINT)
+
+
+class Processes:
+    """The `testbed run` processes a launcher runs. Once stopped it starts none, and the running ones get
+    SIGTERM, on which they leave as after Ctrl-C: finished generations kept, to resume."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._running: set[subprocess.Popen] = set()
+        self.stopped = False
+
+    def run(self, cmd: list[str], **popen) -> int | None:
+        """Run `cmd` to its end and return its exit code; None if stopped before it could start."""
+        with self._lock:
+            if self.stopped:
+                return None
+            proc = subprocess.Popen(cmd, **popen)
+            self._running.add(proc)
+        try:
+            return proc.wait()
+        finally:
+            with self._lock:
+                self._running.discard(proc)
+
+    def stop(self) -> None:
+        with self._lock:
+            self.stopped = True
+            for proc in self._running:
+                proc.send_signal(signal.SIGTERM)
+
+
+def execute(path: str, run: SweepRun, sweep_dir: Path, job_id: str | None = None, env: dict | None = None,
+            processes: Processes | None = None) -> int:
     """Run (or resume, or skip) one run of the sweep as a `testbed run` process whose output is appended
-    to its log; record the job's state; return the exit code."""
+    to its log; record the job's state; return the exit code (130 if `processes` was stopped first)."""
+    processes = processes or Processes()
     state = progress(sweep_dir, run)
     if state == "done":
         return 0
     log = log_file(sweep_dir, run.name)
     log.parent.mkdir(parents=True, exist_ok=True)
     _record(sweep_dir, run.name, job_id=job_id, state="running", exit_code=None, log=str(log))
-    if state == "new" and run.prefix_from and not wait_for_prefix(sweep_dir, run, log):
-        _record(sweep_dir, run.name, state="failed", exit_code=1)
-        return 1
+    if state == "new" and run.prefix_from and not wait_for_prefix(sweep_dir, run, log, processes):
+        stopped = processes.stopped
+        _record(sweep_dir, run.name, state="stopped" if stopped else "failed", exit_code=130 if stopped else 1)
+        return 130 if stopped else 1
     cmd = [sys.executable, "-m", "testbed.cli", *command(path, run, sweep_dir, resume=state == "partial")[1:]]
     with open(log, "a", encoding="utf-8") as f:
         f.write(f"$ {shlex.join(cmd)}\n")
         f.flush()
-        code = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=env).returncode
-    # A run stopped by a signal (scancel, pre-emption, Ctrl-C) is not a failure: it resumes.
-    stopped = code in (130, -signal.SIGTERM, -signal.SIGKILL, -signal.SIGINT)
-    _record(sweep_dir, run.name, state="done" if code == 0 else "stopped" if stopped else "failed", exit_code=code)
+        code = processes.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=env)
+        if code is None:
+            f.write("stopped before it started\n")
+            code = 130
+    _record(sweep_dir, run.name, state="done" if code == 0 else "stopped" if code in STOPPED_CODES else "failed",
+            exit_code=code)
     return code
 
 
-def wait_for_prefix(sweep_dir: Path, run: SweepRun, log: Path, poll_s: float = 2.0) -> bool:
-    """Wait until the run this one takes generations 0..k from has completed them; False if it failed."""
+def wait_for_prefix(sweep_dir: Path, run: SweepRun, log: Path, processes: Processes | None = None,
+                    poll_s: float = 2.0) -> bool:
+    """Wait until the run this one takes generations 0..k from has completed them; False if it failed or
+    `processes` was stopped."""
     leader, k = sweep_dir / run.prefix_from, run.prefix_until
     with open(log, "a", encoding="utf-8") as f:
         f.write(f"waiting for generations 0..{k} of {run.prefix_from} (shared)\n")
     while not rundir.is_complete(leader, k):
+        if processes is not None and processes.stopped:
+            return False
         job = _job_file(sweep_dir, run.prefix_from)
         if job.is_file() and json.loads(job.read_text()).get("state") == "failed":
             with open(log, "a", encoding="utf-8") as f:
@@ -286,6 +392,8 @@ def run_local(path: str, runs: list[SweepRun], sweep_dir: Path, jobs: int, gpus_
     print(f"sweep: {len(runs) - len(todo)} of {len(runs)} runs done; running {len(todo)}, {jobs} at a time "
           f"(logs in {sweep_dir / 'logs'})", flush=True)
 
+    processes = Processes()
+
     def one(r: SweepRun) -> tuple[int, float]:
         slot = slots.get()
         env = dict(os.environ)
@@ -293,15 +401,18 @@ def run_local(path: str, runs: list[SweepRun], sweep_dir: Path, jobs: int, gpus_
             env["CUDA_VISIBLE_DEVICES"] = ",".join(slot)
         if jobs > 1:  # runs side by side share the cores instead of each taking all of them
             env.setdefault("OMP_NUM_THREADS", str(threads))
-        print(f"  {r.name}: started" + (f" on GPU {env['CUDA_VISIBLE_DEVICES']}" if slot else ""), flush=True)
         t0 = time.perf_counter()
         try:
-            return execute(path, r, sweep_dir, env=env), time.perf_counter() - t0
+            if processes.stopped:
+                return 130, 0.0
+            print(f"  {r.name}: started" + (f" on GPU {env['CUDA_VISIBLE_DEVICES']}" if slot else ""), flush=True)
+            return execute(path, r, sweep_dir, env=env, processes=processes), time.perf_counter() - t0
         finally:
             slots.put(slot)
 
     failed = []
-    with ThreadPoolExecutor(max_workers=jobs) as pool:
+    pool = ThreadPoolExecutor(max_workers=jobs)
+    try:
         futures = {pool.submit(one, r): r for r in todo}
         for future in as_completed(futures):
             r = futures[future]
@@ -311,6 +422,11 @@ def run_local(path: str, runs: list[SweepRun], sweep_dir: Path, jobs: int, gpus_
             else:
                 failed.append(r.name)
                 print(f"  {r.name}: FAILED (exit code {code}): {last_line(log_file(sweep_dir, r.name))}", flush=True)
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (testbed.cli): stop the running runs, start no other
+        processes.stop()
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
     return failed
 
 
@@ -380,6 +496,8 @@ def run_states(sweep_dir: Path, runs: list[SweepRun], launcher: str) -> dict[str
                 state = "running"
             elif job.get("state") == "failed":
                 state = "failed"
+            elif job.get("state") == "stopped" and state == "partial":
+                state = "stopped"
         out[r.name] = {"state": state, "job_id": job.get("job_id"), "last": last_line(log_file(sweep_dir, r.name))}
     return out
 
@@ -439,7 +557,12 @@ def run_all(path: str, cli_items: list[str], out: str | None, list_only: bool, l
                                                      f"another run: {total - taken} of {total} generations to "
                                                      "compute" if shared else ""), flush=True)
     if launcher == "local":
-        failed = run_local(path, runs, sweep_dir, jobs, gpus_per_run or 0)
+        try:
+            failed = run_local(path, runs, sweep_dir, jobs, gpus_per_run or 0)
+        except KeyboardInterrupt:
+            print(f"\nsweep: stopped; no run was started after the signal, and the runs stopped part-way resume "
+                  f"when the sweep is started again (testbed sweep --status {sweep_dir})", file=sys.stderr)
+            return 130
     else:
         slurm = dataclasses.replace(config.load(path).sweep.slurm,
                                     **{k: v for k, v in (slurm_flags or {}).items() if v is not None})

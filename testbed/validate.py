@@ -113,5 +113,5 @@ def validate(path: str | None, overrides: list[str]) -> list[tuple[str, Config]]
         try:
             check_resources(cfg)
         except ConfigError as exc:
-            raise ConfigError(exc if len(runs) == 1 else f"sweep run {name}: {exc}") from None
+            raise ConfigError(str(exc) if len(runs) == 1 else f"sweep run {name}: {exc}") from None
     return runs

@@ -95,3 +95,11 @@ def test_keys_prints_each_key_with_type_default_and_comment(capsys):
     assert listed == expected
     assert main(["keys", "train.sched"]) == 2
     assert capsys.readouterr().err.strip() == "error: unknown config key 'train.sched' (did you mean 'train.schedule'?)"
+
+
+@pytest.mark.parametrize("args", [["--debug", "validate", "nosuch.key=1"], ["validate", "--debug", "nosuch.key=1"]])
+def test_global_flags_go_before_or_after_the_command(args):
+    from testbed.config import ConfigError
+
+    with pytest.raises(ConfigError, match="unknown config key 'nosuch'"):  # --debug: the traceback, not one line
+        main(args)

@@ -236,3 +236,41 @@ def test_report_tables_and_plots(sweep_dir):
     elsewhere = out.parent / "new" / "place"
     assert main(["report", str(out), "--out", str(elsewhere)]) == 0
     assert (elsewhere / "report.md").read_text() == md
+
+
+def test_a_stopped_sweep_starts_no_other_run_and_resumes_to_the_same_metrics(sweep_dir, tmp_path, capsys,
+                                                                             monkeypatch):
+    """SIGTERM to a 3-run `--jobs 1` sweep during its first run: that run stops where it is, no other run
+    starts, `--status` says so; started again, the sweep ends with the metrics of the module's sweep, which
+    was not stopped (its runs computed with one thread each, as these do)."""
+    import os
+    import signal
+    import time
+
+    from testbed import rundir
+
+    cfg, reference = sweep_dir
+    out = tmp_path / "stopped"
+    first, others = "mixing.strategy=replace", ["mixing.strategy=accumulate", "heal"]
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    proc = subprocess.Popen([sys.executable, "-m", "testbed.cli", "sweep", str(cfg), "run.seed=0", "--out", str(out),
+                             "--jobs", "1"], env=os.environ, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while not rundir.is_complete(out / first, 0) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    assert proc.poll() is None, "the sweep ended before the signal"
+    proc.send_signal(signal.SIGTERM)  # to the sweep alone: it stops its run
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "sweep: stopped" in err
+    assert not rundir.is_complete(out / first, 2)
+    assert "interrupted" in (out / "logs" / f"{first}.log").read_text()  # the run left through its handler
+    assert [f.name for f in (out / "jobs").iterdir()] == [f"{first}.json"]  # no other run started
+    assert not any((out / name).exists() or (out / "logs" / f"{name}.log").exists() for name in others)
+    assert main(["sweep", "--status", str(out)]) == 1
+    status = capsys.readouterr().out
+    assert re.search(rf"{first} +stopped", status) and re.search(r"heal +new", status), status
+    assert status.rstrip().endswith("1 stopped, 2 new")
+    assert main(["sweep", str(cfg), "run.seed=0", "--out", str(out), "--jobs", "3"]) == 0
+    for name in (first, *others):
+        got = (out / name / "metrics.jsonl").read_bytes()
+        assert got == (reference / f"{name},run.seed=0" / "metrics.jsonl").read_bytes(), name
