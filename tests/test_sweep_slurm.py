@@ -16,6 +16,7 @@ import yaml
 
 from testbed import rundir
 from testbed.cli import main
+from testbed.sweep import SweepRun, slurm_jobs
 
 from .conftest import REPO, TINY
 
@@ -31,9 +32,9 @@ def cluster():
     subprocess.run(["bash", str(REPO / "scripts" / "slurm-local.sh"), "start"], check=True, capture_output=True)
 
 
-def _tiny_sweep(path: Path, generations: int, sweep: dict | None = None) -> Path:
+def _tiny_sweep(path: Path, generations: int, sweep: dict | None = None, more: tuple[str, ...] = ()) -> Path:
     values: dict = {}
-    for item in [*TINY, f"run.generations={generations}"]:
+    for item in [*TINY, f"run.generations={generations}", *more]:
         key, value = item.split("=")
         node = values
         *parents, leaf = key.split(".")
@@ -87,6 +88,17 @@ def test_slurm_sweep_completes_and_resumes_after_scancel(cluster, tmp_path: Path
     assert "2 done" in capsys.readouterr().out
     assert main(["report", str(sweep)]) == 0
     assert (sweep / "report.md").is_file()
+
+
+def test_slurm_jobs_cut_a_run_where_others_take_its_generations():
+    a = SweepRun("a", [], generations=5)
+    b = SweepRun("b", [], generations=5, prefix_from="a", prefix_until=2)
+    c = SweepRun("c", [], generations=5, prefix_from="a", prefix_until=0)
+    d = SweepRun("d", [], generations=5, prefix_from="b", prefix_until=3)
+    e = SweepRun("e", [], generations=5, prefix_from="b", prefix_until=1)  # b has them once its first job ran
+    jobs = [(j.run.name, j.until, j.after) for j in slurm_jobs([a, b, c, d, e])]
+    assert jobs == [("a", 0, None), ("a", 2, ("a", 0)), ("a", 5, ("a", 2)), ("b", 3, ("a", 2)), ("b", 5, ("b", 3)),
+                    ("c", 5, ("a", 0)), ("d", 5, ("b", 3)), ("e", 5, ("b", 3))]
 
 
 # Two settings that differ only in mixing: the second takes generation 0 from the first (shared prefix).
@@ -198,13 +210,15 @@ def test_a_failed_leader_cancels_its_followers(cluster, tmp_path: Path, capsys):
 
 @pytest.mark.slow
 def test_requeued_and_timed_out_tasks_resume_to_the_same_metrics(cluster, tmp_path: Path, capsys):
-    """A running array task requeued with `scontrol requeue`, and tasks that reach their time limit (2 min;
-    USR2 60 s before it, which submitit's handler answers by requeueing the job), resume and end as the
-    uninterrupted run does; --status shows them requeued, then resumed."""
+    """A running array task requeued with `scontrol requeue`, and a task that reaches its time limit (2 min;
+    USR2 60 s before it, which submitit's handler answers by requeueing the job, at every start until the
+    run is done), resume and end as the uninterrupted run does; --status shows them requeued, then resumed."""
     same = {"mixing.strategy": "replace"}
-    sweep = {"settings": [{"name": "requeued", **same}, {"name": "uninterrupted", **same}],
-             "slurm": {"time_min": 10, "max_requeues": 5, "additional": {"signal": "USR2@60"}}}
-    cfg = _tiny_sweep(tmp_path / "tiny.yaml", 6, sweep)
+    slurm = {"time_min": 10, "max_requeues": 10, "additional": {"signal": "USR2@60"}}
+    # Ten times the tiny training set: a run must outlast the first warning (60-90 s after it starts).
+    more = ("data.language.train_sentences=4000",)
+    cfg = _tiny_sweep(tmp_path / "tiny.yaml", 6, {"settings": [{"name": "requeued", **same},
+                                                            {"name": "uninterrupted", **same}], "slurm": slurm}, more)
     by_hand, timed = tmp_path / "by-hand", tmp_path / "time-limit"
     assert main(["sweep", str(cfg), "--launcher", "slurm", "--out", str(by_hand), "--no-share"]) == 0
     job = _job(by_hand, "requeued")["job_id"]
@@ -215,20 +229,24 @@ def test_requeued_and_timed_out_tasks_resume_to_the_same_metrics(cluster, tmp_pa
     _wait(lambda: _squeue(job).startswith("PENDING"), 30, "the requeued job to be pending")
     subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], check=True)
     _wait(lambda: _states(by_hand, capsys)["requeued"] == "running, resumed x1", 120, "--status: resumed")
-
-    assert main(["sweep", str(cfg), "--launcher", "slurm", "--out", str(timed), "--no-share", "--time-min", "2"]) == 0
-    _wait(lambda: "requeued" in _states(timed, capsys).values(), 600, "a time limit to requeue a run")
-    _wait(lambda: main(["sweep", "--status", str(by_hand)]) == 0 and main(["sweep", "--status", str(timed)]) == 0,
-          1500, "both sweeps to finish")
-    assert all(s.startswith("done, resumed x") for s in _states(timed, capsys).values())
+    _wait(lambda: main(["sweep", "--status", str(by_hand)]) == 0, 600, "the sweep to finish")
     reference = (by_hand / "uninterrupted" / "metrics.jsonl").read_bytes()
     assert len(rundir.read_jsonl(by_hand / "uninterrupted" / "metrics.jsonl")) == 7
-    for run in (by_hand / "requeued", timed / "requeued", timed / "uninterrupted"):
-        assert (run / "metrics.jsonl").read_bytes() == reference, run
+    assert (by_hand / "requeued" / "metrics.jsonl").read_bytes() == reference
     assert f"requeued by Slurm (restart 1 of job {job}): resuming" in (by_hand / "logs" / "requeued.log").read_text()
-    first = _job(timed, "requeued")["job_id"]
-    assert "Job has timed out" in (timed / "slurm" / first / f"{first}_0_log.err").read_text()
-    assert f"Requeued job {first}" in (timed / "slurm" / first / f"{first}_0_log.err").read_text()
+
+    # The same run (another name) with a time limit of 2 minutes, left to Slurm and submitit.
+    cfg = _tiny_sweep(tmp_path / "timed.yaml", 6, {"settings": [{"name": "timed-out", **same}], "slurm": slurm}, more)
+    assert main(["sweep", str(cfg), "--launcher", "slurm", "--out", str(timed), "--time-min", "2"]) == 0
+    job = _job(timed, "timed-out")["job_id"]
+    _wait(lambda: _states(timed, capsys)["timed-out"] == "requeued", 300, "the time limit to requeue the run")
+    _wait(lambda: _states(timed, capsys)["timed-out"].startswith("running, resumed x"), 300, "--status: resumed")
+    _wait(lambda: main(["sweep", "--status", str(timed)]) == 0, 1500, "the run to finish")
+    assert _states(timed, capsys)["timed-out"].startswith("done, resumed x")
+    assert (timed / "timed-out" / "metrics.jsonl").read_bytes() == reference
+    out = (timed / "slurm" / job / f"{job}_0_log.out").read_text()
+    assert "Caught signal SIGUSR2 on " in out and "this job is timed-out." in out
+    assert f"Requeued job {job}" in out
 
 
 @pytest.mark.slow
