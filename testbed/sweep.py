@@ -493,7 +493,7 @@ def run_states(sweep_dir: Path, runs: list[SweepRun], launcher: str) -> dict[str
                     last = waiting_line(r)
             elif job.get("state") == "failed":
                 state = "failed"
-            elif shared and job.get("state") == "pending" and out[r.prefix_from]["state"] == "failed":
+            elif shared and job.get("state") == "pending" and out.get(r.prefix_from, {}).get("state") == "failed":
                 state, last = "failed", (f"cancelled: {r.prefix_from} failed before generations "
                                          f"0..{r.prefix_until}, which this run takes from it, were done")
         out[r.name] = {"state": state, "job_id": job.get("job_id"), "last": last, "restarts": job.get("restarts", 0)}
