@@ -78,9 +78,14 @@ def cmd_run(ns: argparse.Namespace) -> int:
             print(f"resuming with a changed config: {', '.join(changed)}", flush=True)
     else:
         rundir.refuse_existing(run_dir)  # before any work; rundir.create checks again when it makes it
-    rows, baseline = loop.run(cfg, run_dir, resume=ns.resume)
+    if ns.stop_after is not None and not 0 <= ns.stop_after <= cfg.run.generations:
+        raise ConfigError(f"--stop-after must be in 0..run.generations={cfg.run.generations}, got {ns.stop_after}")
+    rows, baseline = loop.run(cfg, run_dir, resume=ns.resume, stop_after=ns.stop_after)
     state = PartialState()
-    if state.is_main_process:  # accelerate launch: the main process reports
+    if ns.stop_after is not None and ns.stop_after < cfg.run.generations:
+        if state.is_main_process:
+            print(f"stopped after generation {ns.stop_after}; continue with: testbed run {run_dir} --resume")
+    elif state.is_main_process:  # accelerate launch: the main process reports
         print()
         print(format_table(rows, baseline))
         written = write_report([run_dir])
@@ -214,6 +219,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--resume", action="store_true", help="continue a run from its last completed generation")
     r.add_argument("--allow-config-change", action="store_true",
                    help="resume even though the config differs from the saved one")
+    r.add_argument("--stop-after", type=int, metavar="G",
+                   help="stop once generation G is complete (continue later with --resume)")
     r.set_defaults(func=cmd_run)
 
     v = command("validate", help="check a config without running it", epilog=keys_help)
@@ -233,7 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--list", action="store_true", help="print one `testbed run` command per run, run nothing")
     s.add_argument("--status", metavar="SWEEP_DIR", help="show each run's state, job id and last log line")
     s.add_argument("--launcher", choices=["local", "slurm"], default="local",
-                   help="local: processes on this machine; slurm: one job array through submitit")
+                   help="local: processes on this machine; slurm: job arrays through submitit")
     s.add_argument("--jobs", type=int, default=1, help="local: runs at once")
     s.add_argument("--gpus-per-run", type=int, help="GPUs each run gets (local: CUDA_VISIBLE_DEVICES)")
     s.add_argument("--wait", action="store_true", help="slurm: block until every run has finished")

@@ -290,15 +290,21 @@ class EvalConfig:
 
 @dataclass
 class SlurmConfig:
-    """`testbed sweep --launcher slurm`: one job array, one array task per run (flags override these)."""
+    """`testbed sweep --launcher slurm`: one array task per run, or per part of a run (flags override these)."""
 
     partition: str | None = None  # null: the cluster's default partition
     time_min: int = 240  # time limit per run; a run that reaches it is requeued and resumes
-    gpus_per_run: int = 0  # GPUs each run asks for (sbatch --gpus-per-node, one node a run); 0: CPU runs
-    cpus_per_run: int = 1  # CPUs each array task asks for; the run uses them as torch threads
+    gpus_per_run: int = 0  # sbatch --gpus-per-node (one node a run); 0: CPU runs
+    cpus_per_run: int = 1  # sbatch --cpus-per-task (a run's OMP_NUM_THREADS)
     mem_gb: float | None = None  # null: the partition's default
     array_parallelism: int = 64  # runs at once, at most
     max_requeues: int = 3  # time-limit requeues per run (pre-emptions requeue without a limit)
+    account: str | None = None  # sbatch --account: the account charged (null: the user's default)
+    qos: str | None = None  # sbatch --qos: the quality of service (null: the account's default)
+    constraint: str | None = None  # sbatch --constraint: node features, e.g. h100 or "a100|h100"
+    # Any other sbatch options, name: value (e.g. {reservation: R, exclude: node7, hold: true}); passed as
+    # submitit's slurm_additional_parameters, they override the keys above where they name the same option.
+    additional: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass

@@ -95,16 +95,20 @@ class State:
     init: dict | None = None  # train.init's weights (None: each generation starts from the previous model)
 
 
-def run(cfg: Config, run_dir: Path, resume: bool = False) -> tuple[list[dict], dict]:
-    """Run (or resume) every generation of `cfg` in `run_dir`; return the metrics rows and the human baseline."""
+def run(cfg: Config, run_dir: Path, resume: bool = False, stop_after: int | None = None) -> tuple[list[dict], dict]:
+    """Run (or resume) every generation of `cfg` in `run_dir`, or those up to `stop_after` (a sweep's job for
+    the generations other runs share; the rest follows with resume); return the metrics rows and the human
+    baseline."""
     ctx, state = prepare(cfg, run_dir, resume)
     if state.start == 0:
         generation_zero(ctx, state)
     baseline = human_baseline(ctx, state)
     state.init = train.start_weights(cfg, ctx.tokenizer, state.gen0)
-    for g in range(max(state.start, 1), cfg.run.generations + 1):
+    last = cfg.run.generations if stop_after is None else min(stop_after, cfg.run.generations)
+    for g in range(max(state.start, 1), last + 1):
         generation(ctx, state, g)
-    finish(ctx)
+    if last == cfg.run.generations:
+        finish(ctx)
     return state.rows, baseline
 
 

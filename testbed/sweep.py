@@ -3,8 +3,9 @@
 Runs live in one sweep directory, named by the values that vary. A sweep started again skips finished
 runs and resumes unfinished ones. Launchers:
 - local: `--jobs N` runs at once on this machine, each with its own GPUs (`--gpus-per-run K`) if it has any;
-- slurm: one job array through submitit; a run pre-empted or stopped at its time limit is requeued and
-  continues with `--resume`.
+- slurm: job arrays through submitit; a run pre-empted or stopped at its time limit is requeued and
+  continues with `--resume`; a run that takes generations from another waits in the queue on a job
+  dependency (see slurm_jobs).
 `--list` prints one command line per run instead; `--status` shows each run's state. Ctrl-C or SIGTERM
 stops a local sweep: its running runs get SIGTERM and stop, to resume; no other run starts.
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import io
 import itertools
 import json
 import os
@@ -34,7 +36,7 @@ import yaml
 from testbed import config, rundir
 from testbed.config import ConfigError, SlurmConfig
 
-RUN_STATES = ("done", "running", "pending", "stopped", "partial", "failed", "new")
+RUN_STATES = ("done", "running", "requeued", "pending", "stopped", "partial", "failed", "new")
 
 
 @dataclass
@@ -284,22 +286,35 @@ class Processes:
                 proc.send_signal(signal.SIGTERM)
 
 
+def _log(sweep_dir: Path, name: str, line: str) -> None:
+    log = log_file(sweep_dir, name)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "a", encoding="utf-8") as f:
+        f.write(line + "\n")
+
+
 def execute(path: str, run: SweepRun, sweep_dir: Path, job_id: str | None = None, env: dict | None = None,
-            processes: Processes | None = None) -> int:
-    """Run (or resume, or skip) one run of the sweep as a `testbed run` process whose output is appended
-    to its log; record the job's state; return the exit code (130 if `processes` was stopped first)."""
+            stop_after: int | None = None, wait: bool = True, processes: Processes | None = None) -> int:
+    """Run (or resume, or skip) one run of the sweep, or its generations up to `stop_after`, as a `testbed
+    run` process whose output is appended to its log; record the job's state; return the exit code (130 if
+    `processes` was stopped first). A run that takes generations from another waits for them (`wait`, the
+    local launcher), or fails at once if they are missing (Slurm, where a job dependency started it after
+    them)."""
     processes = processes or Processes()
     state = progress(sweep_dir, run)
-    if state == "done":
+    if state == "done" or stop_after is not None and rundir.is_complete(sweep_dir / run.name, stop_after):
         return 0
     log = log_file(sweep_dir, run.name)
     log.parent.mkdir(parents=True, exist_ok=True)
     _record(sweep_dir, run.name, job_id=job_id, state="running", exit_code=None, log=str(log))
-    if state == "new" and run.prefix_from and not wait_for_prefix(sweep_dir, run, log, processes):
+    if state == "new" and run.prefix_from and not (wait_for_prefix(sweep_dir, run, processes) if wait
+                                                   else prefix_ready(sweep_dir, run)):
         stopped = processes.stopped
         _record(sweep_dir, run.name, state="stopped" if stopped else "failed", exit_code=130 if stopped else 1)
         return 130 if stopped else 1
     cmd = [sys.executable, "-m", "testbed.cli", *command(path, run, sweep_dir, resume=state == "partial")[1:]]
+    if stop_after is not None:
+        cmd += ["--stop-after", str(stop_after)]
     with open(log, "a", encoding="utf-8") as f:
         f.write(f"$ {shlex.join(cmd)}\n")
         f.flush()
@@ -307,36 +322,49 @@ def execute(path: str, run: SweepRun, sweep_dir: Path, job_id: str | None = None
         if code is None:
             f.write("stopped before it started\n")
             code = 130
-    _record(sweep_dir, run.name, state="done" if code == 0 else "stopped" if code in STOPPED_CODES else "failed",
+    # Generations up to stop_after done: the run waits for the job that continues it.
+    done = "done" if stop_after is None else "pending"
+    _record(sweep_dir, run.name, state=done if code == 0 else "stopped" if code in STOPPED_CODES else "failed",
             exit_code=code)
     return code
 
 
-def wait_for_prefix(sweep_dir: Path, run: SweepRun, log: Path, processes: Processes | None = None,
-                    poll_s: float = 2.0) -> bool:
+def waiting_line(run: SweepRun) -> str:
+    return f"waiting for shared generations 0..{run.prefix_until} of {run.prefix_from}"
+
+
+def wait_for_prefix(sweep_dir: Path, run: SweepRun, processes: Processes | None = None, poll_s: float = 2.0) -> bool:
     """Wait until the run this one takes generations 0..k from has completed them; False if it failed or
-    `processes` was stopped."""
-    leader, k = sweep_dir / run.prefix_from, run.prefix_until
-    with open(log, "a", encoding="utf-8") as f:
-        f.write(f"waiting for generations 0..{k} of {run.prefix_from} (shared)\n")
-    while not rundir.is_complete(leader, k):
+    `processes` was stopped. Only the local launcher waits so, in a process that holds no allocation."""
+    k = run.prefix_until
+    _log(sweep_dir, run.name, waiting_line(run))
+    while not rundir.is_complete(sweep_dir / run.prefix_from, k):
         if processes is not None and processes.stopped:
             return False
         job = _job_file(sweep_dir, run.prefix_from)
         if job.is_file() and json.loads(job.read_text()).get("state") == "failed":
-            with open(log, "a", encoding="utf-8") as f:
-                f.write(f"error: {run.prefix_from}, whose generations 0..{k} this run shares, failed\n")
+            _log(sweep_dir, run.name, f"error: {run.prefix_from}, whose generations 0..{k} this run shares, failed")
             return False
         time.sleep(poll_s)
     return True
 
 
-class SlurmRun:
-    """The callable of one array task. Checkpointable: on pre-emption or at the time limit submitit
-    requeues it, and it runs again, resuming the run from its last complete generation."""
+def prefix_ready(sweep_dir: Path, run: SweepRun) -> bool:
+    """Whether the generations this run takes from another exist (logged when they do not)."""
+    if rundir.is_complete(sweep_dir / run.prefix_from, run.prefix_until):
+        return True
+    _log(sweep_dir, run.name, f"error: generations 0..{run.prefix_until} of {run.prefix_from}, which this run "
+                              "shares, are not complete (the job that computes them did not finish them)")
+    return False
 
-    def __init__(self, path: str, run: SweepRun, sweep_dir: Path):
-        self.path, self.run, self.sweep_dir = path, run, sweep_dir
+
+class SlurmRun:
+    """The callable of one array task: a run, or its generations up to `stop_after` (see slurm_jobs).
+    Checkpointable: on pre-emption or at the time limit submitit requeues it, and it runs again, resuming
+    the run from its last complete generation."""
+
+    def __init__(self, path: str, run: SweepRun, sweep_dir: Path, stop_after: int | None = None):
+        self.path, self.run, self.sweep_dir, self.stop_after = path, run, sweep_dir, stop_after
 
     def __call__(self) -> int:
         import submitit
@@ -345,13 +373,20 @@ class SlurmRun:
         env = dict(os.environ)
         if "SLURM_CPUS_PER_TASK" in env:  # the task's CPUs, not every core of the node
             env.setdefault("OMP_NUM_THREADS", env["SLURM_CPUS_PER_TASK"])
-        code = execute(self.path, self.run, self.sweep_dir, job_id=job, env=env)
+        restarts = int(env.get("SLURM_RESTART_COUNT") or 0)  # set by Slurm in a requeued job
+        if restarts:
+            _record(self.sweep_dir, self.run.name, restarts=restarts)
+            _log(self.sweep_dir, self.run.name, f"requeued by Slurm (restart {restarts} of job {job}): resuming")
+        code = execute(self.path, self.run, self.sweep_dir, job_id=job, env=env, stop_after=self.stop_after,
+                       wait=False)
         if code != 0:
             raise RuntimeError(f"testbed run {self.run.name} exited with code {code}: see "
                                f"{log_file(self.sweep_dir, self.run.name)}")
         return code
 
-    def __submitit_checkpoint__(self, *args, **kwargs):
+    def checkpoint(self, *args, **kwargs):
+        """Requeue the same call (submitit 1.5's signal handler looks for `checkpoint`, not only
+        `__submitit_checkpoint__`: without it a time limit ends the job instead)."""
         import submitit
 
         return submitit.helpers.DelayedSubmission(self)
@@ -430,24 +465,88 @@ def run_local(path: str, runs: list[SweepRun], sweep_dir: Path, jobs: int, gpus_
     return failed
 
 
-def submit_slurm(path: str, runs: list[SweepRun], sweep_dir: Path, slurm: SlurmConfig) -> list[str]:
-    """Submit the unfinished runs as one job array; return their job ids."""
-    import submitit
+@dataclass
+class SlurmJob:
+    """One job of a Slurm sweep: a run's generations up to `until`, started after job `after` (if any)."""
 
-    todo = [r for r in runs if progress(sweep_dir, r) != "done"]
-    if not todo:
-        return []
+    run: SweepRun
+    until: int
+    after: tuple[str, int] | None  # (run name, until) of the job that must have finished first
+
+
+def slurm_jobs(runs: list[SweepRun]) -> list[SlurmJob]:
+    """The jobs of a Slurm sweep, each after the one it depends on.
+
+    A run that takes generations 0..k from another (share_prefixes) must not start before they exist, and
+    must not wait for them inside an allocation (a GPU held idle). So a run whose generations others take is
+    cut into jobs at those generations: the first computes 0..k (`testbed run --stop-after k`), the next
+    resumes it; and the follower is submitted with `--dependency=afterok:` on the job that ends at its k.
+    Slurm holds it PENDING (reason Dependency) until then, and cancels it (`--kill-on-invalid-dep=yes`)
+    if that job fails, so nothing hangs. Alternatives, not chosen: followers `afterok` on the whole leader
+    would start only once the leader has finished, serialising the sweep (twice the wall time for the
+    model-size config's 2 settings); held jobs released by the leader would need the leader to run
+    `scontrol` and would show as held, not waiting. The cost of the cut: the leader's second job loads the
+    data and its generation-k model again, and waits in the queue once more."""
+    cuts: dict[str, set[int]] = {r.name: set() for r in runs}
+    for r in runs:
+        if r.prefix_from is not None:
+            cuts[r.prefix_from].add(r.prefix_until)
+    ends: dict[str, list[int]] = {}
+    jobs = []
+    for r in runs:  # leaders come first (share_prefixes)
+        # A follower's generations 0..prefix_until arrive when its first job starts: its cuts lie after them.
+        first = r.prefix_until if r.prefix_from is not None else -1
+        ends[r.name] = sorted(k for k in cuts[r.name] if first < k < r.generations) + [r.generations]
+        after = None
+        if r.prefix_from is not None:
+            after = (r.prefix_from, next(e for e in ends[r.prefix_from] if e >= r.prefix_until))
+        for until in ends[r.name]:
+            jobs.append(SlurmJob(r, until, after))
+            after = (r.name, until)
+    return jobs
+
+
+def submit_slurm(path: str, runs: list[SweepRun], sweep_dir: Path, slurm: SlurmConfig) -> list[str]:
+    """Submit the unfinished jobs (slurm_jobs): those that depend on no unfinished job as one array, the
+    others as one array per job they depend on; return their job ids."""
+    import submitit
+    from submitit.core.utils import FailedJobError
+
+    todo = [j for j in slurm_jobs(runs) if not rundir.is_complete(sweep_dir / j.run.name, j.until)]
     executor = submitit.AutoExecutor(folder=sweep_dir / "slurm" / "%j", cluster="slurm",
                                      slurm_max_num_timeout=slurm.max_requeues)
     executor.update_parameters(
         name=f"testbed-{sweep_dir.name}", timeout_min=slurm.time_min, cpus_per_task=slurm.cpus_per_run,
         gpus_per_node=slurm.gpus_per_run or None, mem_gb=slurm.mem_gb, slurm_partition=slurm.partition,
-        slurm_array_parallelism=slurm.array_parallelism)
-    jobs = executor.submit_array([SlurmRun(path, r, sweep_dir) for r in todo])
-    for r, job in zip(todo, jobs):
-        _record(sweep_dir, r.name, job_id=job.job_id, state="pending", exit_code=None,
-                log=str(log_file(sweep_dir, r.name)))
-    return [job.job_id for job in jobs]
+        slurm_array_parallelism=slurm.array_parallelism, slurm_account=slurm.account, slurm_qos=slurm.qos,
+        slurm_constraint=slurm.constraint)
+    ids: dict[tuple[str, int], str] = {}
+    while todo:
+        groups: dict[str | None, list[SlurmJob]] = {}
+        for j in todo:
+            if j.after is None or rundir.is_complete(sweep_dir / j.after[0], j.after[1]):
+                groups.setdefault(None, []).append(j)
+            elif j.after in ids:
+                groups.setdefault(ids[j.after], []).append(j)
+        for after, group in groups.items():
+            dependency = {} if after is None else {"dependency": f"afterok:{after}", "kill_on_invalid_dep": "yes"}
+            executor.update_parameters(slurm_additional_parameters={**slurm.additional, **dependency})
+            try:
+                with contextlib.redirect_stderr(io.StringIO()):  # submitit prints sbatch's error too
+                    submitted = executor.submit_array([
+                        SlurmRun(path, j.run, sweep_dir, None if j.until == j.run.generations else j.until)
+                        for j in group])
+            except FailedJobError as exc:
+                raise ConfigError(f"config key 'sweep.slurm': sbatch refused the job: {exc}") from None
+            for j, job in zip(group, submitted):
+                ids[(j.run.name, j.until)] = job.job_id
+        todo = [j for j in todo if (j.run.name, j.until) not in ids]
+    for r in runs:
+        mine = [job_id for (name, _), job_id in ids.items() if name == r.name]
+        if mine:
+            _record(sweep_dir, r.name, job_id=mine[0], job_ids=mine, state="pending", exit_code=None, restarts=0,
+                    log=str(log_file(sweep_dir, r.name)))
+    return list(ids.values())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -465,40 +564,54 @@ def last_line(log: Path) -> str:
     return lines[-1] if lines else ""
 
 
-def _slurm_states(job_ids: list[str]) -> dict[str, str]:
-    """Job id -> squeue state (PENDING, RUNNING, ...) for the jobs still in the queue."""
+def _slurm_states(job_ids: list[str]) -> dict[str, tuple[str, str]]:
+    """Job id -> squeue's state (PENDING, RUNNING, ...) and reason (Dependency, Priority, ...) for the jobs
+    still in the queue."""
     ids = [j for j in job_ids if j]
     if not ids:
         return {}
     try:
         arrays = ",".join(sorted({j.split("_")[0] for j in ids}))
-        out = subprocess.run(["squeue", "-h", "-r", "-o", "%i %T", "-j", arrays], capture_output=True, text=True,
-                             timeout=30).stdout
+        out = subprocess.run(["squeue", "-h", "-r", "-o", "%i %T %r", "-j", arrays], capture_output=True,
+                             text=True, timeout=30).stdout
     except (OSError, subprocess.TimeoutExpired):
         return {}
-    return dict(line.split() for line in out.splitlines() if len(line.split()) == 2)
+    return {p[0]: (p[1], p[2]) for line in out.splitlines() if len(p := line.split()) == 3}
 
 
 def run_states(sweep_dir: Path, runs: list[SweepRun], launcher: str) -> dict[str, dict]:
-    """Each run's state (one of RUN_STATES), job id and last log line."""
+    """Each run's state (one of RUN_STATES), job id and last log line, or why it waits or failed. A Slurm
+    run is `requeued` while the job that ran it is back in the queue (pre-empted, time limit, scontrol
+    requeue); a follower whose leader failed before the shared generations is `failed` (Slurm cancelled
+    its job: the dependency can never be satisfied)."""
     jobs = {r.name: json.loads(f.read_text()) if (f := _job_file(sweep_dir, r.name)).is_file() else {}
             for r in runs}
-    queue = _slurm_states([j.get("job_id") or "" for j in jobs.values()]) if launcher == "slurm" else {}
-    out = {}
-    for r in runs:
+    ids = [i for j in jobs.values() for i in j.get("job_ids") or [j.get("job_id") or ""]]
+    queue = _slurm_states(ids) if launcher == "slurm" else {}
+    out: dict[str, dict] = {}
+    for r in runs:  # leaders come first
         job = jobs[r.name]
-        state = progress(sweep_dir, r)
-        in_queue = queue.get(job.get("job_id") or "")
+        state, last = progress(sweep_dir, r), last_line(log_file(sweep_dir, r.name))
+        queued = [queue[i] for i in job.get("job_ids") or [job.get("job_id")] if i in queue]
+        shared = r.prefix_from is not None and not rundir.is_complete(sweep_dir / r.prefix_from, r.prefix_until)
         if state != "done":
-            if in_queue == "PENDING":
-                state = "pending"
-            elif in_queue is not None or (launcher == "local" and job.get("state") == "running"):
+            if any(s == "RUNNING" for s, _ in queued) or launcher == "local" and job.get("state") == "running":
                 state = "running"
+            elif queue.get(job.get("job_id") or "", ("",))[0] == "PENDING" and job.get("state") in ("running",
+                                                                                                      "stopped"):
+                state = "requeued"  # the job that ran it is back in the queue
+            elif queued:
+                state = "pending"
+                if shared and any(reason == "Dependency" for _, reason in queued):
+                    last = waiting_line(r)
             elif job.get("state") == "failed":
                 state = "failed"
             elif job.get("state") == "stopped" and state == "partial":
                 state = "stopped"
-        out[r.name] = {"state": state, "job_id": job.get("job_id"), "last": last_line(log_file(sweep_dir, r.name))}
+            elif shared and job.get("state") == "pending" and out.get(r.prefix_from, {}).get("state") == "failed":
+                state, last = "failed", (f"cancelled: {r.prefix_from} failed before generations "
+                                         f"0..{r.prefix_until}, which this run takes from it, were done")
+        out[r.name] = {"state": state, "job_id": job.get("job_id"), "last": last, "restarts": job.get("restarts", 0)}
     return out
 
 
@@ -519,7 +632,9 @@ def show_status(sweep_dir: Path) -> int:
     width = max(len(n) for n in states)
     print(f"{sweep_dir} ({launcher}):")
     for name, s in states.items():
-        print(f"  {name.ljust(width)}  {s['state']:<8}  {s['job_id'] or '-':<10}  {s['last'][:100]}")
+        # A job Slurm requeued (pre-emption, time limit) that runs again says so: resumed after N requeues.
+        state = f"{s['state']}, resumed x{s['restarts']}" if s["restarts"] and s["state"] != "requeued" else s["state"]
+        print(f"  {name.ljust(width)}  {state:<8}  {s['job_id'] or '-':<10}  {s['last'][:100]}")
     counts = {k: sum(s["state"] == k for s in states.values()) for k in RUN_STATES}
     print("  " + ", ".join(f"{n} {k}" for k, n in counts.items() if n))
     return 0 if counts["done"] == len(runs) else 1
@@ -529,7 +644,7 @@ def wait_slurm(sweep_dir: Path, runs: list[SweepRun], poll_s: float = 2.0) -> li
     """Block until no run is pending or running; return the names of the runs not done."""
     while True:
         states = run_states(sweep_dir, runs, "slurm")
-        if not any(s["state"] in ("pending", "running") for s in states.values()):
+        if not any(s["state"] in ("pending", "running", "requeued") for s in states.values()):
             return [n for n, s in states.items() if s["state"] != "done"]
         time.sleep(poll_s)
 
@@ -569,7 +684,8 @@ def run_all(path: str, cli_items: list[str], out: str | None, list_only: bool, l
         if gpus_per_run is not None:
             slurm.gpus_per_run = gpus_per_run
         ids = submit_slurm(path, runs, sweep_dir, slurm)
-        print(f"sweep: submitted {len(ids)} run(s) as job array {ids[0].split('_')[0] if ids else '-'}; "
+        arrays = sorted({i.split("_")[0] for i in ids}, key=int)
+        print(f"sweep: submitted {len(ids)} job(s) as job array(s) {', '.join(arrays) or '-'}; "
               f"follow with: testbed sweep --status {sweep_dir}", flush=True)
         if not wait:
             return 0

@@ -92,6 +92,7 @@ def test_keys_prints_each_key_with_type_default_and_comment(capsys):
     listed = [line.split("  ")[0] for line in capsys.readouterr().out.splitlines() if not line.startswith(" ")]
     expected = list(config.flatten(config.Config().to_dict()))  # every key, in schema order
     expected.insert(expected.index("sweep.settings") + 1, "sweep.grid")  # flatten drops an empty mapping
+    expected.append("sweep.slurm.additional")
     assert listed == expected
     assert main(["keys", "train.sched"]) == 2
     assert capsys.readouterr().err.strip() == "error: unknown config key 'train.sched' (did you mean 'train.schedule'?)"
