@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml $(filter-out none,$(LOCK))
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q $(TORCH)
 ifeq ($(LOCK),none)
-	$(BIN)/pip install -q --upgrade -e ".[dev]"
+	$(BIN)/pip install -q --upgrade --upgrade-strategy eager -e ".[dev]" "$(TORCH)"
 else
 	$(BIN)/pip install -q -r $(LOCK)
 	$(BIN)/pip install -q --no-deps -e .
