@@ -52,6 +52,9 @@ class RunConfig:
     # CPU runs: torch's thread count. null: torch's default (the core count), written into the run's
     # config.yaml, so that a resume uses the same count: sums split over other counts round differently.
     threads: int | None = None
+    # CPU runs: torch's AVX2 kernels and MKL's compatible code path whatever else the CPU offers
+    # (ATEN_CPU_CAPABILITY=avx2, MKL_CBWR=COMPATIBLE), for the same numbers on other x86 CPUs with AVX2.
+    portable_numerics: bool = False
 
 
 @dataclass

@@ -130,7 +130,7 @@ def prepare(cfg: Config, run_dir: Path, resume: bool) -> tuple[Context, State]:
     batching.reset()  # what fit another run in this process says nothing about this one
     cfg.run.threads = rundir.run_threads(cfg, run_dir, resume)
     if accelerator.device.type == "cpu":  # saved with the config below: a resume uses the same thread count
-        cfg.run.threads = reproducible_cpu(cfg.run.threads)
+        cfg.run.threads = reproducible_cpu(cfg.run.threads, cfg.run.portable_numerics)
     if not accelerator.is_main_process:
         os.environ["TQDM_DISABLE"] = "1"
 
@@ -195,7 +195,7 @@ def _open_run_dir(cfg: Config, run_dir: Path, resume: bool, tokenizer, accelerat
     rundir.remove_partial_writes(run_dir)
     if prefix is not None:
         rundir.take_generations(prefix, run_dir, cfg.run.prefix_until)
-    rundir.write_environment(run_dir, accelerator)
+    rundir.write_environment(run_dir, accelerator, cfg.run.portable_numerics)
 
 
 def restore(ctx: Context, model, start: int) -> State:

@@ -12,6 +12,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast
 
 from testbed.config import Config, ModelConfig, check_lengths, is_local_path
+from testbed.numerics import set_code_paths
 
 EOS = "<|endoftext|>"
 
@@ -156,16 +157,16 @@ def autocast(precision: str, device: torch.device) -> contextlib.AbstractContext
     return torch.autocast(device.type, dtype=_AUTOCAST_DTYPES[precision])
 
 
-def reproducible_cpu(threads: int | None) -> int:
+def reproducible_cpu(threads: int | None, portable: bool = False) -> int:
     """Make the same inputs give the same numbers on this CPU, run after run and across a resume; return
     the thread count used (`threads`, or torch's default).
 
     A fixed thread count: sums split over another count round differently, and torch's default leaves
-    MKL free to use fewer threads on a busy machine. MKL's conditional numerical reproducibility (read
-    at its first call), so results do not depend on memory alignment. Deterministic algorithms wherever
-    torch has a choice.
+    MKL free to use fewer threads on a busy machine. The code paths of torch and MKL (`numerics`; with
+    `portable`, those of any x86 CPU with AVX2), set before anything computes. Deterministic algorithms
+    wherever torch has a choice.
     """
-    os.environ.setdefault("MKL_CBWR", "AUTO")
+    set_code_paths(portable)
     threads = threads or torch.get_num_threads()
     torch.set_num_threads(threads)
     torch.use_deterministic_algorithms(True)

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from testbed import numerics
 from testbed.config import Config, ConfigError, from_dict, prefix_diff, read_yaml
 
 COMPLETE = "COMPLETE"
@@ -111,8 +112,9 @@ def finite(row: dict) -> dict:
     return {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in row.items()}
 
 
-def environment(accelerator) -> dict[str, Any]:
-    """What ran this: versions of Python and the libraries, the testbed's git commit, devices, processes."""
+def environment(accelerator, portable: bool) -> dict[str, Any]:
+    """What ran this: versions of Python and the libraries (and whether they match the lock file), the
+    testbed's git commit, devices, processes, the CPU and the code paths torch and MKL compute with on it."""
     import platform
     import subprocess
 
@@ -133,14 +135,15 @@ def environment(accelerator) -> dict[str, Any]:
             "device": accelerator.device.type, "processes": accelerator.num_processes,
             "cuda": torch.version.cuda if cuda else None,
             "gpus": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if cuda else [],
-            "cpu": platform.processor() or platform.machine(), "cpu_threads": torch.get_num_threads()}
+            "cpu": platform.processor() or platform.machine(), "cpu_threads": torch.get_num_threads(),
+            **numerics.environment(portable)}
 
 
-def write_environment(run: Path, accelerator) -> None:
+def write_environment(run: Path, accelerator, portable: bool) -> None:
     """env.json: the environment of every start of the run (the first, then each resume), newest last."""
     path = run / "env.json"
     starts = json.loads(path.read_text())["starts"] if path.is_file() else []
-    write_json(path, {"starts": [*starts, environment(accelerator)]})
+    write_json(path, {"starts": [*starts, environment(accelerator, portable)]})
 
 
 def write_json(path: Path, obj: Any) -> None:

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from testbed import language, rundir
+from testbed import language, numerics, rundir
 from testbed.config import CurateConfig, LanguageConfig, ModelConfig, WatermarkConfig
 from testbed.curate import (
     Deduplicator,
@@ -202,6 +202,7 @@ def test_a_curated_run_resumes_to_identical_metrics(curated_runs, tmp_path, name
 
 
 def test_env_json_says_what_ran(curated_runs):
+    import hashlib
     import json
 
     import transformers
@@ -209,6 +210,13 @@ def test_env_json_says_what_ran(curated_runs):
     env = json.loads((curated_runs / "oracle" / "env.json").read_text())["starts"]
     assert len(env) == 1 and env[0]["transformers"] == transformers.__version__
     assert env[0]["processes"] == 1 and env[0]["device"] == "cpu" and env[0]["python"]
+    # What decides whether the numbers reproduce on another machine (tests/test_numerics.py: their values).
+    assert env[0]["cpu_model"] == numerics.cpu()["cpu_model"] and env[0]["cpu_flags"] == numerics.cpu()["cpu_flags"]
+    assert env[0]["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert env[0]["mkl_cbwr"] == ("AUTO" if torch.backends.mkl.is_available() else None)
+    assert env[0]["portable_numerics"] is False
+    assert env[0]["lock_sha256"] == hashlib.sha256(numerics.LOCK_FILE.read_bytes()).hexdigest()
+    assert env[0]["lock_matches"] is (not env[0]["lock_differs"])
 
 
 def test_evaluation_samples_are_never_watermarked(tmp_path):
