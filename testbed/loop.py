@@ -165,6 +165,10 @@ def _tokenizer(cfg: Config, run_dir: Path, resume: bool, train_lines: list[str],
     if saved is not None and saved.is_dir():
         tokenizer = AutoTokenizer.from_pretrained(saved)
         tokenizer.padding_side = "left"
+        # Loading notes how it loaded (is_local, local_files_only) among the values every checkpoint's
+        # tokenizer_config.json saves: dropped, so checkpoints equal those of a run that made the tokenizer.
+        for key in ("is_local", "local_files_only"):
+            tokenizer.init_kwargs.pop(key, None)
         return tokenizer
     # Made once: BPE training need not give the same merges in two processes.
     return from_main(accelerator, lambda: load_tokenizer(cfg, train_lines))
