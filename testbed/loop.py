@@ -325,8 +325,9 @@ def human_baseline(ctx: Context, state: State) -> dict:
             return
         baseline, records = evaluation.human_baseline(state.gen0, ctx.cfg, ctx.es, ctx.tokenizer, ctx.gt,
                                                       ctx.human_reference)
-        rundir.write_json(path, rundir.finite(baseline))
+        # The samples first: the baseline file's presence means both are written (a resume skips them).
         rundir.write_jsonl(ctx.run_dir / "human_samples.jsonl", [rundir.finite(r) for r in records])
+        rundir.write_json(path, rundir.finite(baseline))
 
     on_main(ctx.accelerator, compute)
     baseline = json.loads(path.read_text()) if path.is_file() else {}

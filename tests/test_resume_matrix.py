@@ -77,12 +77,14 @@ GEN0 = [
     ("g0 train", "call", "testbed.train:train_generation", 0),
     ("g0 save: model", "write", "gen_000/model", 0),
     ("g0 save", "call", "testbed.rundir:save_generation", 0),
-    ("human baseline: one of two files", "write", "human_baseline.json", 0),
+    ("human baseline: samples written", "write", "human_samples.jsonl", 0),  # before human_baseline.json
 ]
 LEADER_KILLS = [*GEN0, *[(f"g{g} {name}", kind, where.format(g=g), g) for g in (1, 2) for name, kind, where in STAGES]]
 FOLLOWER_KILLS = [
     ("run directory made", "write", ".", 0),
     ("prefix: generation 0 linked", "write", "gen_000", 0),
+    ("prefix: generation 1 linked", "write", "gen_001", 0),
+    ("prefix: human baseline linked", "write", "human_baseline.json", 0),
     ("prefix: metrics.jsonl", "write", "metrics.jsonl", 0),
     *[(f"g2 {name}", kind, where.format(g=2), 2) for name, kind, where in STAGES],
 ]
@@ -95,17 +97,24 @@ def all_pairs(factors: dict[str, list[str]], allowed: Callable[[dict[str, str]],
     names = list(factors)
     uncovered = {((a, x), (b, y)) for a, b in itertools.combinations(names, 2)
                  for x in factors[a] for y in factors[b] if allowed({a: x, b: y})}
-    rows = []
-    while uncovered:
-        (a, x), (b, y) = min(uncovered)
-        row = {a: x, b: y}
+
+    def complete(row: dict[str, str]) -> dict[str, str]:
+        """`row` filled factor by factor with the level that meets the most uncovered pairs."""
         for name in names:
             if name not in row:
                 options = [v for v in factors[name] if allowed({**row, name: v})]
                 row[name] = max(options, key=lambda v: sum(((n, row[n]), (name, v)) in uncovered
                                                            or ((name, v), (n, row[n])) in uncovered for n in row))
-        rows.append({n: row[n] for n in names})
-        uncovered -= {((p, row[p]), (q, row[q])) for p, q in itertools.combinations(names, 2)}
+        return {n: row[n] for n in names}
+
+    def met(row: dict[str, str]) -> set:
+        return {((p, row[p]), (q, row[q])) for p, q in itertools.combinations(names, 2)} & uncovered
+
+    rows = []
+    while uncovered:  # of rows started from each uncovered pair, the one that meets the most
+        row = max((complete({a: x, b: y}) for (a, x), (b, y) in sorted(uncovered)), key=lambda r: len(met(r)))
+        rows.append(row)
+        uncovered -= met(row)
     return rows
 
 
@@ -252,6 +261,23 @@ def check_row(row: dict[str, str], out: Path, kills: list[str] | None = None) ->
 CONFIG_ROWS = all_pairs({name: list(levels) for name, levels in FACTORS.items()}, lambda row: True)
 
 
+# The default run: a pairwise covering of a smaller matrix (the mixing strategies that read earlier generations
+# back or change by generation; both detectors), each combination killed at one point, in turn from KILLS.
+DEFAULT_FACTORS = {name: [level for level in levels if (name, level) not in {
+    ("mixing", "replace"), ("mixing", "fixed_fraction"), ("mixing", "accumulate"), ("screen", "oracle")}]
+    for name, levels in FACTORS.items()}
+KILLS = {"off": ["human baseline: samples written", "g1 curate: synthetic saved", "g2 generate", "g1 save: model",
+                 "g0 save: model", "g2 save: metrics", "g1 train", "g1 save: metrics.jsonl", "run directory made"],
+         "on": ["prefix: generation 1 linked", "g2 curate: synthetic saved", "g2 save: model",
+                "prefix: human baseline linked", "g2 save: metrics.jsonl"]}
+
+
+def default_rows() -> list[tuple[dict[str, str], str]]:
+    rows = all_pairs(DEFAULT_FACTORS, lambda row: True)
+    turn = {prefix: itertools.cycle(kills) for prefix, kills in KILLS.items()}
+    return [(row, next(turn[row["prefix"]])) for row in rows]
+
+
 def test_all_pairs_meets_every_allowed_pair_and_no_forbidden_one():
     factors = {"a": ["0", "1", "2"], "b": ["0", "1"], "c": ["0", "1", "2"], "d": ["0", "1"]}
     allowed = lambda row: not (row.get("a") == "2" and row.get("b") == "1")  # noqa: E731
@@ -268,3 +294,24 @@ def test_all_pairs_meets_every_allowed_pair_and_no_forbidden_one():
 @pytest.mark.parametrize("row", CONFIG_ROWS, ids=label)
 def test_a_pairwise_covering_resumes_identically_from_every_kill_point(row: dict[str, str], tmp_path: Path):
     assert check_row(row, tmp_path) == []
+
+
+@pytest.mark.parametrize("row, kill", default_rows(), ids=lambda v: v if isinstance(v, str) else label(v))
+def test_a_pairwise_covering_resumes_identically(row: dict[str, str], kill: str, tmp_path: Path):
+    assert check_row(row, tmp_path, [kill]) == []
+
+
+def test_a_snapshot_is_what_sigkill_leaves(tmp_path: Path):
+    """The matrix's premise: the files a snapshot holds are those a run killed by SIGKILL at the same point
+    leaves, after a function returns (mixing) and right after a write (the model, before the metrics)."""
+    args = [*SMALL, *overrides(CONFIG_ROWS[0]), f"run.out_dir={tmp_path}"]
+    points = [("call", "testbed.mixing:mix", 1), ("write", "gen_001/model", 1)]
+    run([*args, "run.name=ref"], tmp_path / "ref", [(*p, str(tmp_path / f"snap{i}")) for i, p in enumerate(points)])
+    for i, point in enumerate(points):
+        killed = tmp_path / f"killed{i}"
+        run([*args, f"run.name={killed.name}"], killed, [(*point, "SIGKILL")], expect=-signal.SIGKILL)
+        snap = files(tmp_path / f"snap{i}")
+        assert "gen_000/COMPLETE" in snap and "gen_001/COMPLETE" not in snap
+        assert ("gen_001/model/model.safetensors" in snap) == (i == 1)
+        assert {k: v for k, v in files(killed).items() if k != "config.yaml"} == \
+            {k: v for k, v in snap.items() if k != "config.yaml"}  # config.yaml: its run.name
