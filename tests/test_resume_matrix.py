@@ -79,12 +79,14 @@ GEN0 = [
     ("g0 save: model", "write", "gen_000/model", 0),
     ("g0 save", "call", "testbed.rundir:save_generation", 0),
     ("human baseline: samples written", "write", "human_samples.jsonl", 0),  # before human_baseline.json
+    ("human baseline written", "write", "human_baseline.json", 0),
 ]
 LEADER_KILLS = [*GEN0, *[(f"g{g} {name}", kind, where.format(g=g), g) for g in (1, 2) for name, kind, where in STAGES]]
 FOLLOWER_KILLS = [
     ("run directory made", "write", ".", 0),
     ("prefix: generation 0 linked", "write", "gen_000", 0),
     ("prefix: generation 1 linked", "write", "gen_001", 0),
+    ("prefix: human samples linked", "write", "human_samples.jsonl", 0),
     ("prefix: human baseline linked", "write", "human_baseline.json", 0),
     ("prefix: metrics.jsonl", "write", "metrics.jsonl", 0),
     *[(f"g2 {name}", kind, where.format(g=2), 2) for name, kind, where in STAGES],
@@ -267,10 +269,11 @@ CONFIG_ROWS = all_pairs({name: list(levels) for name, levels in FACTORS.items()}
 # on (test_resume.py runs the defaults: no curation, train.init=previous, fp32).
 DEFAULT_FACTORS = {**{name: [level for level in levels if level not in ("none", "previous", "oracle")]
                       for name, levels in FACTORS.items()}, "mixing": ["accumulate_subsample", "schedule", "fresh"]}
-KILLS = {"off": ["human baseline: samples written", "g1 curate: synthetic saved", "g2 generate", "g1 save: model",
-                 "g0 save: model", "g2 save: metrics", "g1 train", "g1 save: metrics.jsonl", "run directory made"],
-         "on": ["prefix: generation 1 linked", "g2 curate: synthetic saved", "g2 save: model",
-                "prefix: human baseline linked", "g2 save: metrics.jsonl"]}
+KILLS = {"off": ["human baseline: samples written", "human baseline written", "g1 curate: synthetic saved",
+                 "g2 generate", "g1 save: model", "g0 save: model", "g2 save: metrics", "g1 train",
+                 "g1 save: metrics.jsonl", "run directory made"],
+         "on": ["prefix: human baseline linked", "g2 curate: synthetic saved", "prefix: generation 1 linked",
+                "g2 save: model", "g2 save: metrics.jsonl"]}
 
 
 def default_rows() -> list[tuple[dict[str, str], str]]:
