@@ -169,6 +169,10 @@ def _tokenizer(cfg: Config, run_dir: Path, resume: bool, train_lines: list[str],
     if saved is not None and saved.is_dir():
         tokenizer = AutoTokenizer.from_pretrained(saved)
         tokenizer.padding_side = "left"
+        # Loading notes how it loaded (is_local, local_files_only) among the values every checkpoint's
+        # tokenizer_config.json saves: dropped, so checkpoints equal those of a run that made the tokenizer.
+        for key in ("is_local", "local_files_only"):
+            tokenizer.init_kwargs.pop(key, None)
         return tokenizer
     # Made once: BPE training need not give the same merges in two processes.
     return from_main(accelerator, lambda: load_tokenizer(cfg, train_lines))
@@ -326,8 +330,9 @@ def human_baseline(ctx: Context, state: State) -> dict:
             return
         baseline, records = evaluation.human_baseline(state.gen0, ctx.cfg, ctx.es, ctx.tokenizer, ctx.gt,
                                                       ctx.human_reference)
-        rundir.write_json(path, rundir.finite(baseline))
+        # The samples first: the baseline file's presence means both are written (a resume skips them).
         rundir.write_jsonl(ctx.run_dir / "human_samples.jsonl", [rundir.finite(r) for r in records])
+        rundir.write_json(path, rundir.finite(baseline))
 
     on_main(ctx.accelerator, compute)
     baseline = json.loads(path.read_text()) if path.is_file() else {}

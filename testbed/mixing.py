@@ -164,7 +164,9 @@ def load_synthetic(path: Path) -> Examples:
     ds = datasets.load_from_disk(str(path))
     columns = set(ds.column_names)
     if "dropped_by" in columns:
-        ds = ds.filter(lambda d: [x == "" for x in d], input_columns="dropped_by", batched=True)
+        # In memory: a cache file would add to a finished generation's folder (and a shared one's source).
+        ds = ds.filter(lambda d: [x == "" for x in d], input_columns="dropped_by", batched=True,
+                       keep_in_memory=True)
     rows = ds["input_ids"][:]
     return Examples(pad_rows(rows, fill=0), np.fromiter(map(len, rows), dtype=np.int64, count=len(rows)),
                     np.asarray(ds["source"][:], dtype=object).astype(str), np.asarray(ds["generation"][:], np.int64),

@@ -279,7 +279,7 @@ def take_generations(source: Path, run: Path, until: int) -> None:
 
         write_dir(gen_dir(run, g), fill)  # replaces a half-written generation of this run
         taken = True
-    for name in ("human_baseline.json", "human_samples.jsonl"):
+    for name in ("human_samples.jsonl", "human_baseline.json"):  # the baseline last, as the loop writes them
         if (source / name).is_file() and not (run / name).is_file():
             _link_or_copy(str(source / name), str(_tmp(run / name)))
             os.replace(_tmp(run / name), run / name)
