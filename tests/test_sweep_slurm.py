@@ -74,7 +74,7 @@ def test_slurm_sweep_completes_and_resumes_after_scancel(cluster, tmp_path: Path
 
     main(["sweep", "--status", str(sweep)])
     status = capsys.readouterr().out
-    assert "run.seed=0  partial" in status and job in status
+    assert "run.seed=0  stopped" in status and job in status  # scancelled part-way: resumes
 
     # Submitting again skips what is done and resumes what was stopped; --wait blocks until the end.
     assert main(["sweep", str(cfg), "--launcher", "slurm", "--out", str(sweep), "--wait"]) == 0
