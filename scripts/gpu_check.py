@@ -382,10 +382,11 @@ def run_protocol(name: str, shape: Shape, extra: list[str], sizes: Sizes, work: 
 
 def project(measured: dict, cfg: config.Config, runs: int) -> dict:
     """Wall time of a full protocol from one measured generation (generations 0 and 1, one epoch each).
-    Generation, scoring and training steps grow with the training set: scaled by WikiText-2's training blocks
-    over the measured ones, training also by the config's epochs. Validation (once an epoch, on WikiText-2's
-    full valid split already) scales by epochs only; evaluation is counted as measured, a checkpoint save once
-    per generation, and the rest of the measured run (loading, tokenizing) once."""
+    Generation, scoring, curation with mixing, and training steps grow with the training set: scaled by
+    WikiText-2's training blocks over the measured ones, training also by the config's epochs. Validation
+    (once an epoch, on WikiText-2's full valid split already) scales by epochs only; evaluation is counted as
+    measured, a checkpoint save once per generation, and the rest of the measured run (loading, tokenizing)
+    once."""
     scale = WIKITEXT2_BLOCKS["train"] / measured["train_blocks"]
     g0, g1 = measured["gen0"], measured["gen1"]
     v0, v1 = measured["validation_s"]
@@ -393,8 +394,8 @@ def project(measured: dict, cfg: config.Config, runs: int) -> dict:
     gen0_epochs = cfg.train.gen0_epochs or cfg.train.epochs
     overhead = max(0.0, measured["total_s"] - sum(g0.values()) - sum(g1.values()) - 2 * save)
     gen0 = ((g0["train"] - v0) * scale + v0) * gen0_epochs + g0["evaluate"]
-    later = (g1["generate"] + g1["score"]) * scale + ((g1["train"] - v1) * scale + v1) * cfg.train.epochs \
-        + g1["evaluate"]
+    later = (g1["generate"] + g1["score"] + g1.get("curate_mix", 0.0)) * scale \
+        + ((g1["train"] - v1) * scale + v1) * cfg.train.epochs + g1["evaluate"]
     generations = cfg.run.generations
     run_s = gen0 + generations * later + (generations + 1) * save + overhead
     # A Slurm array with a GPU per run runs them all at once: the wall time is one run's.

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from testbed import language
+from testbed import language, seeding
 from testbed.config import DataConfig
 
 SPLITS = ("train", "valid", "test")
@@ -154,7 +154,7 @@ def spread(available: int, n: int, seed: int) -> np.ndarray:
     available, every item in order, cycling."""
     if n >= available:
         return np.arange(n) % available
-    offset = np.random.default_rng([seed, 23]).random()
+    offset = seeding.rng(seed, seeding.SPREAD).random()
     return np.floor((np.arange(n) + offset) * available / n).astype(np.int64)
 
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from testbed import language, metrics
+from testbed import language, metrics, seeding
 from testbed.config import Config, GenerationConfig, WatermarkConfig
 from testbed.data import TokenizedCorpus, pad_rows, spread, windows
 from testbed.generate import decode, generate
@@ -285,7 +285,7 @@ def bootstrap_noise(n: int, statistics: dict, seed: int, resamples: int = NOISE_
     """`noise_<key>`: the std (ddof 1) of each statistic over bootstrap resamples of its n units (samples or
     test blocks), drawn with replacement; each statistic maps an index array to a value. The same resamples
     for every statistic; NaN values are left out (NaN if fewer than two are left)."""
-    rng = np.random.default_rng([seed, n])
+    rng = seeding.rng(seed, n)  # one stream per set size: samples and test blocks differ
     draws = rng.integers(0, n, size=(resamples, n)) if n else np.zeros((resamples, 0), dtype=np.int64)
     out = {}
     for key, stat in statistics.items():

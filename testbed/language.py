@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from testbed import seeding
 from testbed.config import LanguageConfig
 
 # Rule probabilities: NP shapes by number of adjectives, VP shapes.
@@ -126,7 +127,7 @@ def sample_sentences(lang: Language, n: int, rng: np.random.Generator) -> list[s
 def corpus(cfg: LanguageConfig, seed: int) -> dict[str, list[str]]:
     """Train/valid/test lines: each line is `sentences_per_line` sentences. `seed` is the run's seed."""
     lang = build(cfg)
-    rng = np.random.default_rng([cfg.seed, seed])
+    rng = seeding.rng(cfg.seed, seed)  # the language's seed, then the run's
     out = {}
     for split, n in (("train", cfg.train_sentences), ("valid", cfg.valid_sentences),
                      ("test", cfg.test_sentences)):

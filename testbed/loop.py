@@ -26,7 +26,19 @@ from accelerate import Accelerator, DataLoaderConfiguration
 from tqdm.auto import tqdm
 from transformers import AutoTokenizer
 
-from testbed import batching, config, curate, evaluation, generate, language, mixing, phases, rundir, train
+from testbed import (
+    batching,
+    config,
+    curate,
+    evaluation,
+    generate,
+    language,
+    mixing,
+    phases,
+    rundir,
+    seeding,
+    train,
+)
 from testbed.config import Config
 from testbed.data import TokenizedCorpus, load_corpus, split_names, tokenize_corpus, windows
 from testbed.distributed import check_batch_split, from_main, on_main
@@ -42,17 +54,11 @@ from testbed.model import (
     start_token,
 )
 
-GENERATE, TRAIN, EVAL, DETECT = 1, 2, 3, 4  # stage tags for per-stage seeds
-
-
-def seed_for(seed: int, *parts: int) -> int:
-    """A well-mixed 32-bit seed for one stage of one generation (stable across resumes)."""
-    return int(np.random.SeedSequence([seed, *parts]).generate_state(1)[0])
-
 
 @contextlib.contextmanager
 def timed(seconds: dict[str, float], stage: str) -> Iterator[None]:
-    """Wall time of the block, into seconds[stage]."""
+    """Wall time of the block, into seconds[stage]: the one way a stage's time (timing.json) is taken, so a
+    key spans the same work in every generation."""
     start = time.perf_counter()
     yield
     seconds[stage] = time.perf_counter() - start
@@ -214,8 +220,8 @@ def restore(ctx: Context, model, start: int) -> State:
                   synthetic=[mixing.load_synthetic(rundir.gen_dir(run_dir, g) / "synthetic") for g in range(1, start)])
     state.steps = sum(r["train_steps"] for r in state.rows)
     device = ctx.accelerator.device
-    curate.detect(ctx.human, cfg, model.config, device, np.random.default_rng([seed, DETECT, 0]))
-    curate.detect(ctx.fresh, cfg, model.config, device, np.random.default_rng([seed, DETECT, 1]))
+    curate.detect(ctx.human, cfg, model.config, device, seeding.rng(seed, seeding.DETECT, 0))
+    curate.detect(ctx.fresh, cfg, model.config, device, seeding.rng(seed, seeding.DETECT, 1))
     return state
 
 
@@ -261,24 +267,25 @@ def generation(ctx: Context, state: State, g: int) -> None:
     seconds: dict[str, float] = {}
     with timed(seconds, "generate"):
         synth, texts = generate.synthesize(state.model, cfg, ctx.corpus.train, ctx.tokenizer, acc, g,
-                                           seed_for(seed, g, GENERATE))
+                                           seeding.seed_for(seed, g, seeding.GENERATE))
     with timed(seconds, "score"):
         ppl_gen0 = curate.score_under_gen0(state.gen0, synth, cfg, acc)
-        curate.detect(synth, cfg, state.model.config, acc.device, np.random.default_rng([seed, DETECT, g + 1]))
+        curate.detect(synth, cfg, state.model.config, acc.device, seeding.rng(seed, seeding.DETECT, g + 1))
 
-    dropped_by = curate.filter_synthetic(cfg, texts, ppl_gen0, _deduplicator(ctx, state, g), ctx.lang,
-                                         state.ppl_ceiling)
-    state.synthetic.append(synth.take(dropped_by == curate.KEPT))
-    on_main(acc, mixing.save_synthetic, out / "synthetic", synth, texts,  # every example, with its decisions
-            {"ppl_gen0": ppl_gen0, "z_score": synth.z, "flagged": synth.flagged, "dropped_by": dropped_by})
-    pool = mixing.mix(cfg.mixing, ctx.human, state.synthetic, g, seed, fresh=ctx.fresh, total=len(synth))
-    train_set = curate.screen(pool, cfg.curate, np.random.default_rng([seed, DETECT, g, 2]))
+    with timed(seconds, "curate_mix"):
+        dropped_by = curate.filter_synthetic(cfg, texts, ppl_gen0, _deduplicator(ctx, state, g), ctx.lang,
+                                             state.ppl_ceiling)
+        state.synthetic.append(synth.take(dropped_by == curate.KEPT))
+        on_main(acc, mixing.save_synthetic, out / "synthetic", synth, texts,  # every example, with its decisions
+                {"ppl_gen0": ppl_gen0, "z_score": synth.z, "flagged": synth.flagged, "dropped_by": dropped_by})
+        pool = mixing.mix(cfg.mixing, ctx.human, state.synthetic, g, seed, fresh=ctx.fresh, total=len(synth))
+        train_set = curate.screen(pool, cfg.curate, seeding.rng(seed, seeding.DETECT, g, 2))
 
     if state.init is not None:
         state.model.load_state_dict(state.init)
-    result = _train(ctx, state, train_set, g)
+    with timed(seconds, "train"):  # as in generation 0: the whole stage, setup and validation included
+        result = _train(ctx, state, train_set, g)
     state.steps += result.steps
-    seconds["train"] = result.seconds
     facts = {**summarize(ppl_gen0, "synthetic_ppl_gen0"), **result.record(),
              "train_composition": train_set.composition(), "synthetic_mean_length": float(synth.lengths.mean()),
              **curate.curation_row(dropped_by, synth, ctx.human, pool, cfg.curate.detector != "none")}
@@ -290,7 +297,7 @@ def generation(ctx: Context, state: State, g: int) -> None:
 def _train(ctx: Context, state: State, train_set: Examples, g: int) -> train.TrainResult:
     steps = state.steps
     return train.train_generation(state.model, train_set, ctx.corpus.valid, ctx.cfg, ctx.accelerator, g,
-                                  seed_for(ctx.cfg.run.seed, g, TRAIN), ctx.tokenizer.eos_token_id,
+                                  seeding.seed_for(ctx.cfg.run.seed, g, seeding.TRAIN), ctx.tokenizer.eos_token_id,
                                   log=lambda values, step: ctx.log(values, steps + step))
 
 
@@ -305,7 +312,7 @@ def evaluate_and_save(ctx: Context, state: State, g: int, facts: dict, seconds: 
     cfg = ctx.cfg
     with timed(seconds, "evaluate"):
         row, records = evaluation.evaluate_generation(state.model, state.gen0, cfg, ctx.es, ctx.tokenizer, ctx.gt,
-                                                      seed_for(cfg.run.seed, EVAL), noise=g == 0)
+                                                      seeding.seed_for(cfg.run.seed, seeding.EVAL), noise=g == 0)
     row = rundir.finite({"generation": g, **row, **facts})
     row0 = state.rows[0] if state.rows else row
     row["phase"] = phases.phase(row, row0, phases.row_band(row0))

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from testbed import rundir
+from testbed import rundir, seeding
 from testbed.config import ConfigError, MixingConfig
 from testbed.data import pad_rows
 
@@ -113,7 +113,7 @@ def mix(cfg: MixingConfig, human: Examples, synthetic: list[Examples], generatio
     accumulate: all human data plus every synthetic set so far.
     accumulate_subsample: that pool subsampled to the size of the human set.
     """
-    rng = np.random.default_rng([seed, generation, 17])
+    rng = seeding.rng(seed, generation, seeding.MIX)
     current = synthetic[-1]
     settings = cfg.at(generation)
     if settings.strategy == "replace":
@@ -122,11 +122,11 @@ def mix(cfg: MixingConfig, human: Examples, synthetic: list[Examples], generatio
         total = len(current) if total is None else total
         n_human = min(human_share(settings, total), len(human))
         if settings.human_pool == "fresh":
-            order = np.random.default_rng([seed, 17]).permutation(len(fresh))  # one order for the whole run
+            order = seeding.rng(seed, seeding.MIX).permutation(len(fresh))  # one order for the whole run
             start = fresh_drawn(cfg, total, generation - 1, len(human))  # what earlier generations drew
             human_part = fresh.take(np.sort(order[start : start + n_human]))
         else:
-            human_rng = np.random.default_rng([seed, 17]) if settings.fixed_subset else rng
+            human_rng = seeding.rng(seed, seeding.MIX) if settings.fixed_subset else rng
             taken = np.sort(human_rng.permutation(len(human))[:n_human])
             human_part = human.take(taken)
             if settings.complementary:  # current[i] continues human block i: the blocks not taken, as continuations

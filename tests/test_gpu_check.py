@@ -111,7 +111,7 @@ def test_cpu_tiny_runs_and_writes_its_json(tmp_path: Path, capsys):
     assert result["model"]["beam5_largest"]["batch"] == gpu_check.TINY_SIZES.largest_cap
     assert [p["config"] for p in result["protocols"]] == [name for name, *_ in gpu_check.PROTOCOLS]
     for p in result["protocols"]:
-        assert set(p["measured"]["gen1"]) == {"generate", "score", "train", "evaluate"}
+        assert set(p["measured"]["gen1"]) == {"generate", "score", "curate_mix", "train", "evaluate"}
         assert 0 < p["measured"]["validation_s"][1] < p["measured"]["gen1"]["train"]
         assert p["measured"]["save_s"] > 0
         for j in p["projected"].values():

@@ -1,0 +1,22 @@
+"""Every random stream of a run, named. Each stream is the run's seed with a stage's tag (and, where it
+differs by generation, the generation), mixed by numpy's SeedSequence: a resumed run draws exactly what an
+uninterrupted one does, and no two stages share draws. The tags' values are part of every published number:
+never renumber one."""
+
+from __future__ import annotations
+
+import numpy as np
+
+GENERATE, TRAIN, EVAL, DETECT = 1, 2, 3, 4  # a generation's sampling, training order, evaluation, detection
+MIX = 17  # mixing: which human and synthetic examples a generation trains on
+SPREAD = 23  # data.spread: the offset of the blocks that stand for a split
+
+
+def seed_for(seed: int, *parts: int) -> int:
+    """A well-mixed 32-bit seed for one stream (for torch, which takes an int)."""
+    return int(np.random.SeedSequence([seed, *parts]).generate_state(1)[0])
+
+
+def rng(seed: int, *parts: int) -> np.random.Generator:
+    """A numpy generator for one stream."""
+    return np.random.default_rng([seed, *parts])
