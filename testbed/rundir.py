@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 
 from testbed import numerics
-from testbed.config import Config, ConfigError, from_dict, prefix_diff, read_yaml
+from testbed.config import Config, ConfigError, from_dict, read_yaml
+from testbed.sharing import prefix_diff
 
 COMPLETE = "COMPLETE"
 

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import yaml
 
-from testbed import config, rundir
+from testbed import config, rundir, sharing
 from testbed.config import ConfigError, SlurmConfig
 
 RUN_STATES = ("done", "running", "requeued", "pending", "stopped", "partial", "failed", "new")
@@ -179,7 +179,7 @@ def expand(cfg: config.Config, cli_axes: dict[str, list]) -> list[SweepRun]:
 
 def share_prefixes(runs: list[SweepRun], configs: list[config.Config], sweep_dir: Path) -> list[SweepRun]:
     """Each run takes, from the earlier run it agrees with longest, the generations 0..k that both compute
-    alike (config.shared_prefix: e.g. one seed's settings that differ only in mixing share generation 0;
+    alike (sharing.shared_prefix: e.g. one seed's settings that differ only in mixing share generation 0;
     runs that switch from replace to human data at different generations share the replace generations up
     to the earlier switch), so each common prefix is computed once. Beyond generation 0 the leader must keep
     every checkpoint (run.keep_checkpoints=all), since the follower continues from model k. Runs come back
@@ -188,7 +188,7 @@ def share_prefixes(runs: list[SweepRun], configs: list[config.Config], sweep_dir
     for i, (r, cfg) in enumerate(zip(runs, configs)):
         best, until = None, -1
         for j in range(i):
-            k = config.shared_prefix(configs[j], cfg)
+            k = sharing.shared_prefix(configs[j], cfg)
             k = min(k, 0) if configs[j].run.keep_checkpoints != "all" else k
             if k > until:
                 best, until = j, k
