@@ -12,11 +12,11 @@ import numpy as np
 
 from testbed import language, metrics, seeding
 from testbed.config import Config, GenerationConfig, WatermarkConfig
-from testbed.data import TokenizedCorpus, pad_rows, spread, windows
+from testbed.data import HumanCorpus, TokenizedCorpus, pad_rows, spread, windows
 from testbed.generate import decode, generate
 from testbed.metrics.perplexity import per_sequence
 from testbed.metrics.text import Tail
-from testbed.model import autocast
+from testbed.model import autocast, start_token
 
 
 @dataclass
@@ -29,6 +29,19 @@ class EvalSet:
     tail: Tail  # rare words of the human training text
     human_tokens: np.ndarray  # the human training text's token ids (tail-token mass, unigram KL)
     vocab_size: int
+
+
+def inputs(cfg: Config, text: HumanCorpus, corpus: TokenizedCorpus, tokenizer,
+           vocab_size: int) -> tuple[EvalSet, GroundTruth | None, np.ndarray]:
+    """Everything evaluation reads, built once per run: the evaluation set, the built-in language's exact
+    probabilities (None on other data), and held-out human text shaped like synthetic data (the human
+    baseline's reference)."""
+    es = eval_set(cfg, corpus, text.train, start_token(tokenizer), vocab_size)
+    gt = ground_truth_set(cfg, text.test, tokenizer) if cfg.data.source == "builtin" else None
+    gen = cfg.generation
+    _, reference = windows(corpus.test_stream, cfg.data.block_size, gen.prompt_tokens if gen.mode == "prompted"
+                           else 0, gen.max_new_tokens, "the human test split")
+    return es, gt, reference
 
 
 def eval_set(cfg: Config, corpus: TokenizedCorpus, train_lines: list[str], bos: int, vocab_size: int) -> EvalSet:

@@ -24,7 +24,6 @@ import numpy as np
 import torch
 from accelerate import Accelerator, DataLoaderConfiguration
 from tqdm.auto import tqdm
-from transformers import AutoTokenizer
 
 from testbed import (
     batching,
@@ -40,8 +39,8 @@ from testbed import (
     train,
 )
 from testbed.config import Config
-from testbed.data import TokenizedCorpus, load_corpus, split_names, tokenize_corpus, windows
-from testbed.distributed import check_batch_split, from_main, on_main
+from testbed.data import TokenizedCorpus, load_corpus, split_names, tokenize_corpus
+from testbed.distributed import check_batch_split, on_main
 from testbed.metrics import perplexity, summarize
 from testbed.mixing import Examples
 from testbed.model import (
@@ -49,9 +48,8 @@ from testbed.model import (
     base_model,
     check_context,
     load_model,
-    load_tokenizer,
     reproducible_cpu,
-    start_token,
+    run_tokenizer,
 )
 
 
@@ -125,63 +123,52 @@ def run(cfg: Config, run_dir: Path, resume: bool = False, stop_after: int | None
 def prepare(cfg: Config, run_dir: Path, resume: bool) -> tuple[Context, State]:
     """Load every input and check every length before any work; only then does the run directory appear.
     A resume reads back its completed generations and starts from its newest model."""
-    # accelerate's own mixed precision would patch the trained model's forward only; one explicit autocast
-    # context covers every forward of the run instead. train.batch_size is one step's batch over all
-    # processes (split_batches), so the effective batch does not depend on the process count.
-    log_with = None if cfg.run.log_with == "none" else cfg.run.log_with
-    accelerator = Accelerator(mixed_precision="no", gradient_accumulation_steps=cfg.train.grad_accum,
-                              dataloader_config=DataLoaderConfiguration(split_batches=True), log_with=log_with,
-                              project_dir=str(run_dir))
-    check_batch_split(cfg.train.batch_size, accelerator.num_processes)
-    batching.reset()  # what fit another run in this process says nothing about this one
-    cfg.run.threads = rundir.run_threads(cfg, run_dir, resume)
-    if accelerator.device.type == "cpu":  # saved with the config below: a resume uses the same thread count
-        cfg.run.threads = reproducible_cpu(cfg.run.threads, cfg.run.portable_numerics)
-    if not accelerator.is_main_process:
-        os.environ["TQDM_DISABLE"] = "1"
-
+    accelerator = _accelerator(cfg, run_dir, resume)
     start = rundir.completed(run_dir, cfg.run.generations) if resume else 0
     prefix = rundir.check_prefix(cfg, run_dir)  # generations 0..run.prefix_until come from another run
     if prefix is not None:
         start = cfg.run.prefix_until + 1
     text = load_corpus(cfg.data, cfg.run.seed)
-    tokenizer = _tokenizer(cfg, run_dir, resume, text.train, accelerator)
+    tokenizer = run_tokenizer(cfg, text.train, accelerator, _saved_tokenizer(cfg, run_dir, resume))
     corpus = tokenize_corpus(text, tokenizer, cfg.data, split_names(cfg.data))
-    human, fresh = mixing.human_examples(corpus.train), mixing.human_examples(corpus.train_pool)
-    mixing.check_fresh_pool(cfg.mixing, cfg.generation.num_samples or len(human), cfg.run.generations, len(fresh),
-                            cap=len(human))
+    human, fresh = mixing.human_sets(cfg, corpus)
     model = base_model(cfg, tokenizer) if start == 0 else _load(prefix or run_dir, start - 1, accelerator)
     model = model.to(accelerator.device)
     check_context(cfg, model)
-    es = evaluation.eval_set(cfg, corpus, text.train, start_token(tokenizer),
-                             model.get_input_embeddings().num_embeddings)
-    gt = evaluation.ground_truth_set(cfg, text.test, tokenizer) if cfg.data.source == "builtin" else None
-    gen = cfg.generation
-    _, reference = windows(corpus.test_stream, cfg.data.block_size, gen.prompt_tokens if gen.mode == "prompted"
-                           else 0, gen.max_new_tokens, "the human test split")
+    es, gt, reference = evaluation.inputs(cfg, text, corpus, tokenizer, model.get_input_embeddings().num_embeddings)
     ctx = Context(cfg, run_dir, accelerator, tokenizer, corpus, human, fresh, es, gt, reference,
                   gt.lang if gt is not None else None)
     on_main(accelerator, _open_run_dir, cfg, run_dir, resume, tokenizer, accelerator, prefix)
-    if log_with:
+    if cfg.run.log_with != "none":
         accelerator.init_trackers("testbed", config={k: v for k, v in config.flatten(cfg.to_dict()).items()
                                                       if isinstance(v, (int, float, str, bool))})
     return ctx, restore(ctx, model, start)
 
 
-def _tokenizer(cfg: Config, run_dir: Path, resume: bool, train_lines: list[str], accelerator: Accelerator):
-    """The run's own saved tokenizer, or that of the run its first generations come from, or a new one."""
-    shared = Path(cfg.run.prefix_from) / "tokenizer" if cfg.run.prefix_from else None
-    saved = run_dir / "tokenizer" if resume else shared
-    if saved is not None and saved.is_dir():
-        tokenizer = AutoTokenizer.from_pretrained(saved)
-        tokenizer.padding_side = "left"
-        # Loading notes how it loaded (is_local, local_files_only) among the values every checkpoint's
-        # tokenizer_config.json saves: dropped, so checkpoints equal those of a run that made the tokenizer.
-        for key in ("is_local", "local_files_only"):
-            tokenizer.init_kwargs.pop(key, None)
-        return tokenizer
-    # Made once: BPE training need not give the same merges in two processes.
-    return from_main(accelerator, lambda: load_tokenizer(cfg, train_lines))
+def _accelerator(cfg: Config, run_dir: Path, resume: bool) -> Accelerator:
+    """This process's Accelerator, and the run's thread count (saved with the config: a resume uses the same).
+    accelerate's own mixed precision would patch the trained model's forward only; one explicit autocast
+    context covers every forward of the run instead. train.batch_size is one step's batch over all processes
+    (split_batches), so the effective batch does not depend on the process count."""
+    accelerator = Accelerator(mixed_precision="no", gradient_accumulation_steps=cfg.train.grad_accum,
+                              dataloader_config=DataLoaderConfiguration(split_batches=True),
+                              log_with=None if cfg.run.log_with == "none" else cfg.run.log_with,
+                              project_dir=str(run_dir))
+    check_batch_split(cfg.train.batch_size, accelerator.num_processes)
+    batching.reset()  # what fit another run in this process says nothing about this one
+    cfg.run.threads = rundir.run_threads(cfg, run_dir, resume)
+    if accelerator.device.type == "cpu":
+        cfg.run.threads = reproducible_cpu(cfg.run.threads, cfg.run.portable_numerics)
+    if not accelerator.is_main_process:
+        os.environ["TQDM_DISABLE"] = "1"
+    return accelerator
+
+
+def _saved_tokenizer(cfg: Config, run_dir: Path, resume: bool) -> Path | None:
+    """The run's own saved tokenizer (a resume), or that of the run its first generations come from."""
+    saved = run_dir / "tokenizer" if resume else Path(cfg.run.prefix_from) / "tokenizer" if cfg.run.prefix_from \
+        else None
+    return saved if saved is not None and saved.is_dir() else None
 
 
 def _load(run_dir: Path, g: int, accelerator: Accelerator):

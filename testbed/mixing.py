@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from testbed import rundir, seeding
-from testbed.config import ConfigError, MixingConfig
-from testbed.data import pad_rows
+from testbed.config import Config, ConfigError, MixingConfig
+from testbed.data import TokenizedCorpus, pad_rows
 
 HUMAN, SYNTHETIC = "human", "synthetic"
 
@@ -83,6 +83,15 @@ def fresh_drawn(cfg: MixingConfig, per_generation: int, generations: int, cap: i
     settings = [cfg.at(g) for g in range(1, generations + 1)]
     return sum(min(human_share(s, per_generation), cap) for s in settings
                if s.strategy == "fixed_fraction" and s.human_pool == "fresh")
+
+
+def human_sets(cfg: Config, corpus: TokenizedCorpus) -> tuple[Examples, Examples]:
+    """The run's human examples: generation 0's training blocks (the human part of every mix), and the unseen
+    blocks a fresh human pool draws from, checked to hold all that the run will draw."""
+    human, fresh = human_examples(corpus.train), human_examples(corpus.train_pool)
+    check_fresh_pool(cfg.mixing, cfg.generation.num_samples or len(human), cfg.run.generations, len(fresh),
+                     cap=len(human))
+    return human, fresh
 
 
 def check_fresh_pool(cfg: MixingConfig, per_generation: int, generations: int, pool: int, cap: int) -> None:

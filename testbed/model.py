@@ -12,6 +12,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast
 
 from testbed.config import Config, ModelConfig, check_lengths, is_local_path
+from testbed.distributed import from_main
 from testbed.numerics import set_code_paths
 
 EOS = "<|endoftext|>"
@@ -88,6 +89,21 @@ def load_tokenizer(cfg: Config, train_lines: list[str]):
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "left"
+    return tokenizer
+
+
+def run_tokenizer(cfg: Config, train_lines: list[str], accelerator, saved: Path | None = None):
+    """A run's tokenizer: the one saved at `saved` (the run's own on a resume, or that of the run its first
+    generations come from), else a new one (load_tokenizer), made once on the main process: BPE training
+    need not give the same merges in two processes."""
+    if saved is None:
+        return from_main(accelerator, lambda: load_tokenizer(cfg, train_lines))
+    tokenizer = AutoTokenizer.from_pretrained(saved)
+    tokenizer.padding_side = "left"
+    # Loading notes how it loaded (is_local, local_files_only) among the values every checkpoint's
+    # tokenizer_config.json saves: dropped, so checkpoints equal those of a run that made the tokenizer.
+    for key in ("is_local", "local_files_only"):
+        tokenizer.init_kwargs.pop(key, None)
     return tokenizer
 
 
