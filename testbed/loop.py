@@ -41,7 +41,7 @@ from testbed import (
 from testbed.config import Config
 from testbed.data import TokenizedCorpus, load_corpus, split_names, tokenize_corpus
 from testbed.distributed import check_batch_split, on_main
-from testbed.metrics import perplexity, summarize
+from testbed.metrics import perplexity, registry, summarize
 from testbed.mixing import Examples
 from testbed.model import (
     autocast,
@@ -309,9 +309,9 @@ def evaluate_and_save(ctx: Context, state: State, g: int, facts: dict, seconds: 
     rundir.save_generation(ctx.run_dir, g, state.model, ctx.tokenizer, row, records, timing, state.rows,
                            cfg.run.keep_checkpoints)
     ctx.log({f"generation/{k}": v for k, v in row.items()}, g)
-    tqdm.write(f"gen {g}/{cfg.run.generations}: ppl_human {row['ppl_human']:.2f}  "
-               f"distinct_4 {row['distinct_4']:.3f}  self_bleu {row['self_bleu']:.3f}  "
-               + "  ".join(f"{k} {v:.1f}s" for k, v in seconds.items()))
+    shown = [f"{m.key} {m.fmt.format(row[m.key])}" for m in registry.shown_in(registry.PROGRESS)
+             if row.get(m.key) is not None]
+    tqdm.write(f"gen {g}/{cfg.run.generations}: " + "  ".join(shown + [f"{k} {v:.1f}s" for k, v in seconds.items()]))
 
 
 def human_baseline(ctx: Context, state: State) -> dict:

@@ -19,14 +19,15 @@ import numpy as np
 
 from testbed.metrics import text
 
-NAMES = ("self_bleu", "distinct_n", "rep_n", "entropy", "tail_coverage", "perplexity")
+MODULES = Path(__file__).parent / "modules"
+NAMES = tuple(sorted(p.name for p in MODULES.iterdir() if (p / f"{p.name}.py").is_file()))  # one folder a metric
 
 
 def module_path(name: str) -> str:
     """The folder of a metric's evaluate module, for evaluate.load(...)."""
     if name not in NAMES:
         raise ValueError(f"unknown metric {name!r}; choose one of {', '.join(NAMES)}")
-    return str(Path(__file__).parent / "modules" / name)
+    return str(MODULES / name)
 
 
 def _perplexity(predictions: list[str], model_path: str, batch_size: int = 32) -> dict:

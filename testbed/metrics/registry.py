@@ -14,9 +14,10 @@ SUMMARY = "summary"  # a column of report.md's summary (first -> last generation
 SIGNAL = "signal"  # a row of the early-warning table (which signal moves first)
 CURATION = "curation"  # a column of the curation table (what each defence kept and dropped)
 HEADLINE = "headline"  # headline.png: the four metrics a reader looks at first (task, diversity, repetition, tail)
+PROGRESS = "progress"  # the line printed as each generation ends
 RECOVERY = "recovery"  # a column of the recovery table (how much of the damage healing undid)
 RECOVERY_PLOT = "recovery_plot"  # a row of panels of recovery.png
-VIEWS = (TERMINAL, REPORT, SUMMARY, SIGNAL, CURATION, HEADLINE, RECOVERY, RECOVERY_PLOT)
+VIEWS = (TERMINAL, REPORT, SUMMARY, SIGNAL, CURATION, HEADLINE, PROGRESS, RECOVERY, RECOVERY_PLOT)
 
 # A metric's role in the phase rule (testbed/phases.py); its direction of damage is against higher_is_better.
 HEAD, TAIL, VARIANCE = "head", "tail", "variance"
@@ -48,13 +49,14 @@ def _m(key, title, unit, better, views, fmt="{:.3f}", header="", log=False, low=
     return Metric(key, title, unit, better, tuple(views), fmt, header, log, low, high, role)
 
 
-_T, _R, _S, _W, _C, _H, _RC, _RP = TERMINAL, REPORT, SUMMARY, SIGNAL, CURATION, HEADLINE, RECOVERY, RECOVERY_PLOT
+_T, _R, _S, _W, _C, _H, _P = TERMINAL, REPORT, SUMMARY, SIGNAL, CURATION, HEADLINE, PROGRESS
+_RC, _RP = RECOVERY, RECOVERY_PLOT
 SHARE = {"low": 0.0, "high": 1.0}
 PPL = {"log": True, "low": 1.0}
 
 METRICS: list[Metric] = [
     _m("phase", "Phase of collapse (testbed/phases.py)", "none | early | late", None, (_T,), "{}"),
-    _m("ppl_human", "Perplexity on human test text", "perplexity", False, (_T, _R, _S, _W, _H, _RC, _RP), "{:.2f}",
+    _m("ppl_human", "Perplexity on human test text", "perplexity", False, (_T, _R, _S, _W, _H, _P, _RC, _RP), "{:.2f}",
        **PPL),
     _m("ppl_human_head", "Perplexity on human text, frequent targets", "perplexity", False, (_T, _R, _W, _RC),
        "{:.2f}", "ppl_head", role=HEAD, **PPL),
@@ -63,8 +65,8 @@ METRICS: list[Metric] = [
     _m("distinct_1", "Distinct-1 of samples", "unique / total unigrams", True, (_T, _R), header="dist-1", **SHARE),
     _m("distinct_2", "Distinct-2 of samples", "unique / total bigrams", True, (_T, _R, _S, _W, _H, _RC),
        header="dist-2", role=VARIANCE, **SHARE),
-    _m("distinct_4", "Distinct-4 of samples", "unique / total 4-grams", True, (_T, _R), header="dist-4", **SHARE),
-    _m("self_bleu", "Self-BLEU-4 of samples", "BLEU", False, (_T, _R, _S, _W, _H), header="self-BLEU", **SHARE),
+    _m("distinct_4", "Distinct-4 of samples", "unique / total 4-grams", True, (_T, _R, _P), header="dist-4", **SHARE),
+    _m("self_bleu", "Self-BLEU-4 of samples", "BLEU", False, (_T, _R, _S, _W, _H, _P), header="self-BLEU", **SHARE),
     _m("rep_4", "Repetition rate rep-4", "share of repeated 4-grams", False, (_T, _R), header="rep-4", **SHARE),
     _m("entropy", "Unigram entropy of samples", "bits", True, (_T, _R, _S, _W, _RC), "{:.2f}", low=0.0,
        role=VARIANCE),
