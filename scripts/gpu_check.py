@@ -55,6 +55,7 @@ import rehearse_paper  # noqa: E402
 from testbed import config, rundir  # noqa: E402
 from testbed.config import GenerationConfig, ModelConfig, TrainConfig  # noqa: E402
 from testbed.mixing import human_examples  # noqa: E402
+from testbed.plan import kv_cache_bytes  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 # WikiText-2 in 64-token blocks under GPT-2's BPE with the paper's preprocessing (each raw line tokenized with
@@ -179,15 +180,6 @@ def free_bytes(device: torch.device) -> int | None:
     if device.type != "cuda":
         return None
     return torch.cuda.mem_get_info(device)[0] + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
-
-
-def kv_cache_bytes(model_config, rows: int, tokens: int, bytes_per_value: int) -> int:
-    """The KV cache of `rows` sequences of `tokens` positions: keys and values for every layer and every
-    key-value head (num_key_value_heads: fewer than the query heads under grouped-query attention)."""
-    heads = model_config.num_attention_heads
-    kv_heads = getattr(model_config, "num_key_value_heads", None) or heads
-    head_dim = getattr(model_config, "head_dim", None) or model_config.hidden_size // heads
-    return 2 * model_config.num_hidden_layers * kv_heads * head_dim * rows * tokens * bytes_per_value
 
 
 def build(shape: Shape, device: torch.device, seed: int = 0) -> torch.nn.Module:

@@ -122,11 +122,17 @@ def _dims(shape) -> dict[str, int | float | bool]:
                 gated=shape.model_type in ("llama", "qwen2", "mistral", "gemma", "gemma2", "qwen3", "olmo2"))
 
 
-def _cache(dims: dict, precision_bytes: int, batch: int, beams: int, positions: int) -> tuple[int, int]:
+def kv_cache_bytes(shape, rows: int, positions: int, bytes_per_value: int) -> int:
+    """The KV cache of `rows` sequences of `positions` tokens: keys and values for every layer and every
+    key-value head (num_key_value_heads: fewer than the query heads under grouped-query attention)."""
+    dims = _dims(shape)
+    return 2 * dims["layers"] * dims["kv"] * dims["d"] * bytes_per_value * rows * positions
+
+
+def _cache(shape, precision_bytes: int, batch: int, beams: int, positions: int) -> tuple[int, int]:
     """(KV cache, one decode step's scores) in bytes for `batch` sequences of `beams` beams."""
     rows = batch * beams
-    kv = 2 * dims["layers"] * dims["kv"] * dims["d"] * precision_bytes * rows * positions
-    return kv, 12 * rows * dims["vocab"]
+    return kv_cache_bytes(shape, rows, positions, precision_bytes), 12 * rows * _dims(shape)["vocab"]
 
 
 def estimate(cfg: Config) -> Estimate:
@@ -152,10 +158,10 @@ def estimate(cfg: Config) -> Estimate:
     weights = copy = 4 * total
     grads_adamw = 12 * trained
     prompt = 1 if g.mode == "unconditional" else g.prompt_tokens
-    kv, scores = _cache(dims, e, g.batch_size, g.num_beams, prompt + g.max_new_tokens)
+    kv, scores = _cache(shape, e, g.batch_size, g.num_beams, prompt + g.max_new_tokens)
     ev = eval_decoding(cfg)
     eval_prompt = 1 if g.mode == "unconditional" else cfg.eval.prompt_tokens
-    eval_kv, eval_scores = _cache(dims, e, cfg.eval.batch_size, ev.num_beams, eval_prompt + cfg.eval.max_new_tokens)
+    eval_kv, eval_scores = _cache(shape, e, cfg.eval.batch_size, ev.num_beams, eval_prompt + cfg.eval.max_new_tokens)
     notes = [f"LoRA r{t.lora.rank}: {trained / 1e6:.1f}M trained"] if t.lora.enabled else []
     notes += ["gradient checkpointing"] if t.gradient_checkpointing else []
     return Estimate(

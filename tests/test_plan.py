@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from transformers import OPTConfig, Qwen2Config
 
 from testbed import config, plan
 from testbed.cli import main
@@ -135,3 +136,14 @@ def test_gpu_check_projects_each_run_and_the_sweep(tmp_path: Path, capsys):
     assert "10.0 GPU-hours for 5 runs, about 2.0 h as a Slurm array" in out
     # A run with 3 more generations: 3 x 720 s more.
     assert plan.run_hours(check, "shumailov2024-opt125m-replace", 9, 12) == (2.6, "opt-125m")
+
+
+def test_kv_cache_counts_key_value_heads():
+    # Qwen2.5-1.5B: 28 layers, 2 key-value heads of 128 (12 query heads): 2 x 28 x 2 x 128 x 2 bytes = 28,672
+    # bytes a position in bf16; the paper's batch of 256 prompts x 5 beams x 128 positions: 4.375 GiB (with
+    # 12 heads it would be 26.25).
+    qwen = Qwen2Config(hidden_size=1536, num_attention_heads=12, num_key_value_heads=2, num_hidden_layers=28)
+    assert plan.kv_cache_bytes(qwen, 256 * 5, 128, 2) == 28672 * 1280 * 128 == 4.375 * 2**30
+    # OPT-125m at batch 4,096 x 5 beams: 2 x 12 x 768 x 2 bytes a position, 90 GiB: never tried on an 80 GB GPU.
+    opt = OPTConfig(hidden_size=768, num_attention_heads=12, num_hidden_layers=12)
+    assert plan.kv_cache_bytes(opt, 4096 * 5, 128, 2) == 90 * 2**30
