@@ -1,4 +1,4 @@
-"""The README's memory table ("Memory per model size"), computed by testbed.plan from each model's config.
+"""The memory table of docs/gpu-cluster.md ("Memory per model size"), computed by testbed.plan from each model's config.
 
     PYTHONPATH=. python scripts/memory_table.py
 

@@ -13,7 +13,7 @@ from testbed import figures, report, runs
 from testbed.metrics import registry
 from testbed.metrics.registry import Metric
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+REFERENCE = Path(__file__).resolve().parents[1] / "docs" / "reference.md"
 
 
 def fake_run(root: Path, name: str, config: dict, rows: list[dict], settings: list[dict] | None = None) -> Path:
@@ -99,9 +99,9 @@ def test_a_new_metric_is_one_entry(sweep: Path, monkeypatch, tmp_path: Path):
     assert [m.key for m in figures.present(registry.REPORT, found)] == ["ppl_human", "distinct_2", "brand_new"]
 
 
-def test_every_registered_metric_is_in_the_readme_key_table():
-    """The README's `metrics.jsonl keys` table names every registered key (`a_b` / `_c` names a_c too)."""
-    text = README.read_text(encoding="utf-8").split("### `metrics.jsonl` keys")[1].split("\n## ")[0]
+def test_every_registered_metric_is_in_the_reference_key_table():
+    """docs/reference.md's `metrics.jsonl keys` table names every registered key (`a_b` / `_c` names a_c too)."""
+    text = REFERENCE.read_text(encoding="utf-8").split("### `metrics.jsonl` keys")[1].split("\n## ")[0]
     named = set()
     for line in text.splitlines():
         cell = line.split("|")[1] if line.startswith("|") else ""
@@ -113,4 +113,4 @@ def test_every_registered_metric_is_in_the_readme_key_table():
                 named.add(token)
                 last = token
     missing = [m.key for m in registry.METRICS if m.key not in named]
-    assert not missing, f"registered but not in README's key table: {missing}"
+    assert not missing, f"registered but not in docs/reference.md's key table: {missing}"
