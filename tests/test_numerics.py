@@ -38,12 +38,13 @@ def test_the_lock_leaves_torch_and_cuda_out():
 def test_portable_numerics_refused_once_torch_has_computed(monkeypatch):
     """Both settings are read when torch and MKL first compute: too late in a process that already has."""
     for key in numerics.PORTABLE_ENV:  # restored afterwards: later tests' subprocesses inherit the environment
-        monkeypatch.delenv(key, raising=False)
+        monkeypatch.setenv(key, "")  # so that teardown restores the key even where it was unset
+        monkeypatch.delenv(key)
     torch.ones(64, 64) @ torch.ones(64, 64)
     if torch.backends.cpu.get_cpu_capability() == "AVX2" and numerics.mkl_branch() in (None, "COMPATIBLE"):
         pytest.skip("this process already computes with the portable code paths")
     with pytest.raises(ConfigError, match="'run.portable_numerics'"):
-        numerics.set_code_paths(True)
+        numerics.set_code_paths(True)  # it sets both variables before it finds them too late
 
 
 def test_portable_numerics_take_effect_in_the_run(tmp_path):
