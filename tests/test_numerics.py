@@ -37,10 +37,11 @@ def test_the_lock_leaves_torch_and_cuda_out():
 
 def test_portable_numerics_refused_once_torch_has_computed(monkeypatch):
     """Both settings are read when torch and MKL first compute: too late in a process that already has."""
-    for key in numerics.PORTABLE_ENV:  # restored afterwards: later tests' subprocesses inherit the environment
-        monkeypatch.setenv(key, "")  # so that teardown restores the key even where it was unset
-        monkeypatch.delenv(key)
+    # This process has computed (with conftest's MKL_CBWR=AUTO, as every run: deleting it before the first MKL
+    # call would change how the whole test process computes).
     torch.ones(64, 64) @ torch.ones(64, 64)
+    for key in numerics.PORTABLE_ENV:  # set below; restored afterwards (later tests' subprocesses inherit them)
+        monkeypatch.setenv(key, os.environ.get(key, ""))
     if torch.backends.cpu.get_cpu_capability() == "AVX2" and numerics.mkl_branch() in (None, "COMPATIBLE"):
         pytest.skip("this process already computes with the portable code paths")
     with pytest.raises(ConfigError, match="'run.portable_numerics'"):
