@@ -28,6 +28,7 @@ import contextlib
 import hashlib
 import itertools
 import json
+import re
 import resource
 import subprocess
 import sys
@@ -57,7 +58,13 @@ def reset_peak() -> int:
 
 
 def max_rss() -> int:
-    """ru_maxrss in bytes (Linux reports KiB, macOS bytes)."""
+    """The RSS high-water mark in bytes: Linux's VmHWM, which clear_refs resets (ru_maxrss also keeps the
+    mark an exiting thread left, so a reset may not lower it); elsewhere ru_maxrss (macOS reports bytes)."""
+    status = Path("/proc/self/status")
+    if status.is_file():
+        kib = re.search(r"^VmHWM:\s+(\d+) kB", status.read_text(), re.M)
+        if kib:
+            return int(kib.group(1)) * 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
 
 
