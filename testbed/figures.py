@@ -50,8 +50,9 @@ def metric_panel(ax, m: Metric, groups: dict[str, list[Run]], runs: list[Run], c
             low = m.clip(np.array([v.min() for v, good in zip(values, ok) if good]))
             high = m.clip(np.array([v.max() for v, good in zip(values, ok) if good]))
             ax.fill_between(g[ok], low, high, color=color, alpha=0.18, lw=0)
-        if (~ok).any():
-            ax.plot(g[~ok], np.full((~ok).sum(), 0.03), ls="none", marker="x", color=color,
+        gap = ~ok & (g > 0)  # generation 0 has no synthetic data: no value there is no gap
+        if gap.any():
+            ax.plot(g[gap], np.full(gap.sum(), 0.03), ls="none", marker="x", color=color,
                     transform=ax.get_xaxis_transform(), clip_on=False)
             marked = True
     human, _ = mean_std([r.baseline.get(m.key) for r in runs])
