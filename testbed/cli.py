@@ -78,16 +78,19 @@ def cmd_run(ns: argparse.Namespace) -> int:
             print(f"resuming with a changed config: {', '.join(changed)}", flush=True)
     else:
         rundir.refuse_existing(run_dir)  # before any work; rundir.create checks again when it makes it
-    if ns.stop_after is not None and not 0 <= ns.stop_after <= cfg.run.generations:
-        raise ConfigError(f"--stop-after must be in 0..run.generations={cfg.run.generations}, got {ns.stop_after}")
+    lowest = rundir.BASE if cfg.pretrain.source != "none" else 0  # -1: the pretrained base alone
+    if ns.stop_after is not None and not lowest <= ns.stop_after <= cfg.run.generations:
+        raise ConfigError(f"--stop-after must be in {lowest}..run.generations={cfg.run.generations}, "
+                          f"got {ns.stop_after}")
     rows, baseline = loop.run(cfg, run_dir, resume=ns.resume, stop_after=ns.stop_after)
     state = PartialState()
     if ns.stop_after is not None and ns.stop_after < cfg.run.generations:
         if state.is_main_process:
-            print(f"stopped after generation {ns.stop_after}; continue with: testbed run {run_dir} --resume")
+            done = "the pretrained base" if ns.stop_after == rundir.BASE else f"generation {ns.stop_after}"
+            print(f"stopped after {done}; continue with: testbed run {run_dir} --resume")
     elif state.is_main_process:  # accelerate launch: the main process reports
         print()
-        print(format_table(rows, baseline))
+        print(format_table(rows, baseline, cfg.eval.corpora))
         written = write_report([run_dir])
         print(f"\nresults: {run_dir}/metrics.jsonl (one row per generation), {run_dir}/human_baseline.json")
         print("report and plots: " + ", ".join(str(p) for p in written))
@@ -220,7 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--allow-config-change", action="store_true",
                    help="resume even though the config differs from the saved one")
     r.add_argument("--stop-after", type=int, metavar="G",
-                   help="stop once generation G is complete (continue later with --resume)")
+                   help="stop once generation G is complete (-1: the pretrained base; continue later with --resume)")
     r.set_defaults(func=cmd_run)
 
     v = command("validate", help="check a config without running it", epilog=keys_help)

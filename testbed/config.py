@@ -47,7 +47,8 @@ class RunConfig:
     # common prefix among runs that differ only after it. The two configs must agree on everything those
     # generations depend on (sharing.prefix_values).
     prefix_from: str | None = None
-    prefix_until: int = 0  # the last generation taken from prefix_from (0: generation 0 alone)
+    # the last generation taken from prefix_from (0: generation 0 alone; -1: the pretrained base alone, see pretrain)
+    prefix_until: int = 0
     log_with: Literal["none", "tensorboard", "wandb"] = "none"  # trackers through accelerate: loss, lr, metrics
     # CPU runs: torch's thread count. null: torch's default (the core count), written into the run's
     # config.yaml, so that a resume uses the same count: sums split over other counts round differently.
@@ -168,8 +169,9 @@ class MixingConfig:
     complementary: bool = False
     # fixed_fraction: reuse: the human examples are drawn from generation 0's training blocks; fresh: each
     # generation gets human blocks no earlier generation saw, from the training split beyond
-    # data.max_train_blocks (the "fresh data loop")
-    human_pool: Literal["reuse", "fresh"] = "reuse"
+    # data.max_train_blocks (the "fresh data loop"); pretrain: drawn from the pretraining corpus's blocks (the
+    # base's data, e.g. every domain of the built-in language: healing with what the base knew)
+    human_pool: Literal["reuse", "fresh", "pretrain"] = "reuse"
     # Mixing that changes by generation: entries {from_generation: k, <keys above>}, in increasing k
     # (1..run.generations); each sets the keys it names from generation k on, the others keep their values.
     # The keys above hold from generation 1 until the first entry.
@@ -289,6 +291,31 @@ class EvalConfig:
     tail_tokens: int = 256  # tail_token_mass: tokens outside the human training text's most frequent this many
     kl_alpha: float = 0.5  # unigram_kl: add-alpha smoothing of both unigram distributions
     decoding: EvalDecodingConfig = field(default_factory=EvalDecodingConfig)
+    # Extra evaluation sets, name -> where its text comes from: builtin:D (domain D of the built-in language),
+    # builtin:all (the mixture of its domains), hf:NAME or hf:NAME/CONFIG (a hub dataset's test split), or a
+    # directory holding test.txt. Each adds ppl_NAME with its head/tail split (ppl_NAME_head, ppl_NAME_tail: by
+    # the token's frequency in that corpus's own test text) and, on the built-in language, kl_per_word_NAME
+    # to every row; generation 0's row also scores the base model on it (ppl_NAME_zero_shot)
+    corpora: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class PretrainConfig:
+    """A base model trained from scratch before generation 0, as a hub model was pretrained, so that generation
+    0 fine-tunes a model that knows more than its fine-tuning data. Trained once, saved in the run's base/
+    folder, and shared by every run of a sweep with the same pretraining (and model, tokenizer) values."""
+
+    # none: generation 0 trains a random init (model.name_or_path null) or the named checkpoint, which is then
+    # the base; builtin: the built-in language's mixture of all data.language.domains; files: pretrain.path
+    source: Literal["none", "builtin", "files"] = "none"
+    path: str | None = None  # files: a directory holding train.txt, the pretraining text
+    sentences: int = 24000  # builtin: sentences drawn from the mixture of the domains
+    max_blocks: int | None = None  # cap the pretraining blocks (data.block_size tokens each); null = all
+    epochs: int = 2  # passes over the pretraining blocks
+    lr: float = 2e-3  # peak learning rate of pretraining (the rest of the optimizer is train's)
+    # The base's own seed (its corpus draw, initialisation and data order), apart from run.seed: runs of
+    # every seed fine-tune one base, as they would one hub checkpoint
+    seed: int = 0
 
 
 @dataclass
@@ -327,6 +354,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     generation: GenerationConfig = field(default_factory=GenerationConfig)
     mixing: MixingConfig = field(default_factory=MixingConfig)
     curate: CurateConfig = field(default_factory=CurateConfig)
@@ -361,8 +389,9 @@ def check(cfg: Config) -> None:
     for key, seed in (("run.seed", r.seed), ("data.language.seed", d.language.seed)):  # numpy's seeds: >= 0
         _require(0 <= seed < 2**32, key, f"must be in 0..2**32-1, got {seed}")
     _require(r.generations >= 1, "run.generations", f"must be at least 1, got {r.generations}")
-    _require(0 <= r.prefix_until <= r.generations, "run.prefix_until",
-             f"must be in 0..run.generations={r.generations}, got {r.prefix_until}")
+    lowest = -1 if cfg.pretrain.source != "none" else 0  # -1: the pretrained base
+    _require(lowest <= r.prefix_until <= r.generations, "run.prefix_until",
+             f"must be in {lowest}..run.generations={r.generations}, got {r.prefix_until}")
     _require(r.prefix_until == 0 or r.prefix_from is not None, "run.prefix_until",
              "needs run.prefix_from (the run whose generations this run takes)")
     _require(r.threads is None or r.threads >= 1, "run.threads", f"must be at least 1 or null, got {r.threads}")
@@ -406,6 +435,9 @@ def check(cfg: Config) -> None:
 
     _check_mixing(x, "mixing.", "")
     check_schedule(x, r.generations)
+    if cfg.pretrain.source == "none":
+        _require(all(x.at(gen).human_pool != "pretrain" for gen in range(1, r.generations + 1)), "mixing.human_pool",
+                 "pretrain draws from the pretraining corpus: set pretrain.source")
     if x.complementary:
         _require(x.strategy == "fixed_fraction" and x.human_pool == "reuse", "mixing.complementary",
                  "applies to mixing.strategy=fixed_fraction with mixing.human_pool=reuse")
@@ -459,6 +491,9 @@ def check(cfg: Config) -> None:
     _require(e.tail_rank >= 1, "eval.tail_rank", "must be at least 1")
     _require(e.tail_tokens >= 1, "eval.tail_tokens", "must be at least 1")
     _require(e.kl_alpha > 0, "eval.kl_alpha", f"must be positive, got {e.kl_alpha}")
+    for name, source in e.corpora.items():
+        _check_corpus(name, source, d)
+    _check_pretrain(cfg)
 
     for key, values in cfg.sweep.grid.items():
         _require(len(values) > 0, f"sweep.grid.{key}", "has no values")
@@ -468,6 +503,44 @@ def check(cfg: Config) -> None:
     for key in ("gpus_per_run", "max_requeues"):
         _require(getattr(sl, key) >= 0, f"sweep.slurm.{key}", f"must be >= 0, got {getattr(sl, key)}")
     _require(sl.mem_gb is None or sl.mem_gb > 0, "sweep.slurm.mem_gb", "must be positive or null")
+
+
+def _check_corpus(name: str, source: str, d: DataConfig) -> None:
+    """One eval.corpora entry: a plain name (it names metrics keys) and a source that exists."""
+    key = f"eval.corpora.{name}"
+    _require(re.fullmatch(r"[a-z][a-z0-9_]*", name) is not None, key,
+             "the name must be lower-case letters, digits and _ (it names the keys ppl_NAME, ...)")
+    _require(name not in ("human", "gen0"), key, f"'{name}' names a built-in metric")
+    if source.startswith("builtin:"):
+        _require(d.source == "builtin", key, "builtin: corpora need data.source=builtin (the language they share)")
+        domain = source.removeprefix("builtin:")
+        domains = d.language.domains
+        _require(domain == "all" or domain.isdigit() and int(domain) < domains, key,
+                 f"expected builtin:all or builtin:D with D in 0..{domains - 1} (data.language.domains={domains}), "
+                 f"got {source!r}")
+    elif source.startswith("hf:"):
+        _require(len(source) > 3, key, "expected hf:NAME or hf:NAME/CONFIG")
+    else:
+        _require(Path(source, "test.txt").is_file(), key, f"{source} holds no test.txt (expected builtin:D, "
+                 "builtin:all, hf:NAME[/CONFIG] or a directory with test.txt)")
+
+
+def _check_pretrain(cfg: Config) -> None:
+    p = cfg.pretrain
+    if p.source == "none":
+        return
+    _require(cfg.model.name_or_path is None, "pretrain.source",
+             f"{cfg.model.name_or_path} (model.name_or_path) is pretrained already: it is the base; set "
+             "pretrain.source=none, or model.name_or_path=null to pretrain a model from scratch")
+    if p.source == "files":
+        _require(p.path is not None, "pretrain.path", "is required when pretrain.source is 'files'")
+        _require(Path(p.path, "train.txt").is_file(), "pretrain.path",
+                 f"{p.path} holds no train.txt (the pretraining text)")
+    _require(p.sentences >= 1, "pretrain.sentences", f"must be at least 1, got {p.sentences}")
+    _require(p.max_blocks is None or p.max_blocks >= 1, "pretrain.max_blocks", "must be at least 1 or null")
+    _require(p.epochs >= 1, "pretrain.epochs", f"must be at least 1, got {p.epochs}")
+    _require(p.lr > 0, "pretrain.lr", f"must be positive, got {p.lr}")
+    _require(0 <= p.seed < 2**32, "pretrain.seed", f"must be in 0..2**32-1, got {p.seed}")
 
 
 def _check_decoding(d: GenerationConfig | EvalDecodingConfig, prefix: str) -> None:
@@ -488,7 +561,7 @@ def _check_mixing(x: MixingConfig, prefix: str, inherited: str) -> None:
     _require(0 <= x.human_fraction <= 1, f"{prefix}human_fraction",
              f"must be a fraction in [0, 1], got {x.human_fraction}")
     _require(x.human_pool == "reuse" or x.strategy == "fixed_fraction", f"{prefix}human_pool",
-             f"fresh{inherited} applies to strategy fixed_fraction, not {x.strategy}")
+             f"{x.human_pool}{inherited} applies to strategy fixed_fraction, not {x.strategy}")
 
 
 def check_schedule(x: MixingConfig, generations: int) -> None:
@@ -635,6 +708,8 @@ def _merge(obj: Any, values: dict[str, Any], prefix: str, from_cli: bool) -> Non
         if dataclasses.is_dataclass(current):
             _require(isinstance(value, dict), key, f"expected a mapping of sub-keys, got {value!r}")
             _merge(current, value, key + ".", from_cli)
+        elif name == "corpora" and isinstance(value, dict):  # eval.corpora.NAME=...: one more corpus
+            setattr(obj, name, {**current, **_coerce(value, hints[name], key, from_cli)})
         else:
             setattr(obj, name, _coerce(value, hints[name], key, from_cli))
 
@@ -684,7 +759,7 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
 # (the same whatever directory the command runs from); on the command line, to the current directory. The
 # model and tokenizer keys name a local path when the value starts with /, . or ~, or names one that exists;
 # otherwise a hub name, left as it is.
-PATH_KEYS = ("data.path", "tokenizer.name_or_path", "model.name_or_path")
+PATH_KEYS = ("data.path", "tokenizer.name_or_path", "model.name_or_path", "pretrain.path")
 _HUB_OR_PATH = ("tokenizer.name_or_path", "model.name_or_path")
 
 
@@ -700,6 +775,13 @@ def resolve_path(key: str, value: Any, base: Path) -> Any:
     return os.path.abspath(base / Path(value).expanduser())
 
 
+def resolve_corpus(value: Any, base: Path) -> Any:
+    """An eval.corpora source made absolute against `base` if it is a relative directory (not builtin: or hf:)."""
+    if not isinstance(value, str) or value.startswith(("builtin:", "hf:")):
+        return value
+    return resolve_path("eval.corpora", value, base)
+
+
 def _resolve_file_paths(values: dict[str, Any], base: Path) -> None:
     """Make the relative paths of a config file's values (its sweep settings and grid included) absolute
     against `base`, the file's directory, in place."""
@@ -707,6 +789,9 @@ def _resolve_file_paths(values: dict[str, Any], base: Path) -> None:
         section, name = key.split(".")
         if isinstance(values.get(section), dict) and name in values[section]:
             values[section][name] = resolve_path(key, values[section][name], base)
+    corpora = (values.get("eval") or {}).get("corpora") if isinstance(values.get("eval"), dict) else None
+    if isinstance(corpora, dict):
+        values["eval"]["corpora"] = {k: resolve_corpus(v, base) for k, v in corpora.items()}
     sweep = values.get("sweep") if isinstance(values.get("sweep"), dict) else {}
     for setting in sweep.get("settings") or []:
         if isinstance(setting, dict):
@@ -734,6 +819,9 @@ def load(path: str | Path | None = None, overrides: list[str] | None = None, sav
     for key in PATH_KEYS:
         if key in flat:
             flat[key] = resolve_path(key, flat[key], Path())
+    for key in flat:
+        if key.startswith("eval.corpora."):
+            flat[key] = resolve_corpus(flat[key], Path())
     _merge(cfg, _nest(flat), "", from_cli=True)
     # Naming a directory of text files is unambiguous: it means source=files, unless a source is named
     # on the command line too, or the file names both.
@@ -774,9 +862,12 @@ FIXED_FRACTION_KEYS = ("mixing.human_fraction", "mixing.fixed_subset", "mixing.c
 
 def unread_keys(cfg: Config) -> set[str]:
     """Keys whose value does not change what this config's run computes (e.g. mixing.human_fraction when every
-    generation replaces or accumulates)."""
+    generation replaces or accumulates, the pretrain keys without pretraining)."""
     strategies = {cfg.mixing.at(g).strategy for g in range(1, cfg.run.generations + 1)}
-    return set() if "fixed_fraction" in strategies else set(FIXED_FRACTION_KEYS)
+    unread = set() if "fixed_fraction" in strategies else set(FIXED_FRACTION_KEYS)
+    if cfg.pretrain.source == "none":
+        unread |= {f"pretrain.{f.name}" for f in dataclasses.fields(PretrainConfig) if f.name != "source"}
+    return unread
 
 
 def from_dict(values: dict[str, Any]) -> Config:

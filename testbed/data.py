@@ -85,6 +85,31 @@ def load_corpus(cfg: DataConfig, seed: int) -> HumanCorpus:
     return _from_hub(cfg)
 
 
+def eval_lines(source: str, cfg: DataConfig, seed: int) -> list[str]:
+    """The test text of an eval.corpora source: builtin:D or builtin:all (data.language.test_sentences drawn from
+    domain D, or from the mixture of all domains, in a stream of their own), hf:NAME[/CONFIG] (the dataset's
+    test split), or a directory's test.txt."""
+    if source.startswith("builtin:"):
+        domain = source.removeprefix("builtin:")
+        lang_cfg = cfg.language
+        index = lang_cfg.domains if domain == "all" else int(domain)
+        rng = seeding.rng(lang_cfg.seed, seeding.CORPUS, seed, index)
+        lang = language.build(lang_cfg, domain if domain == "all" else int(domain))
+        return language.lines(lang, lang_cfg.test_sentences, lang_cfg.sentences_per_line, rng)
+    if source.startswith("hf:"):
+        import datasets
+
+        name, _, hf_config = source.removeprefix("hf:").partition("/")
+        try:
+            ds = datasets.load_dataset(name, hf_config or None, split="test")
+        except Exception as exc:  # offline, unknown name, ...: one line for the user
+            raise DataError(f"could not load the test split of dataset '{name}' from the hub: "
+                            f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}. Offline? Name a "
+                            "directory holding test.txt instead") from None
+        return prepare_lines([t.rstrip("\n") for t in ds[cfg.hf_text_column]], cfg.preprocessing)
+    return prepare_lines(read_text_file(Path(source) / "test.txt"), cfg.preprocessing)
+
+
 def tokenize_stream(tokenizer, lines: list[str], preprocessing: str = "clean") -> np.ndarray:
     """Token ids of all lines as one stream: clean puts the end-of-text token after each line and no
     other special token; shumailov2024 adds what the tokenizer itself adds (OPT: a BOS before each)."""

@@ -12,7 +12,7 @@ import numpy as np
 
 from testbed import language, metrics, seeding
 from testbed.config import Config, GenerationConfig, WatermarkConfig
-from testbed.data import HumanCorpus, TokenizedCorpus, pad_rows, spread, windows
+from testbed.data import HumanCorpus, TokenizedCorpus, eval_lines, pad_rows, spread, to_blocks, tokenize_stream, windows
 from testbed.generate import decode, generate
 from testbed.metrics.perplexity import per_sequence
 from testbed.metrics.text import Tail
@@ -29,6 +29,18 @@ class EvalSet:
     tail: Tail  # rare words of the human training text
     human_tokens: np.ndarray  # the human training text's token ids (tail-token mass, unigram KL)
     vocab_size: int
+    corpora: list[ExtraCorpus] = dataclasses.field(default_factory=list)  # eval.corpora
+
+
+@dataclass
+class ExtraCorpus:
+    """One eval.corpora entry: its test blocks, its head/tail token groups (by frequency in its own test text),
+    and on the built-in language its exact probabilities."""
+
+    name: str
+    blocks: np.ndarray
+    groups: dict[str, np.ndarray]
+    gt: GroundTruth | None
 
 
 def inputs(cfg: Config, text: HumanCorpus, corpus: TokenizedCorpus, tokenizer,
@@ -37,6 +49,7 @@ def inputs(cfg: Config, text: HumanCorpus, corpus: TokenizedCorpus, tokenizer,
     probabilities (None on other data), and held-out human text shaped like synthetic data (the human
     baseline's reference)."""
     es = eval_set(cfg, corpus, text.train, start_token(tokenizer), vocab_size)
+    es.corpora = extra_corpora(cfg, tokenizer, vocab_size)
     gt = ground_truth_set(cfg, text.test, tokenizer) if cfg.data.source == "builtin" else None
     gen = cfg.generation
     _, reference = windows(corpus.test_stream, cfg.data.block_size, gen.prompt_tokens if gen.mode == "prompted"
@@ -54,6 +67,35 @@ def eval_set(cfg: Config, corpus: TokenizedCorpus, train_lines: list[str], bos: 
     prompts = prompts[rows] if k else np.full((e.num_samples, 1), bos, dtype=np.int64)
     return EvalSet(corpus.test, prompts, human[rows], metrics.rare_ngrams(train_lines, e.tail_rank),
                    corpus.train.ravel(), vocab_size)
+
+
+def extra_corpora(cfg: Config, tokenizer, vocab_size: int) -> list[ExtraCorpus]:
+    """The eval.corpora entries, tokenized into test blocks (at most data.max_eval_blocks)."""
+    out = []
+    for name, source in cfg.eval.corpora.items():
+        lines = eval_lines(source, cfg.data, cfg.run.seed)
+        stream = tokenize_stream(tokenizer, lines, cfg.data.preprocessing)
+        blocks = to_blocks(stream, cfg.data.block_size, f"eval.corpora.{name} ({source})", keep_partial=True)
+        domain = source.removeprefix("builtin:")
+        gt = ground_truth_set(cfg, lines, tokenizer, domain=domain if domain == "all" else int(domain)) \
+            if source.startswith("builtin:") else None
+        out.append(ExtraCorpus(name, blocks[: cfg.data.max_eval_blocks], token_groups(stream, vocab_size,
+                                                                                       cfg.eval.tail_tokens), gt))
+    return out
+
+
+def corpus_metrics(model, cfg: Config, corpora: list[ExtraCorpus], suffix: str = "") -> dict[str, float]:
+    """Per eval.corpora entry NAME: ppl_NAME and its head/tail split, and on the built-in language
+    kl_per_word_NAME (see word_metrics); `suffix` is appended to each key (_zero_shot: the base model's)."""
+    row = {}
+    for c in corpora:
+        stats = metrics.next_token_stats(model, c.blocks, cfg.eval.batch_size, groups=c.groups)
+        row.update({f"ppl_{c.name}{suffix}": stats["perplexity"],
+                    f"ppl_{c.name}_head{suffix}": stats["perplexity_head"],
+                    f"ppl_{c.name}_tail{suffix}": stats["perplexity_tail"]})
+        if c.gt is not None:
+            row[f"kl_per_word_{c.name}{suffix}"] = word_metrics(model, c.gt, cfg.eval.batch_size)["kl_per_word"]
+    return row
 
 
 def diversity(texts: list[str], tail: Tail) -> dict[str, float]:
@@ -133,11 +175,12 @@ def human_baseline(gen0, cfg: Config, es: EvalSet, tokenizer, gt: GroundTruth | 
             "ppl_gen0_per_sequence": ppl}, records
 
 
-def token_groups(es: EvalSet, tail_tokens: int) -> dict[str, np.ndarray]:
-    """Target tokens by their frequency in the human training text: `head`, the most frequent ids that make up
-    half its tokens; `tail`, every id outside its `tail_tokens` most frequent (never-seen ids included)."""
-    return {"head": metrics.head_tokens(es.human_tokens, es.vocab_size, 0.5),
-            "tail": ~metrics.frequent_tokens(es.human_tokens, tail_tokens, es.vocab_size)}
+def token_groups(tokens: np.ndarray, vocab_size: int, tail_tokens: int) -> dict[str, np.ndarray]:
+    """Target tokens by their frequency in `tokens` (e.g. the human training text): `head`, the most frequent ids
+    that make up half of them; `tail`, every id outside its `tail_tokens` most frequent (never-seen ids
+    included)."""
+    return {"head": metrics.head_tokens(tokens, vocab_size, 0.5),
+            "tail": ~metrics.frequent_tokens(tokens, tail_tokens, vocab_size)}
 
 
 def model_metrics(model, cfg: Config, es: EvalSet, gt: GroundTruth | None, noise: bool = False) -> dict:
@@ -147,7 +190,7 @@ def model_metrics(model, cfg: Config, es: EvalSet, gt: GroundTruth | None, noise
     built-in language also the estimated KL(language || model). With `noise`, the bootstrap std over test
     blocks of the head and tail perplexities."""
     stats = metrics.next_token_stats(model, es.test_blocks, cfg.eval.batch_size, with_rank=True,
-                                     groups=token_groups(es, cfg.eval.tail_tokens))
+                                     groups=token_groups(es.human_tokens, es.vocab_size, cfg.eval.tail_tokens))
     row = {"ppl_human": stats["perplexity"], "ppl_human_head": stats["perplexity_head"],
            "ppl_human_tail": stats["perplexity_tail"], "token_entropy": stats["token_entropy"],
            "confident_share": stats["confident_share"], "effective_rank": stats["effective_rank"]}
@@ -158,7 +201,7 @@ def model_metrics(model, cfg: Config, es: EvalSet, gt: GroundTruth | None, noise
             for g in ("head", "tail")}, cfg.run.seed))
     if gt is not None:
         row.update(word_metrics(model, gt, cfg.eval.batch_size))
-    return row
+    return {**row, **corpus_metrics(model, cfg, es.corpora)}
 
 
 def sample_metrics(samples: Samples, gen0, model, cfg: Config, es: EvalSet,

@@ -22,14 +22,14 @@ from testbed.plotting import (
     setting_colors,
     titles,
 )
-from testbed.runs import Run, last_generation, mean_std, per_generation
+from testbed.runs import Run, corpora, last_generation, mean_std, per_generation
 
 MISSING = "×: no value at that generation (e.g. no grammatical sample to score)"
 
 
 def present(view: str, runs: list[Run]) -> list[Metric]:
     """The metrics of `view` that some run recorded a value for, in registry order."""
-    return [m for m in shown_in(view) if any(row.get(m.key) is not None for r in runs for row in r.rows)]
+    return [m for m in shown_in(view, corpora(runs)) if any(row.get(m.key) is not None for r in runs for row in r.rows)]
 
 
 def metric_panel(ax, m: Metric, groups: dict[str, list[Run]], runs: list[Run], colors) -> bool:

@@ -124,17 +124,18 @@ def sample_sentences(lang: Language, n: int, rng: np.random.Generator) -> list[s
     return out
 
 
+def lines(lang: Language, sentences: int, per_line: int, rng: np.random.Generator) -> list[str]:
+    """`sentences` sentences drawn, `per_line` to a line."""
+    sents = sample_sentences(lang, sentences, rng)
+    return [" ".join(sents[i : i + per_line]) for i in range(0, len(sents), per_line)]
+
+
 def corpus(cfg: LanguageConfig, seed: int) -> dict[str, list[str]]:
     """Train/valid/test lines: each line is `sentences_per_line` sentences. `seed` is the run's seed."""
     lang = build(cfg)
     rng = seeding.rng(cfg.seed, seed)  # the language's seed, then the run's
-    out = {}
-    for split, n in (("train", cfg.train_sentences), ("valid", cfg.valid_sentences),
-                     ("test", cfg.test_sentences)):
-        sents = sample_sentences(lang, n, rng)
-        k = cfg.sentences_per_line
-        out[split] = [" ".join(sents[i : i + k]) for i in range(0, len(sents), k)]
-    return out
+    return {split: lines(lang, n, cfg.sentences_per_line, rng) for split, n in
+            (("train", cfg.train_sentences), ("valid", cfg.valid_sentences), ("test", cfg.test_sentences))}
 
 
 _SHAPE = re.compile(r"^(DA{0,2}N)V(?:(DA{0,2}N)(?:P(DA{0,2}N))?|R)?$")

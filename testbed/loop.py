@@ -34,6 +34,7 @@ from testbed import (
     language,
     mixing,
     phases,
+    pretrain,
     rundir,
     seeding,
     train,
@@ -46,6 +47,7 @@ from testbed.mixing import Examples
 from testbed.model import (
     autocast,
     base_model,
+    build_model,
     check_context,
     load_model,
     reproducible_cpu,
@@ -77,6 +79,7 @@ class Context:
     gt: evaluation.GroundTruth | None  # the built-in language's exact probabilities
     human_reference: np.ndarray  # held-out human text shaped like synthetic data
     lang: language.Language | None
+    pretraining: pretrain.Corpus | None  # the pretrained base's corpus (pretrain.source), else None
 
     def log(self, values: dict, step: int) -> None:
         """To the configured trackers (run.log_with), main process only."""
@@ -105,9 +108,14 @@ def run(cfg: Config, run_dir: Path, resume: bool = False, stop_after: int | None
     baseline."""
     ctx, state = prepare(cfg, run_dir, resume)
     if state.start == 0:
+        if ctx.pretraining is not None and not rundir.is_complete(run_dir, rundir.BASE):
+            pretrain_base(ctx, state)
+        if stop_after == rundir.BASE:
+            return [], {}
         generation_zero(ctx, state)
     baseline = human_baseline(ctx, state)
-    state.init = train.start_weights(cfg, ctx.tokenizer, state.gen0)
+    if cfg.train.init != "previous":
+        state.init = train.weights(_base(ctx) if cfg.train.init == "base" else state.gen0)
     last = cfg.run.generations if stop_after is None else min(stop_after, cfg.run.generations)
     for g in range(max(state.start, 1), last + 1):
         generation(ctx, state, g)
@@ -129,15 +137,18 @@ def prepare(cfg: Config, run_dir: Path, resume: bool) -> tuple[Context, State]:
     if prefix is not None:
         start = cfg.run.prefix_until + 1
     text = load_corpus(cfg.data, cfg.run.seed)
-    tokenizer = run_tokenizer(cfg, text.train, accelerator, _saved_tokenizer(cfg, run_dir, resume))
+    pretraining_text = pretrain.text(cfg) if cfg.pretrain.source != "none" else None
+    # A pretrained base's tokenizer is made on its pretraining text, as a hub model's was.
+    tokenizer = run_tokenizer(cfg, (pretraining_text or text).train, accelerator,
+                              _saved_tokenizer(cfg, run_dir, resume))
     corpus = tokenize_corpus(text, tokenizer, cfg.data, split_names(cfg.data))
     human, fresh = mixing.human_sets(cfg, corpus)
-    model = base_model(cfg, tokenizer) if start == 0 else _load(prefix or run_dir, start - 1, accelerator)
-    model = model.to(accelerator.device)
+    pretraining = pretrain.corpus(pretraining_text, tokenizer, cfg) if pretraining_text is not None else None
+    model = _start_model(cfg, tokenizer, run_dir, prefix, start, accelerator).to(accelerator.device)
     check_context(cfg, model)
     es, gt, reference = evaluation.inputs(cfg, text, corpus, tokenizer, model.get_input_embeddings().num_embeddings)
     ctx = Context(cfg, run_dir, accelerator, tokenizer, corpus, human, fresh, es, gt, reference,
-                  gt.lang if gt is not None else None)
+                  gt.lang if gt is not None else None, pretraining)
     on_main(accelerator, _open_run_dir, cfg, run_dir, resume, tokenizer, accelerator, prefix)
     if cfg.run.log_with != "none":
         accelerator.init_trackers("testbed", config={k: v for k, v in config.flatten(cfg.to_dict()).items()
@@ -173,6 +184,27 @@ def _saved_tokenizer(cfg: Config, run_dir: Path, resume: bool) -> Path | None:
 
 def _load(run_dir: Path, g: int, accelerator: Accelerator):
     return load_model(str(rundir.gen_dir(run_dir, g) / "model")).to(accelerator.device)
+
+
+def _start_model(cfg: Config, tokenizer, run_dir: Path, prefix: Path | None, start: int, accelerator: Accelerator):
+    """The model generation `start` begins from: model start-1; for generation 0 the base: the pretrained base
+    when it is complete (this run's, or the one it takes), a seeded init to pretrain (pretrain.seed), or
+    base_model (a checkpoint, or a random init to train on the human text directly)."""
+    if start > 0:
+        return _load(prefix or run_dir, start - 1, accelerator)
+    if cfg.pretrain.source == "none":
+        return base_model(cfg, tokenizer)
+    for d in (run_dir, prefix):
+        if d is not None and rundir.is_complete(d, rundir.BASE):
+            return _load(d, rundir.BASE, accelerator)
+    return build_model(cfg.model, tokenizer, cfg.pretrain.seed)
+
+
+def _base(ctx: Context):
+    """The base model (train.init=base): the pretrained base, or base_model's."""
+    if ctx.pretraining is not None:
+        return _load(ctx.run_dir, rundir.BASE, ctx.accelerator)
+    return base_model(ctx.cfg, ctx.tokenizer)
 
 
 def _open_run_dir(cfg: Config, run_dir: Path, resume: bool, tokenizer, accelerator: Accelerator,
@@ -230,6 +262,13 @@ def _deduplicator(ctx: Context, state: State, g: int) -> curate.Deduplicator:
 # The generations.
 
 
+def pretrain_base(ctx: Context, state: State) -> None:
+    """The pretrained base (pretrain): the model trains on the pretraining corpus and is saved as base/."""
+    result = pretrain.pretrain(state.model, ctx.pretraining, ctx.cfg, ctx.tokenizer, ctx.accelerator, ctx.run_dir,
+                               log=lambda values, step: ctx.log({f"pretrain/{k}": v for k, v in values.items()}, step))
+    tqdm.write(f"pretrained base: {result.steps} steps, held-out loss {result.val_loss:.3f}, {result.seconds:.1f}s")
+
+
 def generation_zero(ctx: Context, state: State) -> None:
     """The base model's zero-shot score, then training on human text."""
     model = state.model
@@ -240,7 +279,7 @@ def generation_zero(ctx: Context, state: State) -> None:
         result = _train(ctx, state, ctx.human, 0)
     state.steps += result.steps
     state.gen0 = copy.deepcopy(model).eval()
-    facts = {"ppl_human_zero_shot": zero_shot, **summarize(np.zeros(0), "synthetic_ppl_gen0"), **result.record(),
+    facts = {**zero_shot, **summarize(np.zeros(0), "synthetic_ppl_gen0"), **result.record(),
              "train_composition": ctx.human.composition(), "synthetic_mean_length": None}
     on_main(ctx.accelerator, evaluate_and_save, ctx, state, 0, facts, seconds, result)
 
@@ -265,7 +304,8 @@ def generation(ctx: Context, state: State, g: int) -> None:
         state.synthetic.append(synth.take(dropped_by == curate.KEPT))
         on_main(acc, mixing.save_synthetic, out / "synthetic", synth, texts,  # every example, with its decisions
                 {"ppl_gen0": ppl_gen0, "z_score": synth.z, "flagged": synth.flagged, "dropped_by": dropped_by})
-        pool = mixing.mix(cfg.mixing, ctx.human, state.synthetic, g, seed, fresh=ctx.fresh, total=len(synth))
+        pool = mixing.mix(cfg.mixing, ctx.human, state.synthetic, g, seed, fresh=ctx.fresh, total=len(synth),
+                          pretraining=ctx.pretraining.train if ctx.pretraining is not None else None)
         train_set = curate.screen(pool, cfg.curate, seeding.rng(seed, seeding.DETECT, g, 2))
 
     if state.init is not None:
@@ -288,9 +328,12 @@ def _train(ctx: Context, state: State, train_set: Examples, g: int) -> train.Tra
                                   log=lambda values, step: ctx.log(values, steps + step))
 
 
-def _zero_shot(ctx: Context, model) -> float:
+def _zero_shot(ctx: Context, model) -> dict[str, float]:
+    """The base model's perplexity on the human test text, and its metrics on each eval.corpora entry."""
     with autocast(ctx.cfg.train.precision, ctx.accelerator.device):
-        return perplexity(model, ctx.es.test_blocks, ctx.cfg.eval.batch_size, desc="zero-shot ppl")
+        return {"ppl_human_zero_shot": perplexity(model, ctx.es.test_blocks, ctx.cfg.eval.batch_size,
+                                                  desc="zero-shot ppl"),
+                **evaluation.corpus_metrics(model, ctx.cfg, ctx.es.corpora, "_zero_shot")}
 
 
 def evaluate_and_save(ctx: Context, state: State, g: int, facts: dict, seconds: dict[str, float],

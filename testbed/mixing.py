@@ -110,14 +110,15 @@ def accumulates(cfg: MixingConfig, generation: int) -> bool:
 
 
 def mix(cfg: MixingConfig, human: Examples, synthetic: list[Examples], generation: int, seed: int,
-        fresh: Examples | None = None, total: int | None = None) -> Examples:
+        fresh: Examples | None = None, total: int | None = None, pretraining: Examples | None = None) -> Examples:
     """The training set of `generation` (>= 1) given all synthetic sets so far (synthetic[-1] is this one's,
     after curation; `total`: how many were generated, by default as many), under the mixing settings of
     that generation (`cfg.at(generation)`: mixing.schedule applied).
 
     replace: this generation's synthetic set. fixed_fraction: `total` examples, a share `human_fraction`
     of them human — a fresh draw from `human` each generation, one fixed subset, or (human_pool=fresh) the
-    next unseen blocks of `fresh`, which no earlier generation saw — and the rest synthetic, as far as
+    next unseen blocks of `fresh`, which no earlier generation saw, or (human_pool=pretrain) a fresh draw from
+    the pretraining corpus's blocks `pretraining` — and the rest synthetic, as far as
     curation left enough (with `complementary`: the continuations of exactly the human blocks not drawn).
     accumulate: all human data plus every synthetic set so far.
     accumulate_subsample: that pool subsampled to the size of the human set.
@@ -130,7 +131,10 @@ def mix(cfg: MixingConfig, human: Examples, synthetic: list[Examples], generatio
     if settings.strategy == "fixed_fraction":
         total = len(current) if total is None else total
         n_human = min(human_share(settings, total), len(human))
-        if settings.human_pool == "fresh":
+        if settings.human_pool == "pretrain":
+            n_human = min(human_share(settings, total), len(pretraining))
+            human_part = pretraining.take(np.sort(rng.permutation(len(pretraining))[:n_human]))
+        elif settings.human_pool == "fresh":
             order = seeding.rng(seed, seeding.MIX).permutation(len(fresh))  # one order for the whole run
             start = fresh_drawn(cfg, total, generation - 1, len(human))  # what earlier generations drew
             human_part = fresh.take(np.sort(order[start : start + n_human]))

@@ -17,7 +17,18 @@ import numpy as np
 
 from testbed.metrics.registry import RECOVERY, RECOVERY_PLOT, shown_in
 from testbed.plotting import figure, number_ticks, provenance, save, setting_colors, titles
-from testbed.runs import NOISE_SIGMAS, Run, noise_band, per_generation, seed_sigma, series, setting_phases
+from testbed.runs import (
+    NOISE_SIGMAS,
+    Run,
+    corpora,
+    format_mean_std,
+    mean_std,
+    noise_band,
+    per_generation,
+    seed_sigma,
+    series,
+    setting_phases,
+)
 
 
 def switch(config: dict) -> tuple[int, str] | None:
@@ -66,7 +77,8 @@ def recovery_table(groups: dict[str, list[Run]], runs: list[Run]) -> list[str]:
     settings = sorted([s for s in settings if s[2] is not None], key=lambda s: (s[2][1], s[2][0]))
     if not settings:
         return []
-    keys = [m.key for m in shown_in(RECOVERY) if any(row.get(m.key) is not None for r in runs for row in r.rows)]
+    keys = [m.key for m in shown_in(RECOVERY, corpora(runs))
+            if any(row.get(m.key) is not None for r in runs for row in r.rows)]
     sigma = {k: seed_sigma(runs, k) for k in keys}
     lines = ["", "## Recovery: how much of the damage healing undoes", "",
              "Runs trained on their own samples (replace) until generation k, then on human data. Cells: the share "
@@ -86,6 +98,88 @@ def recovery_table(groups: dict[str, list[Run]], runs: list[Run]) -> list[str]:
     return lines
 
 
+def is_human_control(config: dict) -> bool:
+    """A run that fine-tunes on human data only in every generation (fixed_fraction, human_fraction 1, no
+    schedule): what fine-tuning alone forgets, the baseline of out-of-domain damage."""
+    return (config.get("mixing.strategy") == "fixed_fraction" and float(config.get("mixing.human_fraction")) == 1.0
+            and not config.get("mixing.schedule"))
+
+
+def _at(run: Run, key: str, generation: int) -> float:
+    value = next((row.get(key) for row in run.rows if row["generation"] == generation), None)
+    return math.nan if value is None else float(value)
+
+
+def _excess(run: Run, control: Run, key: str, generation: int) -> float:
+    """How much worse than the human-only control the run is at `generation`: the log ratio for a perplexity,
+    the difference otherwise (damage positive)."""
+    a, b = _at(run, key, generation), _at(control, key, generation)
+    return float(np.log(a / b)) if key.startswith("ppl_") else a - b
+
+
+def out_of_domain_table(groups: dict[str, list[Run]], runs: list[Run]) -> list[str]:
+    """Markdown: for runs with extra evaluation sets (eval.corpora) and a human-only control, per setting that
+    trains on its own samples and corpus metric, the damage beyond the control's forgetting at the switch
+    generation k (or at the last, without healing) and the share of it healing undid, seed by seed (each run
+    against the control of its seed). Empty without such runs."""
+    names = corpora(runs)
+    controls = {r.config.get("run.seed"): r for rs in groups.values() for r in rs if is_human_control(r.config)}
+    if not names or not controls:
+        return []
+    keys = [m for m in shown_in(RECOVERY, names) if m.key.removeprefix("kl_per_word_").removeprefix("ppl_")
+            .removesuffix("_head").removesuffix("_tail") in names]
+    keys = [m for m in keys if any(row.get(m.key) is not None for r in runs for row in r.rows)]
+    lines = ["", "## Out of domain: what collapse erased beyond fine-tuning's forgetting, and what healing gave back",
+             "", "Each run against the human-only control of its seed (same base, same generation 0). `base`: the "
+             "pretrained base (zero-shot); `gen 0`: after fine-tuning; `at k`: the switch generation (replace "
+             "settings without healing: their last); `beyond control at k`: ×(run / control) for perplexities, "
+             "the difference otherwise, mean ± std over seeds; `healed`: the same at the last generation; "
+             "`given back`: the share of the excess at k that healing removed (of log perplexity).", "",
+             "| setting | k | metric | base | gen 0 | at k | control at k | beyond control at k | healed | "
+             "beyond control, healed | given back |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for label, rs in groups.items():
+        s = switch(rs[0].config)
+        if is_human_control(rs[0].config) or (s is None and rs[0].config.get("mixing.strategy") != "replace"):
+            continue
+        paired = [(r, controls[r.config.get("run.seed")]) for r in rs if r.config.get("run.seed") in controls]
+        if not paired:
+            continue
+        last = max(row["generation"] for r in rs for row in r.rows)
+        k = s[0] if s is not None else last
+        for m in keys:
+            ppl = m.key.startswith("ppl_")
+            excess_k = [_excess(r, c, m.key, k) for r, c in paired]
+            excess_end = [_excess(r, c, m.key, last) for r, c in paired] if s is not None else []
+            given = [(a - b) / a for a, b in zip(excess_k, excess_end) if a != 0]
+            lines.append("| " + " | ".join([
+                label, str(k) if s is not None else f"- ({k})", f"`{m.key}`",
+                _values(paired, f"{m.key}_zero_shot", 0), _values(paired, m.key, 0), _values(paired, m.key, k),
+                _values(paired, m.key, k, of_control=True), _excess_cell(excess_k, ppl),
+                _values(paired, m.key, last) if s is not None else "-",
+                _excess_cell(excess_end, ppl) if s is not None else "-", _share_cell(given)]) + " |")
+    return lines
+
+
+def _values(paired: list[tuple[Run, Run]], key: str, generation: int, of_control: bool = False) -> str:
+    """Mean ± std over seeds of a metric at a generation, of the runs (or of their controls)."""
+    return format_mean_std(*mean_std([_at(c if of_control else r, key, generation) for r, c in paired]))
+
+
+def _excess_cell(values: list[float], ppl: bool) -> str:
+    """Mean ± std over seeds of an excess: a factor for log ratios (perplexities), else the difference."""
+    mean, std = mean_std(values)
+    if math.isnan(mean):
+        return "-"
+    if ppl:
+        return f"×{math.exp(mean):.2f}" + ("" if math.isnan(std) else f" (±{std:.2f} in log)")
+    return format_mean_std(mean, std)
+
+
+def _share_cell(values: list[float]) -> str:
+    mean, std = mean_std(values)
+    return "-" if math.isnan(mean) else f"{mean:.0%}" + ("" if math.isnan(std) else f" ± {std:.0%}")
+
+
 def plot_recovery(groups: dict[str, list[Run]], out: Path) -> Path | None:
     """recovery.png: per healing setting (columns) and metric (rows, the registry's RECOVERY_PLOT view), the
     control that never heals (replace settings without a schedule) and each switch generation k, the mean
@@ -102,7 +196,8 @@ def plot_recovery(groups: dict[str, list[Run]], out: Path) -> Path | None:
     runs = [r for rs in groups.values() for r in rs]
     controls = [(label, rs) for label, rs in groups.items() if rs[0].config.get("mixing.strategy") == "replace"
                 and not rs[0].config.get("mixing.schedule")]
-    rows = [m for m in shown_in(RECOVERY_PLOT) if any(row.get(m.key) is not None for r in runs for row in r.rows)]
+    rows = [m for m in shown_in(RECOVERY_PLOT, corpora(runs))
+            if any(row.get(m.key) is not None for r in runs for row in r.rows)]
     ks = sorted({k for settings in healing.values() for k, _, _ in settings})
     colors = dict(zip(ks, setting_colors(len(ks))))
     fig, axes = figure(len(rows), len(healing), (max(5.5, 8.0 / len(healing)), 2.9), sharex=True)

@@ -6,6 +6,7 @@ plots the mean and the seeds' range. Which metric appears where, and how, is tes
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,7 @@ from testbed import phases
 from testbed.figures import plot_headline, plot_metrics, plot_perplexity_histograms, present
 from testbed.metrics.registry import CURATION, REPORT, SIGNAL, SUMMARY, TERMINAL, shown_in
 from testbed.plotting import metric_title
-from testbed.recovery import plot_recovery, recovery_table
+from testbed.recovery import out_of_domain_table, plot_recovery, recovery_table
 from testbed.runs import (
     NOISE_SIGMAS,
     Run,
@@ -39,12 +40,14 @@ def _cell(value, fmt: str) -> str:
     return fmt.format(value)
 
 
-def format_table(rows: list[dict], baseline: dict | None = None) -> str:
-    """A fixed-width table, one row per generation, the human baseline first (ppl_human does not apply)."""
-    columns = [("generation", "gen", "{}")] + [(m.key, m.header or m.key, m.fmt) for m in shown_in(TERMINAL)
+def format_table(rows: list[dict], baseline: dict | None = None, corpora: Iterable[str] = ()) -> str:
+    """A fixed-width table, one row per generation, the human baseline first (ppl_human does not apply), then
+    the base model before training (its zero-shot values); `corpora`: the eval.corpora names."""
+    columns = [("generation", "gen", "{}")] + [(m.key, m.header or m.key, m.fmt) for m in shown_in(TERMINAL, corpora)
                                                  if any(m.key in r for r in rows)]
-    zero_shot = [{"generation": "base", "ppl_human": r["ppl_human_zero_shot"]} for r in rows[:1]
-                 if r.get("ppl_human_zero_shot") is not None]  # the base model before training
+    zero_shot = [{"generation": "base", **{k.removesuffix("_zero_shot"): v for k, v in r.items()
+                                           if k.endswith("_zero_shot")}}
+                 for r in rows[:1] if r.get("ppl_human_zero_shot") is not None]
     body = ([{**baseline, "ppl_human": None}] if baseline else []) + zero_shot + rows
     cells = [[header for _, header, _ in columns]]
     cells += [[_cell(r.get(key), fmt) for key, _, fmt in columns] for r in body]
@@ -79,7 +82,7 @@ def markdown(groups: dict[str, list[Run]], runs: list[Run]) -> str:
             cells.append(f"{finite[0]:.3g} → {finite[-1]:.3g}" if len(finite) else "-")
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     lines += (early_warning(groups, runs) + phase_table(groups, runs) + curation_table(groups)
-              + recovery_table(groups, runs))
+              + recovery_table(groups, runs) + out_of_domain_table(groups, runs))
     for m in present(REPORT, runs):
         arrow = metric_title(m).removeprefix(m.title)
         lines += ["", f"## {m.title}", "", f"`{m.key}`, {m.unit}{arrow}.", "",

@@ -181,8 +181,12 @@ def remove_partial_writes(run: Path) -> None:
             os.rename(old, target)
 
 
+BASE = -1  # the pretrained base (pretrain), which comes before generation 0: its folder is base/
+
+
 def gen_dir(run: Path, generation: int) -> Path:
-    return run / f"gen_{generation:03d}"
+    """A generation's folder, gen_NNN; the pretrained base's (generation BASE), base."""
+    return run / "base" if generation == BASE else run / f"gen_{generation:03d}"
 
 
 def is_complete(run: Path, generation: int) -> bool:
@@ -265,12 +269,18 @@ def _link_or_copy(src: str, dst: str) -> None:
         shutil.copy2(src, dst)
 
 
+def has_prefix(run: Path, until: int) -> bool:
+    """Whether the run holds generations 0..until complete (until = BASE: its pretrained base)."""
+    return is_complete(run, BASE) if until == BASE else completed(run, until) > until
+
+
 def take_generations(source: Path, run: Path, until: int) -> None:
-    """Generations 0..until of run `source` become this run's: each folder not complete here yet is linked
-    (or copied) in whole, atomically, COMPLETE marker included, with source.json naming where it came from;
-    then the human baseline files and metrics.jsonl, so the run reads as one that computed them."""
+    """Generations 0..until of run `source` become this run's, its pretrained base first if it has one (until =
+    BASE: the base alone): each folder not complete here yet is linked (or copied) in whole, atomically,
+    COMPLETE marker included, with source.json naming where it came from; then the human baseline files and
+    metrics.jsonl, so the run reads as one that computed them."""
     taken = False
-    for g in range(until + 1):
+    for g in range(BASE if is_complete(source, BASE) else 0, until + 1):
         if is_complete(run, g):
             continue
 
@@ -281,10 +291,10 @@ def take_generations(source: Path, run: Path, until: int) -> None:
         write_dir(gen_dir(run, g), fill)  # replaces a half-written generation of this run
         taken = True
     for name in ("human_samples.jsonl", "human_baseline.json"):  # the baseline last, as the loop writes them
-        if (source / name).is_file() and not (run / name).is_file():
+        if until >= 0 and (source / name).is_file() and not (run / name).is_file():
             _link_or_copy(str(source / name), str(_tmp(run / name)))
             os.replace(_tmp(run / name), run / name)
-    if taken:
+    if taken and until >= 0:
         write_jsonl(run / "metrics.jsonl", read_rows(run, completed(run, until)))
 
 
@@ -295,10 +305,11 @@ def check_prefix(cfg: Config, run: Path) -> Path | None:
     if not cfg.run.prefix_from:
         return None
     source, k = Path(cfg.run.prefix_from), cfg.run.prefix_until
-    if completed(run, k) > k:  # taken before (a resume): the source need not exist any more
+    if has_prefix(run, k):  # taken before (a resume): the source need not exist any more
         return None
-    if completed(source, k) <= k:
-        raise RunDirError(f"run.prefix_from: {source} has not completed generations 0..{k}")
+    if not has_prefix(source, k):
+        raise RunDirError(f"run.prefix_from: {source} has not completed " + (
+            "its pretrained base" if k == BASE else f"generations 0..{k}"))
     differ = prefix_diff(from_dict(read_yaml(source / "config.yaml")), cfg, k)
     if differ:
         raise ConfigError(f"config key 'run.prefix_from': {source} computed generations 0..{k} with other "

@@ -54,6 +54,12 @@ def find_runs(paths: list[Path]) -> list[Run]:
     return [load_run(p) for p in found]
 
 
+def corpora(runs: list[Run]) -> list[str]:
+    """The names of the runs' extra evaluation sets (eval.corpora), in order of first appearance."""
+    names = [k.removeprefix("eval.corpora.") for r in runs for k in r.config if k.startswith("eval.corpora.")]
+    return list(dict.fromkeys(names))
+
+
 def differing_keys(runs: list[Run]) -> list[str]:
     keys = sorted(set().union(*(r.config for r in runs)) - IGNORED_KEYS)
     return [k for k in keys if len({json.dumps(r.config.get(k)) for r in runs}) > 1]

@@ -10,6 +10,8 @@ import numpy as np
 GENERATE, TRAIN, EVAL, DETECT = 1, 2, 3, 4  # a generation's sampling, training order, evaluation, detection
 MIX = 17  # mixing: which human and synthetic examples a generation trains on
 SPREAD = 23  # data.spread: the offset of the blocks that stand for a split
+PRETRAIN = 41  # the pretrained base: its corpus draw, initialisation and data order (with pretrain.seed)
+CORPUS = 43  # an extra evaluation corpus drawn from the built-in language (eval.corpora), per domain
 
 
 def seed_for(seed: int, *parts: int) -> int:

@@ -44,6 +44,7 @@ class SweepRun:
     name: str
     overrides: list[str]  # key=value, in a stable order
     generations: int = 0  # filled in by plan(), from the run's checked config
+    pretrained: bool = False  # filled in by plan(): the run fine-tunes a pretrained base (pretrain.source)
     prefix_from: str | None = None  # the run whose generations 0..prefix_until this one takes (shared prefix)
     prefix_until: int = 0
 
@@ -186,7 +187,7 @@ def share_prefixes(runs: list[SweepRun], configs: list[config.Config], sweep_dir
     in an order where each leader precedes its followers."""
     depth: dict[str, int] = {}
     for i, (r, cfg) in enumerate(zip(runs, configs)):
-        best, until = None, -1
+        best, until = None, sharing.NONE
         for j in range(i):
             k = sharing.shared_prefix(configs[j], cfg)
             k = min(k, 0) if configs[j].run.keep_checkpoints != "all" else k
@@ -216,7 +217,7 @@ def plan(path: str, cli_items: list[str], out: str | None, share: bool = False) 
     runs = expand(cfg, axes)
     configs = [config.load(path, r.overrides) for r in runs]
     for r, c in zip(runs, configs):
-        r.generations = c.run.generations
+        r.generations, r.pretrained = c.run.generations, c.pretrain.source != "none"
     sweep_dir = (Path(out) if out else Path(out_dir[0]) / f"{Path(path).stem}-sweep").resolve()
     return sweep_dir, share_prefixes(runs, configs, sweep_dir) if share else runs
 
@@ -330,7 +331,7 @@ def execute(path: str, run: SweepRun, sweep_dir: Path, job_id: str | None = None
 
 
 def waiting_line(run: SweepRun) -> str:
-    return f"waiting for shared generations 0..{run.prefix_until} of {run.prefix_from}"
+    return f"waiting for the shared {sharing.shared_part(run.prefix_until)} of {run.prefix_from}"
 
 
 def wait_for_prefix(sweep_dir: Path, run: SweepRun, processes: Processes | None = None, poll_s: float = 2.0) -> bool:
@@ -343,7 +344,8 @@ def wait_for_prefix(sweep_dir: Path, run: SweepRun, processes: Processes | None 
             return False
         job = _job_file(sweep_dir, run.prefix_from)
         if job.is_file() and json.loads(job.read_text()).get("state") == "failed":
-            _log(sweep_dir, run.name, f"error: {run.prefix_from}, whose generations 0..{k} this run shares, failed")
+            _log(sweep_dir, run.name,
+                 f"error: {run.prefix_from}, whose {sharing.shared_part(k)} this run shares, failed")
             return False
         time.sleep(poll_s)
     return True
@@ -353,8 +355,8 @@ def prefix_ready(sweep_dir: Path, run: SweepRun) -> bool:
     """Whether the generations this run takes from another exist (logged when they do not)."""
     if rundir.is_complete(sweep_dir / run.prefix_from, run.prefix_until):
         return True
-    _log(sweep_dir, run.name, f"error: generations 0..{run.prefix_until} of {run.prefix_from}, which this run "
-                              "shares, are not complete (the job that computes them did not finish them)")
+    _log(sweep_dir, run.name, f"error: {sharing.shared_part(run.prefix_until)} of {run.prefix_from}, which this "
+                              "run shares, are not complete (the job that computes them did not finish them)")
     return False
 
 
@@ -495,7 +497,7 @@ def slurm_jobs(runs: list[SweepRun]) -> list[SlurmJob]:
     jobs = []
     for r in runs:  # leaders come first (share_prefixes)
         # A follower's generations 0..prefix_until arrive when its first job starts: its cuts lie after them.
-        first = r.prefix_until if r.prefix_from is not None else -1
+        first = r.prefix_until if r.prefix_from is not None else sharing.NONE
         ends[r.name] = sorted(k for k in cuts[r.name] if first < k < r.generations) + [r.generations]
         after = None
         if r.prefix_from is not None:
@@ -609,8 +611,8 @@ def run_states(sweep_dir: Path, runs: list[SweepRun], launcher: str) -> dict[str
             elif job.get("state") == "stopped" and state == "partial":
                 state = "stopped"
             elif shared and job.get("state") == "pending" and out.get(r.prefix_from, {}).get("state") == "failed":
-                state, last = "failed", (f"cancelled: {r.prefix_from} failed before generations "
-                                         f"0..{r.prefix_until}, which this run takes from it, were done")
+                state, last = "failed", (f"cancelled: {r.prefix_from} failed before its "
+                                         f"{sharing.shared_part(r.prefix_until)}, which this run takes, were done")
         out[r.name] = {"state": state, "job_id": job.get("job_id"), "last": last, "restarts": job.get("restarts", 0)}
     return out
 
@@ -668,9 +670,12 @@ def run_all(path: str, cli_items: list[str], out: str | None, list_only: bool, l
     shared = [r for r in runs if r.prefix_from is not None]
     total = sum(r.generations + 1 for r in runs)
     taken = sum(r.prefix_until + 1 for r in shared)
+    bases = [r for r in runs if r.pretrained]
     print(f"sweep: {len(runs)} runs in {sweep_dir}" + (f"; {len(shared)} take their first generations from "
                                                      f"another run: {total - taken} of {total} generations to "
-                                                     "compute" if shared else ""), flush=True)
+                                                     "compute" if shared else "")
+          + (f"; {sum(r.prefix_from is None for r in bases)} pretrained base(s) for {len(bases)} runs"
+             if bases else ""), flush=True)
     if launcher == "local":
         try:
             failed = run_local(path, runs, sweep_dir, jobs, gpus_per_run or 0)

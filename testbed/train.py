@@ -20,7 +20,7 @@ from testbed.data import to_blocks
 from testbed.distributed import check_same_weights, from_main, map_rows
 from testbed.metrics.perplexity import sequence_nll
 from testbed.mixing import SYNTHETIC, Examples
-from testbed.model import autocast, base_model
+from testbed.model import autocast
 
 
 @dataclass
@@ -303,9 +303,6 @@ def train_generation(model, train_set: Examples, valid_blocks: np.ndarray, cfg: 
                  desc=f"gen {generation} train", separator=eos if t.eos_between_examples else None, log=log)
 
 
-def start_weights(cfg: Config, tokenizer, gen0) -> dict[str, torch.Tensor] | None:
-    """train.init: the weights (a CPU copy) every generation g >= 1 starts from; None: model g-1, as it is."""
-    if cfg.train.init == "previous":
-        return None
-    model = base_model(cfg, tokenizer) if cfg.train.init == "base" else gen0
+def weights(model) -> dict[str, torch.Tensor]:
+    """A CPU copy of a model's weights: what every generation g >= 1 starts from under train.init base or gen0."""
     return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}

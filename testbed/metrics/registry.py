@@ -5,6 +5,7 @@ early-warning table all read this list; a new metric is one entry (in the order 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 # Where a metric is shown.
@@ -126,9 +127,23 @@ BY_KEY: dict[str, Metric] = {m.key: m for m in METRICS}
 assert len(BY_KEY) == len(METRICS), "a metric key is registered twice"
 
 
-def shown_in(view: str) -> list[Metric]:
-    """The metrics shown in `view` (one of VIEWS), in registry order."""
-    return [m for m in METRICS if view in m.views]
+def corpus_metrics(name: str) -> list[Metric]:
+    """The metrics of the eval.corpora entry `name` (evaluation.corpus_metrics); generation 0's row also holds
+    each with the suffix _zero_shot (the base model's value)."""
+    return [
+        _m(f"ppl_{name}", f"Perplexity on {name}", "perplexity", False, (_T, _R, _S, _RC, _RP), "{:.2f}", **PPL),
+        _m(f"ppl_{name}_head", f"Perplexity on {name}, frequent targets", "perplexity", False, (_R, _RC), "{:.2f}",
+           **PPL),
+        _m(f"ppl_{name}_tail", f"Perplexity on {name}, rare targets", "perplexity", False, (_R, _RC, _RP), "{:.3g}",
+           **PPL),
+        _m(f"kl_per_word_{name}", f"KL({name} || model), estimated", "nats / word", False, (_R, _S, _RC), "{:.2f}",
+           low=0.0),
+    ]
+
+
+def shown_in(view: str, corpora: Iterable[str] = ()) -> list[Metric]:
+    """The metrics shown in `view` (one of VIEWS), in registry order, then those of each eval.corpora entry."""
+    return [m for m in METRICS + [m for name in corpora for m in corpus_metrics(name)] if view in m.views]
 
 
 def with_role(role: str) -> list[Metric]:
