@@ -76,7 +76,7 @@ class Context:
     es: evaluation.EvalSet
     gt: evaluation.GroundTruth | None  # the built-in language's exact probabilities
     human_reference: np.ndarray  # held-out human text shaped like synthetic data
-    lang: language.Language | None
+    lang: language.Language | language.Mixture | None
 
     def log(self, values: dict, step: int) -> None:
         """To the configured trackers (run.log_with), main process only."""
