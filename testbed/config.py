@@ -72,6 +72,8 @@ class LanguageConfig:
     valid_sentences: int = 600  # sentences of the validation split (checkpoint selection)
     test_sentences: int = 1200  # sentences of the test split (ppl_human and the exact KL)
     sentences_per_line: int = 8  # sentences joined into one line of the corpus
+    domains: int = 1  # topics sharing grammar and vocabulary, each its own Zipf ranking of the nouns
+    domain: int = 0  # the domain of the human text the run fine-tunes on (0..domains-1)
 
 
 @dataclass
@@ -410,8 +412,10 @@ def check(cfg: Config) -> None:
         _require(d.hf_name is not None, "data.hf_name", "is required when data.source is 'hf'")
     lang = d.language
     for key in ("nouns", "verbs", "adjectives", "adverbs", "train_sentences", "valid_sentences",
-                "test_sentences", "sentences_per_line"):
-        _require(getattr(lang, key) >= 1, f"data.language.{key}", "must be at least 1")
+                "test_sentences", "sentences_per_line", "domains"):
+        _require(getattr(lang, key) >= 1, f"data.language.{key}", f"must be at least 1, got {getattr(lang, key)}")
+    _require(0 <= lang.domain < lang.domains, "data.language.domain",
+             f"must be in 0..{lang.domains - 1} (data.language.domains={lang.domains}), got {lang.domain}")
     _require(lang.zipf_exponent > 0, "data.language.zipf_exponent", "must be positive")
     _require(cfg.tokenizer.vocab_size >= 300, "tokenizer.vocab_size",
              f"must be at least 300 (256 bytes + specials), got {cfg.tokenizer.vocab_size}")

@@ -92,7 +92,7 @@ class Deduplicator:
 # Verification and the perplexity filter.
 
 
-def grammatical(texts: list[str], lang: language.Language, prompted: bool) -> np.ndarray:
+def grammatical(texts: list[str], lang: language.Language | language.Mixture, prompted: bool) -> np.ndarray:
     """True for texts whose every complete sentence the built-in grammar can produce (an exact verifier;
     a prompted continuation's leading fragment is not judged)."""
     out = np.ones(len(texts), dtype=bool)
@@ -189,7 +189,7 @@ def detect(examples: Examples, cfg: Config, model_config, device: torch.device, 
 
 
 def filter_synthetic(cfg: Config, texts: list[str], ppl_gen0: np.ndarray, dedup: Deduplicator,
-                     lang: language.Language | None, ppl_ceiling: float) -> np.ndarray:
+                     lang: language.Language | language.Mixture | None, ppl_ceiling: float) -> np.ndarray:
     """The producer's curation of one synthetic set: per example, the first filter that drops it ("dedup",
     "verifier", "perplexity") or KEPT."""
     c = cfg.curate

@@ -250,7 +250,7 @@ def sample_metrics(samples: Samples, gen0, model, cfg: Config, es: EvalSet,
 class GroundTruth:
     """What the built-in language makes exact: its word distribution, and test sentences with log P."""
 
-    lang: language.Language
+    lang: language.Language | language.Mixture
     vocab: np.ndarray  # every word of the language
     word_p: np.ndarray  # its exact unigram probability
     sentence_ids: np.ndarray  # (n, L) token ids of test sentences, each after an end-of-text, padded -1
@@ -278,8 +278,11 @@ def word_groups(gt_vocab: np.ndarray, word_p: np.ndarray, tail_rank: int) -> dic
     return dict(zip(gt_vocab.tolist(), group.tolist()))
 
 
-def ground_truth_set(cfg: Config, test_lines: list[str], tokenizer, max_sentences: int = 1000) -> GroundTruth:
-    lang = language.build(cfg.data.language)
+def ground_truth_set(cfg: Config, test_lines: list[str], tokenizer, max_sentences: int = 1000,
+                     domain: language.Domain | None = None) -> GroundTruth:
+    """The exact probabilities of `domain` of the built-in language (None: data.language.domain; "all": the
+    mixture of all domains) and of the complete sentences of `test_lines` under it."""
+    lang = language.build(cfg.data.language, domain)
     probs = language.word_probabilities(lang)
     vocab, word_p = np.array(list(probs)), np.array(list(probs.values()))
     sents = [s for line in test_lines for s in language.complete_sentences(line, leading_fragment=False)]

@@ -11,13 +11,19 @@ short, as in natural languages). The object noun depends on the verb: each verb 
 distribution with a Zipf law over its own ranking of the nouns. Because all of this is known, the
 testbed can measure exactly what a model loses: the true log-probability of its samples and the
 probability mass of the words it no longer produces.
+
+Domains (topics) share the grammar, the words and every probability but the nouns': domain d ranks the
+nouns by its own random permutation (domain 0 by the words' order), so the nouns frequent in one domain are
+mostly rare in another. A `Mixture` of domains (each sentence from one domain, equally likely) has exact
+probabilities too: a sentence's is the mean of its domains'.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Literal
 
 import numpy as np
 
@@ -57,8 +63,47 @@ class Language:
         return (1 - OBJECT_MIX) * self.probs["noun"] + OBJECT_MIX * own
 
 
-def build(cfg: LanguageConfig) -> Language:
-    """Build the language deterministically from its seed and sizes."""
+@dataclass(frozen=True)
+class Mixture:
+    """The domains' languages, equally likely: a sentence first draws its domain. Words and grammar are
+    shared, so `words` and `lookup` are the domains'."""
+
+    domains: tuple[Language, ...]
+
+    @property
+    def words(self) -> dict[str, list[str]]:
+        return self.domains[0].words
+
+    @property
+    def lookup(self) -> dict[str, tuple[str, int]]:
+        return self.domains[0].lookup
+
+
+Domain = int | Literal["all"]  # one domain's index, or "all": their mixture
+
+
+def build(cfg: LanguageConfig, domain: Domain | None = None) -> Language | Mixture:
+    """The language of `domain` (None: cfg.domain), or with "all" the mixture of all cfg.domains domains;
+    deterministic in the language's seed and sizes."""
+    domain = cfg.domain if domain is None else domain
+    base = _build_domain0(cfg)
+    if domain == "all":
+        return Mixture(tuple(_in_domain(base, cfg, d) for d in range(cfg.domains)))
+    if not 0 <= domain < cfg.domains:
+        raise ValueError(f"domain {domain} is not in 0..{cfg.domains - 1}")
+    return _in_domain(base, cfg, domain)
+
+
+def _in_domain(lang: Language, cfg: LanguageConfig, domain: int) -> Language:
+    """Domain 0 is the language as built; domain d >= 1 gives the nouns' Zipf law its own random ranking."""
+    if domain == 0:
+        return lang
+    rank = seeding.rng(cfg.seed, seeding.TOPIC, domain).permutation(cfg.nouns)
+    return replace(lang, probs={**lang.probs, "noun": lang.probs["noun"][rank]})
+
+
+def _build_domain0(cfg: LanguageConfig) -> Language:
+    """Domain 0 (the language as it was before domains), deterministic in the language's seed and sizes."""
     rng = np.random.default_rng(cfg.seed)
     sizes = {"det": N_DETERMINERS, "prep": N_PREPOSITIONS, "noun": cfg.nouns, "verb": cfg.verbs,
              "adj": cfg.adjectives, "adv": cfg.adverbs}
@@ -92,8 +137,16 @@ def _noun_phrases(lang: Language, rng: np.random.Generator, n: int, nouns: np.nd
     ]
 
 
-def sample_sentences(lang: Language, n: int, rng: np.random.Generator) -> list[str]:
-    """Draw n sentences (each ends with ' .'). Draws are batched per slot, not per word."""
+def sample_sentences(lang: Language | Mixture, n: int, rng: np.random.Generator) -> list[str]:
+    """Draw n sentences (each ends with ' .'). Draws are batched per slot, not per word; from a mixture,
+    each sentence draws its domain first, then each domain's sentences are drawn together."""
+    if isinstance(lang, Mixture):
+        which = rng.integers(len(lang.domains), size=n)
+        out = np.empty(n, dtype=object)
+        for d, dom in enumerate(lang.domains):
+            rows = np.nonzero(which == d)[0]
+            out[rows] = sample_sentences(dom, len(rows), rng)
+        return out.tolist()
     W, P = lang.words, lang.probs
     subj = _noun_phrases(lang, rng, n, rng.choice(len(W["noun"]), size=n, p=P["noun"]))
     verb = rng.choice(len(W["verb"]), size=n, p=P["verb"])
@@ -124,16 +177,24 @@ def sample_sentences(lang: Language, n: int, rng: np.random.Generator) -> list[s
     return out
 
 
-def lines(lang: Language, sentences: int, per_line: int, rng: np.random.Generator) -> list[str]:
+def lines(lang: Language | Mixture, sentences: int, per_line: int, rng: np.random.Generator) -> list[str]:
     """`sentences` sentences drawn, `per_line` to a line."""
     sents = sample_sentences(lang, sentences, rng)
     return [" ".join(sents[i : i + per_line]) for i in range(0, len(sents), per_line)]
 
 
-def corpus(cfg: LanguageConfig, seed: int) -> dict[str, list[str]]:
-    """Train/valid/test lines: each line is `sentences_per_line` sentences. `seed` is the run's seed."""
-    lang = build(cfg)
-    rng = seeding.rng(cfg.seed, seed)  # the language's seed, then the run's
+def corpus(cfg: LanguageConfig, seed: int, domain: Domain | None = None) -> dict[str, list[str]]:
+    """Train/valid/test lines of `domain` (None: cfg.domain; "all": the mixture): each line is
+    `sentences_per_line` sentences. `seed` is the run's seed."""
+    domain = cfg.domain if domain is None else domain
+    lang = build(cfg, domain)
+    # The language's seed, then the run's, then (but for domain 0, whose text predates domains) the domain's.
+    if domain == "all":
+        rng = seeding.rng(cfg.seed, seed, seeding.MIXTURE_TEXT)
+    elif domain == 0:
+        rng = seeding.rng(cfg.seed, seed)
+    else:
+        rng = seeding.rng(cfg.seed, seed, seeding.DOMAIN_TEXT, domain)
     return {split: lines(lang, n, cfg.sentences_per_line, rng) for split, n in
             (("train", cfg.train_sentences), ("valid", cfg.valid_sentences), ("test", cfg.test_sentences))}
 
@@ -142,8 +203,16 @@ _SHAPE = re.compile(r"^(DA{0,2}N)V(?:(DA{0,2}N)(?:P(DA{0,2}N))?|R)?$")
 _LETTER = {"det": "D", "adj": "A", "noun": "N", "verb": "V", "adv": "R", "prep": "P"}
 
 
-def sentence_logprob(lang: Language, words: list[str]) -> float:
-    """Exact natural-log probability of one sentence (without its final '.'); -inf if ungrammatical."""
+def _mean_exp(logp: np.ndarray) -> np.ndarray:
+    """log of the mean over the first axis (the domains) of exp(logp)."""
+    return np.logaddexp.reduce(logp, axis=0) - math.log(len(logp))
+
+
+def sentence_logprob(lang: Language | Mixture, words: list[str]) -> float:
+    """Exact natural-log probability of one sentence (without its final '.'); -inf if ungrammatical (in
+    every domain alike)."""
+    if isinstance(lang, Mixture):
+        return float(_mean_exp(np.array([sentence_logprob(d, words) for d in lang.domains])))
     try:
         tagged = [lang.lookup[w] for w in words]
     except KeyError:
@@ -173,7 +242,7 @@ def sentence_logprob(lang: Language, words: list[str]) -> float:
     return logp
 
 
-def word_logprobs(lang: Language, words: list[str]) -> np.ndarray:
+def word_logprobs(lang: Language | Mixture, words: list[str]) -> np.ndarray:
     """Exact natural-log probability of each word of a sentence given the words before it, the final '.'
     included (len(words) + 1 values, summing to `sentence_logprob`); all -inf if ungrammatical.
 
@@ -181,10 +250,16 @@ def word_logprobs(lang: Language, words: list[str]) -> np.ndarray:
     adjective comes with probability 0.4 (one or two), after the first adjective a second with 0.25; after the
     verb the sentence ends with 0.25, an object follows with 0.65 (VO, VOP) and an adverb with 0.1; after the
     object noun a prepositional phrase follows with 0.15 / 0.65, else the '.'.
+
+    In a mixture, the domains' posterior given the prefix weighs them: p(w_t | prefix) is the ratio of the
+    mixture's probabilities of the prefixes through w_t and through w_(t-1).
     """
     out = np.full(len(words) + 1, -math.inf)
     if not math.isfinite(sentence_logprob(lang, words)):
         return out
+    if isinstance(lang, Mixture):
+        prefix = _mean_exp(np.cumsum([word_logprobs(d, words) for d in lang.domains], axis=1))
+        return np.diff(prefix, prepend=0.0)
     tagged = [lang.lookup[w] for w in words]
     m = _SHAPE.match("".join(_LETTER[c] for c, _ in tagged))
     P = lang.probs
@@ -219,9 +294,21 @@ def word_logprobs(lang: Language, words: list[str]) -> np.ndarray:
     return out
 
 
-def word_probabilities(lang: Language) -> dict[str, float]:
+def word_probabilities(lang: Language | Mixture) -> dict[str, float]:
     """The exact unigram distribution of the language: expected count of each word per sentence over the
-    expected sentence length (the '.' included)."""
+    expected sentence length (the '.' included); of a mixture, the domains' mean counts over their mean
+    length."""
+    domains = lang.domains if isinstance(lang, Mixture) else (lang,)
+    counts, lengths = zip(*map(_expected_counts, domains))
+    length = float(np.mean(lengths))
+    out = {w: float(c) / length for cls in counts[0] for w, c in
+           zip(lang.words[cls], np.mean([cs[cls] for cs in counts], axis=0))}
+    out[END] = 1.0 / length
+    return out
+
+
+def _expected_counts(lang: Language) -> tuple[dict[str, np.ndarray], float]:
+    """Each class's words' expected counts per sentence, and the expected sentence length (the '.' included)."""
     P = lang.probs
     p_object = VP_PROBS[1] + VP_PROBS[2]  # VO, VOP
     p_pp = VP_PROBS[2]
@@ -236,10 +323,7 @@ def word_probabilities(lang: Language) -> dict[str, float]:
         "adv": VP_PROBS[3] * P["adv"],
         "prep": p_pp * P["prep"],
     }
-    length = 1.0 + sum(float(v.sum()) for v in expected.values())  # + the '.'
-    out = {w: float(c) / length for cls, counts in expected.items() for w, c in zip(lang.words[cls], counts)}
-    out[END] = 1.0 / length
-    return out
+    return expected, 1.0 + sum(float(v.sum()) for v in expected.values())  # + the '.'
 
 
 def complete_sentences(text: str, leading_fragment: bool = True) -> list[list[str]]:

@@ -78,7 +78,7 @@ class Context:
     es: evaluation.EvalSet
     gt: evaluation.GroundTruth | None  # the built-in language's exact probabilities
     human_reference: np.ndarray  # held-out human text shaped like synthetic data
-    lang: language.Language | None
+    lang: language.Language | language.Mixture | None
     pretraining: pretrain.Corpus | None  # the pretrained base's corpus (pretrain.source), else None
 
     def log(self, values: dict, step: int) -> None:

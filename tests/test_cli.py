@@ -14,6 +14,8 @@ from .conftest import REPO
     (["run", "mixing.human_fraction=2"], "error: config key 'mixing.human_fraction'"),
     (["validate", "nosuch.yaml"], "error: config file nosuch.yaml does not exist"),
     (["run", "data.path=/no/such/dir"], "error: data.path /no/such/dir is not a directory"),
+    (["run", "data.language.domain=5"], "error: config key 'data.language.domain': must be in 0..0 "
+                                        "(data.language.domains=1), got 5"),
 ])
 def test_user_errors_exit_2_with_one_line(args, message, capsys, tmp_path):
     assert main([*args, f"run.out_dir={tmp_path}"] if args[0] == "run" else args) == 2

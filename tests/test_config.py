@@ -71,6 +71,11 @@ def test_yaml_then_cli(tmp_path: Path):
     (["mixing.schedule=[3]"], "config key 'mixing.schedule[0]': expected a mapping"),
     (["mixing.schedule=3"], "config key 'mixing.schedule': expected a list"),
     (["run.prefix_until=2"], "config key 'run.prefix_until': needs run.prefix_from"),
+    (["data.language.domains=0"], "config key 'data.language.domains': must be at least 1, got 0"),
+    (["data.language.domains=-1"], "config key 'data.language.domains': must be at least 1, got -1"),
+    (["data.language.domains=2", "data.language.domain=2"],
+     "config key 'data.language.domain': must be in 0..1 (data.language.domains=2), got 2"),
+    (["data.language.domain=-1"], "config key 'data.language.domain': must be in 0..0"),
 ])
 def test_bad_values_name_the_key(overrides, message):
     with pytest.raises(ConfigError) as exc:

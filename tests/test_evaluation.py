@@ -59,3 +59,24 @@ def test_ground_truth_maps_tokens_to_words():
         assert gt.word_logp[i, :n_words].sum() == pytest.approx(gt.sentence_logp[i])
         assert language.word_logprobs(gt.lang, words[:-1]) == pytest.approx(gt.word_logp[i, :n_words])
         assert gt.word_of_token[i, 0] == -1 and np.isnan(gt.word_logp[i, n_words:]).all()
+
+
+def test_ground_truth_of_a_domain_and_of_the_mixture():
+    from testbed import language
+    from testbed.config import Config
+    from testbed.model import train_bpe
+
+    cfg = Config()
+    cfg.data.language.domains = 2
+    lines = language.corpus(cfg.data.language, seed=0, domain=1)["test"][:2]
+    tokenizer = train_bpe(lines, 300)
+    gts = {d: ground_truth_set(cfg, lines, tokenizer, max_sentences=8, domain=d) for d in (None, 1, "all")}
+    assert isinstance(gts["all"].lang, language.Mixture)
+    assert np.array_equal(gts[1].lang.probs["noun"], language.build(cfg.data.language, 1).probs["noun"])
+    for gt in gts.values():
+        assert gt.word_p.sum() == pytest.approx(1.0)
+        assert np.nansum(gt.word_logp, axis=1) == pytest.approx(gt.sentence_logp)
+    # Domain 1's text is likelier in its own domain than in domain 0; the mixture's is the mean of the two.
+    assert gts[1].sentence_logp.sum() > gts[None].sentence_logp.sum()
+    assert gts["all"].sentence_logp == pytest.approx(np.logaddexp(gts[None].sentence_logp, gts[1].sentence_logp)
+                                                     - np.log(2))
