@@ -14,7 +14,7 @@ import numpy as np
 import yaml
 
 from testbed import phases
-from testbed.config import flatten
+from testbed.config import Config, flatten
 from testbed.rundir import RunDirError, read_jsonl
 
 # Where a run lives and what it took from another run are not what it is (run.gen0_from: runs made before
@@ -38,7 +38,10 @@ def load_run(path: Path) -> Run:
     baseline = json.loads(baseline_file.read_text()) if baseline_file.is_file() else {}
     cfg = yaml.safe_load((path / "config.yaml").read_text())
     sweep = cfg.pop("sweep", None) or {}  # the same for every run of a sweep: not a difference between runs
-    return Run(path, flatten(cfg), rows, baseline, list(sweep.get("settings") or []))
+    # A key added after the run was made holds its default there (a new key keeps the old behaviour by
+    # default): a run made before it and one made after do not differ in it.
+    defaults = {k: v for k, v in flatten(Config().to_dict()).items() if not k.startswith("sweep.")}
+    return Run(path, {**defaults, **flatten(cfg)}, rows, baseline, list(sweep.get("settings") or []))
 
 
 def find_runs(paths: list[Path]) -> list[Run]:

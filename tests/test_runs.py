@@ -58,3 +58,14 @@ def test_phase_signals_come_from_the_registry():
     assert [m.key for m in registry.shown_in(registry.RECOVERY_PLOT)] == [
         "ppl_human", "ppl_human_tail", "tail_coverage", "grammatical_rate"]
 
+
+
+def test_a_key_added_later_holds_its_default_in_older_runs(tmp_path: Path):
+    """A run made before run.portable_numerics existed and one made after (false, its default) are one setting;
+    a value other than the default still tells them apart."""
+    rows = [{"generation": 0, "ppl_human": 10.0}]
+    fake_run(tmp_path, "old", {"mixing.strategy": "replace", "run.seed": 0}, rows)
+    fake_run(tmp_path, "new", {"mixing.strategy": "replace", "run.seed": 1, "run.portable_numerics": False}, rows)
+    assert runs.differing_keys(runs.find_runs([tmp_path])) == []
+    fake_run(tmp_path, "other", {"mixing.strategy": "replace", "run.seed": 2, "run.portable_numerics": True}, rows)
+    assert runs.differing_keys(runs.find_runs([tmp_path])) == ["run.portable_numerics"]
