@@ -2,6 +2,7 @@
 generation, tiny sizes), the WikiText config on a small corpus. (The paper configs: tests/test_paper.py;
 the default: every tiny run.)"""
 
+import os
 from pathlib import Path
 
 import pytest
@@ -43,7 +44,7 @@ def test_wikitext_config_runs_on_a_small_corpus(text_corpus: Path, tmp_path: Pat
 
 
 @pytest.mark.slow  # about 20 generations of tiny runs
-@pytest.mark.parametrize("name", ["recovery-sweep-tiny-cpu", "web-scenario-tiny-cpu"])
+@pytest.mark.parametrize("name", ["recovery-sweep-tiny-cpu", "web-scenario-tiny-cpu", "pretrained-recovery-tiny-cpu"])
 def test_schedule_sweep_configs_run_every_setting(name: str, tmp_path: Path):
     """Each setting of the sweeps whose settings carry schedules, one seed at tiny sizes, each run as long as
     its schedule needs (to its last entry: the recovery runs heal for one generation); the runs share their
@@ -53,6 +54,8 @@ def test_schedule_sweep_configs_run_every_setting(name: str, tmp_path: Path):
 
     path = REPO / "configs" / f"{name}.yaml"
     scaled = [o for o in TINY if not o.startswith("run.generations=")] + ["data.max_train_blocks=30"]
+    if config_module.load(path).pretrain.source != "none":
+        scaled += ["pretrain.sentences=600", "pretrain.epochs=1"]
     runs = [r for r in expand(config_module.load(path), {}) if "run.seed=0" in r.overrides]
     for r in runs:
         schedule = config_module.load(path, r.overrides).mixing.schedule
@@ -69,5 +72,8 @@ def test_schedule_sweep_configs_run_every_setting(name: str, tmp_path: Path):
                 n = round(settings.human_fraction * sum(composition.values()))
                 assert composition.get("human", 0) == n, (r.name, row["generation"])
     assert main(["report", str(tmp_path)]) == 0
-    if name.startswith("recovery"):
+    if "recovery" in name:
         assert "## Recovery" in (tmp_path / "report.md").read_text()
+    if name.startswith("pretrained"):  # one base for every run; each scored out of domain
+        assert len({os.stat(tmp_path / r.name / "base" / "model" / "model.safetensors").st_ino for r in runs}) == 1
+        assert "## Out of domain" in (tmp_path / "report.md").read_text()

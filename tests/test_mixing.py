@@ -141,3 +141,19 @@ def test_complementary_needs_one_continuation_per_block(overrides, message):
     with pytest.raises(config.ConfigError, match=f"config key 'mixing.complementary': .*{re.escape(message)}"):
         config.load(None, overrides)
     config.load(None, ["mixing.strategy=fixed_fraction", "mixing.complementary=true"])  # valid
+
+
+def test_pretrain_human_pool_draws_from_the_pretraining_blocks():
+    """human_pool=pretrain: the human share comes from the pretraining text's blocks (a fresh draw each
+    generation, capped by their number), never from generation 0's."""
+    cfg = MixingConfig(strategy="fixed_fraction", human_fraction=0.5, human_pool="pretrain")
+    pretraining = human_examples(20_000 + np.arange(300 * 4).reshape(300, 4))
+    draws = []
+    for g in (1, 2):
+        out = mix(cfg, H, [synth(g)], g, seed=0, pretraining=pretraining)
+        rows = out.ids[out.source == "human"]
+        assert len(rows) == 50 and (rows[:, 0] >= 20_000).all() and (out.source == "synthetic").sum() == 50
+        draws.append(set(rows[:, 0].tolist()))
+    assert draws[0] != draws[1]
+    small = human_examples(20_000 + np.arange(30 * 4).reshape(30, 4))
+    assert (mix(cfg, H, [synth(1)], 1, seed=0, pretraining=small).source == "human").sum() == 30

@@ -114,3 +114,31 @@ def test_every_registered_metric_is_in_the_reference_key_table():
                 last = token
     missing = [m.key for m in registry.METRICS if m.key not in named]
     assert not missing, f"registered but not in docs/reference.md's key table: {missing}"
+
+
+def test_out_of_domain_table_pairs_each_run_with_the_control_of_its_seed(tmp_path: Path):
+    """ppl_other: seed 0's control forgets (40 -> 52), seed 1's does not; the healed run doubles the control's
+    perplexity at k = 1 in both seeds, and is back on the control by the end in seed 0 (all of the excess
+    given back) but at x1.5 in seed 1 (1 - log 1.5 / log 2 = 41.5%)."""
+    from testbed.recovery import out_of_domain_table
+    from testbed.runs import find_runs, group_settings
+
+    heal = [{"from_generation": 2, "strategy": "fixed_fraction", "human_fraction": 1.0}]
+    settings = [{"name": "human-only", "mixing.strategy": "fixed_fraction", "mixing.human_fraction": 1.0},
+                {"name": "heal-k1", "mixing.strategy": "replace", "mixing.schedule": heal}]
+    values = {0: {"human-only": [40, 44, 48, 52], "heal-k1": [40, 88, 60, 52]},
+              1: {"human-only": [40, 40, 40, 40], "heal-k1": [40, 80, 60, 60]}}
+    for seed, by_setting in values.items():
+        for s in settings:
+            rows = [{"generation": g, "ppl_other": v, **({"ppl_other_zero_shot": 30.0} if g == 0 else {})}
+                    for g, v in enumerate(by_setting[s["name"]])]
+            config = {k: v for k, v in s.items() if k != "name"} | {"run.seed": seed, "eval.corpora.other": "builtin:1"}
+            fake_run(tmp_path, f"{s['name']},seed={seed}", config, rows, settings)
+    runs = find_runs([tmp_path])
+    table = "\n".join(out_of_domain_table(group_settings(runs), runs))
+    row = next(line for line in table.splitlines() if line.startswith("| heal-k1 | 1 | `ppl_other` |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    # base, gen 0, at k, control at k, beyond control at k, healed, beyond control healed, given back
+    assert cells[3:] == ["30.00 ± 0.00", "40.00 ± 0.00", "84.00 ± 5.66", "42.00 ± 2.83", "×2.00 (±0.00 in log)",
+                         "56.00 ± 5.66", "×1.22 (±0.29 in log)", "71% ± 41%"]
+    assert "| human-only |" not in table  # the control is the reference, not a row
