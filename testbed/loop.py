@@ -279,7 +279,8 @@ def generation_zero(ctx: Context, state: State) -> None:
         result = _train(ctx, state, ctx.human, 0)
     state.steps += result.steps
     state.gen0 = copy.deepcopy(model).eval()
-    facts = {**zero_shot, **summarize(np.zeros(0), "synthetic_ppl_gen0"), **result.record(),
+    # zero_shot: None on the processes other than the main one, which alone evaluates and saves
+    facts = {**(zero_shot or {}), **summarize(np.zeros(0), "synthetic_ppl_gen0"), **result.record(),
              "train_composition": ctx.human.composition(), "synthetic_mean_length": None}
     on_main(ctx.accelerator, evaluate_and_save, ctx, state, 0, facts, seconds, result)
 

@@ -1,5 +1,6 @@
 """The `accelerate launch` path on CPU: two processes share generation and train data-parallel."""
 
+import json
 import os
 import subprocess
 import sys
@@ -52,6 +53,24 @@ def test_two_processes_match_the_single_process_layout(tmp_path: Path):
     # Every generation ended with a check that both processes hold the same weights, tensor by tensor
     # (testbed.distributed.check_same_weights): the run would have stopped otherwise.
 
+
+@pytest.mark.slow  # two launches with pretraining, about a minute
+def test_two_processes_pretrain_the_base_and_take_it_on_resume(tmp_path: Path):
+    """The pretrained base under `accelerate launch`: both processes train it (a step's batch split between
+    them, as many steps as one process), the main process saves it once, and a resume loads it."""
+    pre = [*TINY, "run.generations=1", "data.language.domains=2", "pretrain.source=builtin",
+           "pretrain.sentences=600", "pretrain.epochs=1", "eval.corpora.other=builtin:1", f"run.out_dir={tmp_path}"]
+    two = _launch("-m", "testbed.cli", "run", *pre, "run.name=two", "--stop-after", "-1")
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert rundir.is_complete(tmp_path / "two", rundir.BASE) and not (tmp_path / "two" / "gen_000").exists()
+    resumed = _launch("-m", "testbed.cli", "run", str(tmp_path / "two"), "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    one = subprocess.run([sys.executable, "-m", "testbed.cli", "run", *pre, "run.name=one", "--stop-after", "-1"],
+                         env=ENV, capture_output=True, text=True, timeout=600)
+    assert one.returncode == 0, one.stderr[-3000:]
+    steps = [json.loads((tmp_path / r / "base" / "pretrain.json").read_text())["steps"] for r in ("one", "two")]
+    assert steps[0] == steps[1] > 0
+    assert [r["generation"] for r in _rows(tmp_path / "two")] == [0, 1] and "ppl_other" in _rows(tmp_path / "two")[1]
 
 FULL_DISK = """
 import errno, sys
