@@ -286,3 +286,25 @@ def test_model_size_rehearsal_through_slurm(cluster, tmp_path: Path, capsys):
     assert main(["report", str(sweep)]) == 0
     rows = [line for line in (sweep / "collapse_by_size.md").read_text().splitlines() if line.startswith("| pythia-w")]
     assert [r.split("|")[1].strip() for r in rows] == ["pythia-w16", "pythia-w32"]
+
+
+@pytest.mark.slow  # two Slurm sweeps of pretrained runs, about two minutes
+def test_runs_of_two_seeds_share_one_pretrained_base_through_a_dependency(cluster, tmp_path: Path, capsys):
+    """The seeds' runs share the base only (generation -1): the leader's first job ends after pretraining
+    (--stop-after -1), the other seed's run waits on it in the queue, and its metrics equal those of a sweep
+    in which each run pretrains its own base."""
+    cfg = _tiny_sweep(tmp_path / "pre.yaml", 1, more=("data.language.domains=2", "pretrain.source=builtin",
+                                                      "pretrain.sentences=600", "pretrain.epochs=1"))
+    shared, unshared = tmp_path / "shared", tmp_path / "unshared"
+    assert main(["sweep", str(cfg), "--launcher", "slurm", "--out", str(shared)]) == 0
+    assert main(["sweep", str(cfg), "--launcher", "slurm", "--out", str(unshared), "--no-share"]) == 0
+    leader, follower = _job(shared, "run.seed=0"), _job(shared, "run.seed=1")
+    assert len(leader["job_ids"]) == 2 and len(follower["job_ids"]) == 1
+    assert f"#SBATCH --dependency=afterok:{leader['job_ids'][0]}\n" in _script(shared, follower["job_id"])
+    _wait(lambda: main(["sweep", "--status", str(shared)]) == 0 and main(["sweep", "--status", str(unshared)]) == 0,
+          300, "both sweeps to finish")
+    assert "--stop-after -1" in (shared / "logs" / "run.seed=0.log").read_text()
+    base = "base/model/model.safetensors"
+    assert os.path.samefile(shared / "run.seed=0" / base, shared / "run.seed=1" / base)
+    for name in ("run.seed=0", "run.seed=1"):
+        assert (shared / name / "metrics.jsonl").read_bytes() == (unshared / name / "metrics.jsonl").read_bytes()
