@@ -1,4 +1,5 @@
-"""The recursive driver. Generation 0 learns the human text; then, for each generation g >= 1:
+"""The recursive driver. A pretrained base first, when the config asks for one (pretrain); generation 0
+learns the human text; then, for each generation g >= 1:
 generate -> score -> curate -> mix -> screen -> train -> evaluate -> save.
 
 Model g-1 writes a synthetic training set (scored under generation 0); curation filters it (the data
