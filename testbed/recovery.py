@@ -6,6 +6,10 @@ Per setting (one k and one healing setting, over seeds) and metric: the share of
 generation; and the healing generations it took the metric to come back to generation 0's level, within
 the seed-to-seed noise of generation 0 (runs.NOISE_SIGMAS standard deviations, as the early-warning table).
 The table's columns and the figure's panels are the metric registry's RECOVERY and RECOVERY_PLOT views.
+
+With extra evaluation sets (eval.corpora) and a human-only control, a second table: per setting, how much worse
+than the control of its seed each corpus metric was at k and after healing (the registry's OUT_OF_DOMAIN view):
+what collapse erased beyond what fine-tuning alone forgets, and what healing gave back.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from testbed.metrics.registry import RECOVERY, RECOVERY_PLOT, shown_in
+from testbed.metrics.registry import OUT_OF_DOMAIN, RECOVERY, RECOVERY_PLOT, shown_in
 from testbed.plotting import figure, number_ticks, provenance, save, setting_colors, titles
 from testbed.runs import (
     NOISE_SIGMAS,
@@ -126,15 +130,16 @@ def out_of_domain_table(groups: dict[str, list[Run]], runs: list[Run]) -> list[s
     controls = {r.config.get("run.seed"): r for rs in groups.values() for r in rs if is_human_control(r.config)}
     if not names or not controls:
         return []
-    keys = [m for m in shown_in(RECOVERY, names) if m.key.removeprefix("kl_per_word_").removeprefix("ppl_")
-            .removesuffix("_head").removesuffix("_tail") in names]
-    keys = [m for m in keys if any(row.get(m.key) is not None for r in runs for row in r.rows)]
+    keys = [m for m in shown_in(OUT_OF_DOMAIN, names)
+            if any(row.get(m.key) is not None for r in runs for row in r.rows)]
     lines = ["", "## Out of domain: what collapse erased beyond fine-tuning's forgetting, and what healing gave back",
              "", "Each run against the human-only control of its seed (same base, same generation 0). `base`: the "
              "pretrained base (zero-shot); `gen 0`: after fine-tuning; `at k`: the switch generation (replace "
              "settings without healing: their last); `beyond control at k`: ×(run / control) for perplexities, "
              "the difference otherwise, mean ± std over seeds; `healed`: the same at the last generation; "
-             "`given back`: the share of the excess at k that healing removed (of log perplexity).", "",
+             "`given back`: the share of the excess at k that healing removed (of log perplexity; above 100%: better "
+             f"than the control); `no damage`: the excess at k was within {NOISE_SIGMAS:g} standard deviations of "
+             "its seed-to-seed spread, or below 0.", "",
              "| setting | k | metric | base | gen 0 | at k | control at k | beyond control at k | healed | "
              "beyond control, healed | given back |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for label, rs in groups.items():
@@ -156,7 +161,7 @@ def out_of_domain_table(groups: dict[str, list[Run]], runs: list[Run]) -> list[s
                 _values(paired, f"{m.key}_zero_shot", 0), _values(paired, m.key, 0), _values(paired, m.key, k),
                 _values(paired, m.key, k, of_control=True), _excess_cell(excess_k, ppl),
                 _values(paired, m.key, last) if s is not None else "-",
-                _excess_cell(excess_end, ppl) if s is not None else "-", _share_cell(given)]) + " |")
+                _excess_cell(excess_end, ppl) if s is not None else "-", _share_cell(given, excess_k)]) + " |")
     return lines
 
 
@@ -175,9 +180,15 @@ def _excess_cell(values: list[float], ppl: bool) -> str:
     return format_mean_std(mean, std)
 
 
-def _share_cell(values: list[float]) -> str:
+def _share_cell(values: list[float], excess_k: list[float]) -> str:
+    """Mean ± std over seeds of the share given back; `no damage` when the excess at k is not above noise."""
     mean, std = mean_std(values)
-    return "-" if math.isnan(mean) else f"{mean:.0%}" + ("" if math.isnan(std) else f" ± {std:.0%}")
+    if math.isnan(mean):
+        return "-"
+    k_mean, k_std = mean_std(excess_k)
+    if k_mean <= 0 or (not math.isnan(k_std) and k_mean <= NOISE_SIGMAS * k_std):
+        return "no damage"
+    return f"{mean:.0%}" + ("" if math.isnan(std) else f" ± {std:.0%}")
 
 
 def plot_recovery(groups: dict[str, list[Run]], out: Path) -> Path | None:

@@ -74,9 +74,13 @@ def _same(a, b) -> bool:
 
 def run_setting(run: Run) -> dict:
     """The sweep setting the run belongs to: the most specific of its sweep's settings whose values it has
-    ({} when none does, or the run is not a sweep's)."""
+    ({} when none does, or the run is not a sweep's), most specific by the values it sets away from their
+    defaults, then by its keys: a run with a mixing.schedule and the default strategy (replace) belongs to
+    the setting that gives the schedule, not to one that names the default strategy."""
+    defaults = flatten(Config().to_dict())
     matches = [s for s in run.settings if all(_same(run.config.get(k), v) for k, v in s.items() if k != "name")]
-    return max(matches, key=len, default={})
+    return max(matches, key=lambda s: (sum(not _same(defaults.get(k), v) for k, v in s.items() if k != "name"),
+                                       len(s)), default={})
 
 
 def _short(key: str, value) -> str:
@@ -140,11 +144,12 @@ def mean_std(values: list[float | None]) -> tuple[float, float]:
 
 
 def format_mean_std(mean: float, std: float) -> str:
-    """A table cell: '12.34 ± 0.56' (3 decimals below 10), '-' for no value, the mean alone for one seed."""
+    """A table cell: '12.34 ± 0.56' (3 decimals below 10; 3 significant digits from 10^4 on, '1.95e+09 ±
+    7.41e+08'), '-' for no value, the mean alone for one seed."""
     if math.isnan(mean):
         return "-"
-    digits = 2 if abs(mean) >= 10 else 3
-    return f"{mean:.{digits}f}" + ("" if math.isnan(std) else f" ± {std:.{digits}f}")
+    form = ".3g" if abs(mean) >= 1e4 else ".2f" if abs(mean) >= 10 else ".3f"
+    return f"{mean:{form}}" + ("" if math.isnan(std) else f" ± {std:{form}}")
 
 
 def series(runs: list[Run], key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

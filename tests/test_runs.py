@@ -69,3 +69,18 @@ def test_a_key_added_later_holds_its_default_in_older_runs(tmp_path: Path):
     assert runs.differing_keys(runs.find_runs([tmp_path])) == []
     fake_run(tmp_path, "other", {"mixing.strategy": "replace", "run.seed": 2, "run.portable_numerics": True}, rows)
     assert runs.differing_keys(runs.find_runs([tmp_path])) == ["run.portable_numerics"]
+
+
+def test_a_run_belongs_to_the_setting_that_sets_values_away_from_the_defaults(tmp_path: Path):
+    """A schedule run has the default strategy (replace), so it matches a setting naming that strategy too;
+    it belongs to the setting that gives its schedule."""
+    heal = [{"from_generation": 2, "strategy": "fixed_fraction", "human_fraction": 1.0}]
+    settings = [{"name": "replace", "mixing.strategy": "replace"}, {"name": "heal", "mixing.schedule": heal}]
+    rows = [{"generation": 0, "ppl_human": 10.0}]
+    for seed in (0, 1):
+        fake_run(tmp_path, f"replace,{seed}", {"mixing.strategy": "replace", "run.seed": seed}, rows, settings)
+        fake_run(tmp_path, f"heal,{seed}", {"mixing.strategy": "replace", "mixing.schedule": heal, "run.seed": seed},
+                 rows, settings)
+    groups = runs.group_settings(runs.find_runs([tmp_path]))
+    assert {label: sorted(r.path.name for r in rs) for label, rs in groups.items()} == {
+        "replace": ["replace,0", "replace,1"], "heal": ["heal,0", "heal,1"]}

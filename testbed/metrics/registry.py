@@ -18,7 +18,8 @@ HEADLINE = "headline"  # headline.png: the four metrics a reader looks at first 
 PROGRESS = "progress"  # the line printed as each generation ends
 RECOVERY = "recovery"  # a column of the recovery table (how much of the damage healing undid)
 RECOVERY_PLOT = "recovery_plot"  # a row of panels of recovery.png
-VIEWS = (TERMINAL, REPORT, SUMMARY, SIGNAL, CURATION, HEADLINE, PROGRESS, RECOVERY, RECOVERY_PLOT)
+OUT_OF_DOMAIN = "out_of_domain"  # a row of the out-of-domain table (an eval.corpora metric against the control)
+VIEWS = (TERMINAL, REPORT, SUMMARY, SIGNAL, CURATION, HEADLINE, PROGRESS, RECOVERY, RECOVERY_PLOT, OUT_OF_DOMAIN)
 
 # A metric's role in the phase rule (testbed/phases.py); its direction of damage is against higher_is_better.
 HEAD, TAIL, VARIANCE = "head", "tail", "variance"
@@ -51,7 +52,7 @@ def _m(key, title, unit, better, views, fmt="{:.3f}", header="", log=False, low=
 
 
 _T, _R, _S, _W, _C, _H, _P = TERMINAL, REPORT, SUMMARY, SIGNAL, CURATION, HEADLINE, PROGRESS
-_RC, _RP = RECOVERY, RECOVERY_PLOT
+_RC, _RP, _O = RECOVERY, RECOVERY_PLOT, OUT_OF_DOMAIN
 SHARE = {"low": 0.0, "high": 1.0}
 PPL = {"log": True, "low": 1.0}
 
@@ -131,12 +132,12 @@ def corpus_metrics(name: str) -> list[Metric]:
     """The metrics of the eval.corpora entry `name` (evaluation.corpus_metrics); generation 0's row also holds
     each with the suffix _zero_shot (the base model's value)."""
     return [
-        _m(f"ppl_{name}", f"Perplexity on {name}", "perplexity", False, (_T, _R, _S, _RC, _RP), "{:.2f}", **PPL),
-        _m(f"ppl_{name}_head", f"Perplexity on {name}, frequent targets", "perplexity", False, (_R, _RC), "{:.2f}",
+        _m(f"ppl_{name}", f"Perplexity on {name}", "perplexity", False, (_T, _R, _S, _O, _RP), "{:.2f}", **PPL),
+        _m(f"ppl_{name}_head", f"Perplexity on {name}, frequent targets", "perplexity", False, (_R, _O), "{:.2f}",
            **PPL),
-        _m(f"ppl_{name}_tail", f"Perplexity on {name}, rare targets", "perplexity", False, (_R, _RC, _RP), "{:.3g}",
+        _m(f"ppl_{name}_tail", f"Perplexity on {name}, rare targets", "perplexity", False, (_R, _O, _RP), "{:.3g}",
            **PPL),
-        _m(f"kl_per_word_{name}", f"KL({name} || model), estimated", "nats / word", False, (_R, _S, _RC), "{:.2f}",
+        _m(f"kl_per_word_{name}", f"KL({name} || model), estimated", "nats / word", False, (_R, _S, _O), "{:.2f}",
            low=0.0),
     ]
 
