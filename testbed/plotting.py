@@ -104,7 +104,12 @@ def _model(run: Run) -> str:
     c = run.config
     if c.get("model.name_or_path"):
         return str(c["model.name_or_path"]).rstrip("/").rsplit("/", 1)[-1]
-    return f"{c.get('model.arch')} {c.get('model.layers')}x{c.get('model.width')} from scratch"
+    shape = f"{c.get('model.arch')} {c.get('model.layers')}x{c.get('model.width')}"
+    if c.get("pretrain.source") == "builtin":
+        return f"{shape} pretrained on {c.get('pretrain.sentences')} sentences of the domains' mixture"
+    if c.get("pretrain.source") == "files":
+        return f"{shape} pretrained on files {str(c.get('pretrain.path')).rstrip('/').rsplit('/', 1)[-1]}"
+    return f"{shape} from scratch"
 
 
 def _data(run: Run) -> str:
@@ -113,7 +118,9 @@ def _data(run: Run) -> str:
         return f"files {str(c.get('data.path')).rstrip('/').rsplit('/', 1)[-1]}"
     if c.get("data.source") == "hf":
         return f"{c.get('data.hf_name')} {c.get('data.hf_config') or ''}".strip()
-    return f"built-in language ({c.get('data.language.train_sentences')} training sentences)"
+    domain = (f", domain {c.get('data.language.domain')} of {c.get('data.language.domains')}"
+              if (c.get("data.language.domains") or 1) > 1 else "")
+    return f"built-in language ({c.get('data.language.train_sentences')} training sentences{domain})"
 
 
 def provenance(runs: list[Run]) -> str:

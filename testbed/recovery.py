@@ -207,6 +207,7 @@ def plot_recovery(groups: dict[str, list[Run]], out: Path) -> Path | None:
     runs = [r for rs in groups.values() for r in rs]
     controls = [(label, rs) for label, rs in groups.items() if rs[0].config.get("mixing.strategy") == "replace"
                 and not rs[0].config.get("mixing.schedule")]
+    human_only = [(label, rs) for label, rs in groups.items() if is_human_control(rs[0].config)]
     rows = [m for m in shown_in(RECOVERY_PLOT, corpora(runs))
             if any(row.get(m.key) is not None for r in runs for row in r.rows)]
     ks = sorted({k for settings in healing.values() for k, _, _ in settings})
@@ -215,10 +216,15 @@ def plot_recovery(groups: dict[str, list[Run]], out: Path) -> Path | None:
     for col, (heal, settings) in enumerate(sorted(healing.items())):
         for row_i, m in enumerate(rows):
             key, ax = m.key, axes[row_i, col]
-            for label, rs in controls:
+            for (label, rs), style, what in [*((c, "--", "no healing") for c in controls),
+                                             *((c, "-.", "human data throughout") for c in human_only)]:
                 g, mean, _ = series(rs, key)
                 ok = np.isfinite(mean)
-                ax.plot(g[ok], mean[ok], color="black", ls="--", lw=1.2, label=f"{label} (no healing)")
+                ax.plot(g[ok], mean[ok], color="black", ls=style, lw=1.2, label=f"{label} ({what})")
+            base = [row.get(f"{key}_zero_shot") for r in runs for row in r.rows[:1]
+                    if r.config.get("pretrain.source", "none") != "none"]
+            if any(v is not None for v in base):  # what the pretrained base scored (before fine-tuning)
+                ax.axhline(mean_std(base)[0], color="grey", ls=":", lw=1.2, label="pretrained base")
             for k, _, rs in sorted(settings):
                 g, mean, _ = series(rs, key)
                 ok = np.isfinite(mean)

@@ -158,3 +158,11 @@ def test_a_hub_corpus_offline_stops_with_one_line_before_the_run_directory(capsy
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: could not load the test split of dataset 'wikitext' from the hub")
     assert len(err.splitlines()) == 1 and not list(tmp_path.iterdir())
+
+
+def test_domain_0_of_several_is_the_run_without_domains(tmp_path: Path):
+    """data.language.domains only adds domains: a run on domain 0 of three writes the metrics of the run
+    with the default domains: 1, byte for byte (so the default run's numbers are those from before domains)."""
+    for name, extra in (("one", []), ("three", ["data.language.domains=3"])):
+        assert main(["run", *TINY, "run.generations=1", f"run.out_dir={tmp_path}", f"run.name={name}", *extra]) == 0
+    assert (tmp_path / "one" / "metrics.jsonl").read_bytes() == (tmp_path / "three" / "metrics.jsonl").read_bytes()

@@ -131,12 +131,11 @@ assert len(BY_KEY) == len(METRICS), "a metric key is registered twice"
 def corpus_metrics(name: str) -> list[Metric]:
     """The metrics of the eval.corpora entry `name` (evaluation.corpus_metrics); generation 0's row also holds
     each with the suffix _zero_shot (the base model's value)."""
+    title = f"Perplexity on {name} (eval.corpora)"
     return [
-        _m(f"ppl_{name}", f"Perplexity on {name}", "perplexity", False, (_T, _R, _S, _O, _RP), "{:.2f}", **PPL),
-        _m(f"ppl_{name}_head", f"Perplexity on {name}, frequent targets", "perplexity", False, (_R, _O), "{:.2f}",
-           **PPL),
-        _m(f"ppl_{name}_tail", f"Perplexity on {name}, rare targets", "perplexity", False, (_R, _O, _RP), "{:.3g}",
-           **PPL),
+        _m(f"ppl_{name}", title, "perplexity", False, (_T, _R, _S, _O, _RP), "{:.2f}", **PPL),
+        _m(f"ppl_{name}_head", f"{title}, frequent targets", "perplexity", False, (_R, _O), "{:.2f}", **PPL),
+        _m(f"ppl_{name}_tail", f"{title}, rare targets", "perplexity", False, (_R, _O, _RP), "{:.3g}", **PPL),
         _m(f"kl_per_word_{name}", f"KL({name} || model), estimated", "nats / word", False, (_R, _S, _O), "{:.2f}",
            low=0.0),
     ]
