@@ -93,7 +93,9 @@ def test_keys_prints_each_key_with_type_default_and_comment(capsys):
     assert main(["keys"]) == 0
     listed = [line.split("  ")[0] for line in capsys.readouterr().out.splitlines() if not line.startswith(" ")]
     expected = list(config.flatten(config.Config().to_dict()))  # every key, in schema order
-    expected.insert(expected.index("sweep.settings") + 1, "sweep.grid")  # flatten drops an empty mapping
+    # flatten drops an empty mapping: eval.corpora, sweep.grid, sweep.slurm.additional
+    expected.insert(expected.index("eval.decoding.repetition_penalty") + 1, "eval.corpora")
+    expected.insert(expected.index("sweep.settings") + 1, "sweep.grid")
     expected.append("sweep.slurm.additional")
     assert listed == expected
     assert main(["keys", "train.sched"]) == 2

@@ -178,7 +178,7 @@ def test_follower_waits_on_a_dependency_and_matches_unshared_runs(cluster, tmp_p
     def waits() -> bool:
         state, status = _squeue(follower["job_id"]), _status(shared, capsys)
         return (not gen0.exists() and state == "PENDING Dependency" and "keep     pending" in status
-                and "waiting for shared generations 0..0 of replace" in status)
+                and "waiting for the shared generations 0..0 of replace" in status)
 
     _wait(waits, 120, "the follower to wait on the leader's generation 0")
     _wait(lambda: main(["sweep", "--status", str(shared)]) == 0 and main(["sweep", "--status", str(unshared)]) == 0,
@@ -204,7 +204,7 @@ def test_a_failed_leader_cancels_its_followers(cluster, tmp_path: Path, capsys):
     status = capsys.readouterr().out
     assert "replace  failed" in status and "error: run directory" in status
     assert "keep     failed    " + follower in status
-    assert "cancelled: replace failed before generations 0..0, which this run takes from it, were done" in status
+    assert "cancelled: replace failed before its generations 0..0, which this run takes, were done" in status
     assert not (sweep / "logs" / "keep.log").exists()  # it never started
 
 
