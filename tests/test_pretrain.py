@@ -26,20 +26,13 @@ PRETRAIN = [*TINY, "run.generations=1", "data.language.domains=2", "pretrain.sou
 CORPUS_KEYS = ("ppl_{}", "ppl_{}_head", "ppl_{}_tail", "kl_per_word_{}")
 
 
-def _run(out: Path, name: str, *extra: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    args = ["run", *PRETRAIN, f"run.out_dir={out}", f"run.name={name}", *extra]
-    return subprocess.run([sys.executable, "-m", "testbed.cli", *args], capture_output=True, text=True, env=env)
-
-
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> Path:
     """seed0 pretrains the base; seed1-shared takes it (run.prefix_until=-1); seed1 pretrains its own."""
     out = tmp_path_factory.mktemp("pretrain")
     for name, extra in (("seed0", []), ("seed1-shared", ["run.seed=1", f"run.prefix_from={out / 'seed0'}",
                                                          "run.prefix_until=-1"]), ("seed1", ["run.seed=1"])):
-        proc = _run(out, name, *extra)
-        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert main(["run", *PRETRAIN, f"run.out_dir={out}", f"run.name={name}", *extra]) == 0, name
     return out
 
 
