@@ -13,7 +13,8 @@ from testbed.cli import main
 from .conftest import REPO, TINY
 
 
-@pytest.mark.parametrize("name", ["defences-sweep-tiny-cpu", "mixing-sweep-tiny-cpu"])
+@pytest.mark.parametrize("name", [pytest.param("defences-sweep-tiny-cpu", marks=pytest.mark.slow),  # 11 settings
+                                  "mixing-sweep-tiny-cpu"])
 def test_sweep_configs_run_every_setting(name: str, tmp_path: Path):
     """Each setting of the sweep, in this process, one seed and one generation at tiny sizes; the settings
     share the first one's generation 0, as the sweep's runs do (the launchers: tests/test_sweep_*.py)."""

@@ -72,7 +72,8 @@ KILL_POINTS = [
     ("gen_001/COMPLETE", signal.SIGKILL),  # before generation 2's synthetic data (slow)
     ("gen_002/model", signal.SIGKILL),  # before the last generation's metrics are written
 ]
-SLOW = {"gen_000/model", "gen_001/COMPLETE"}  # kept out of the default run for time: pytest -m slow
+# Kept out of the default run for time (pytest -m slow); the resume matrix covers every stage boundary there.
+SLOW = {"tokenizer", "gen_000/model", "gen_001/COMPLETE"}
 
 
 @pytest.mark.parametrize("trigger, sig", [pytest.param(p, s, id=p, marks=[pytest.mark.slow] if p in SLOW else [])
