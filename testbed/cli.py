@@ -108,14 +108,22 @@ def cmd_validate(ns: argparse.Namespace) -> int:
     runs = validate(path, overrides)
     cfg = runs[0][1]
     check_tracker(cfg.run.log_with)
-    for data in {c.data.path: c.data for _, c in runs if c.data.source == "files"}.values():
-        from testbed.data import load_corpus  # the loader's own checks: present, UTF-8, not empty
+    from testbed.data import load_corpus, read_text_file  # the loader's own checks: present, UTF-8, not empty
 
+    for data in {c.data.path: c.data for _, c in runs if c.data.source == "files"}.values():
         load_corpus(data, cfg.run.seed)
-    model = cfg.model.name_or_path or f"{cfg.model.arch} {cfg.model.layers}x{cfg.model.width} (from scratch)"
+    files = {Path(c.pretrain.path, "train.txt") for _, c in runs if c.pretrain.source == "files"}
+    files |= {Path(src, "test.txt") for _, c in runs for src in c.eval.corpora.values()
+              if not src.startswith(("builtin:", "hf:"))}
+    for f in sorted(files):
+        read_text_file(f)
+    shape = f"{cfg.model.arch} {cfg.model.layers}x{cfg.model.width}"
+    model = cfg.model.name_or_path or (f"{shape} (from scratch)" if cfg.pretrain.source == "none" else
+                                       f"{shape} (pretrained first: pretrain.source={cfg.pretrain.source})")
     what = f"{len(runs)} runs, the first: " if len(runs) > 1 else ""
     print(f"ok: {path or 'built-in default'}: {what}{cfg.run.generations} generations, data {cfg.data.source}, "
-          f"model {model}, mixing {cfg.mixing.strategy}")
+          f"model {model}, mixing {cfg.mixing.strategy}"
+          + (f", eval.corpora {', '.join(cfg.eval.corpora)}" if cfg.eval.corpora else ""))
     return 0
 
 

@@ -160,3 +160,18 @@ def test_domain_0_of_several_is_the_run_without_domains(tmp_path: Path):
     for name, extra in (("one", []), ("three", ["data.language.domains=3"])):
         assert main(["run", *TINY, "run.generations=1", f"run.out_dir={tmp_path}", f"run.name={name}", *extra]) == 0
     assert (tmp_path / "one" / "metrics.jsonl").read_bytes() == (tmp_path / "three" / "metrics.jsonl").read_bytes()
+
+
+def test_validate_reads_the_pretraining_and_evaluation_texts(tmp_path: Path, capsys):
+    """testbed validate checks what a run would read: an empty test.txt of an eval corpus stops it."""
+    (tmp_path / "pre").mkdir()
+    (tmp_path / "pre" / "train.txt").write_text("a line of text\n" * 4, encoding="utf-8")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "test.txt").write_text("", encoding="utf-8")
+    ok = ["pretrain.source=files", f"pretrain.path={tmp_path / 'pre'}"]
+    assert main(["validate", *ok, f"eval.corpora.pre={tmp_path / 'pre'}"]) == 2  # pre holds no test.txt
+    assert "holds no test.txt" in capsys.readouterr().err
+    assert main(["validate", *ok, f"eval.corpora.empty={tmp_path / 'empty'}"]) == 2
+    assert capsys.readouterr().err.strip() == f"error: corpus file {tmp_path / 'empty' / 'test.txt'} is empty"
+    assert main(["validate", *ok]) == 0
+    assert "pretrained first: pretrain.source=files" in capsys.readouterr().out
