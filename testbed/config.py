@@ -1,7 +1,9 @@
 """The experiment schema: nested typed dataclasses, defaults, checks, and loading.
 
 Values come from three layers, later winning: the dataclass defaults, a YAML file, and CLI overrides
-``key.sub=value``. Every problem is raised as a :class:`ConfigError` whose message names the key.
+``key.sub=value``. A mapping key (eval.corpora, sweep.grid, sweep.slurm.additional) takes the entries a later
+layer names beside those of the earlier ones. Every problem is raised as a :class:`ConfigError` whose message
+names the key.
 """
 
 from __future__ import annotations
@@ -712,7 +714,7 @@ def _merge(obj: Any, values: dict[str, Any], prefix: str, from_cli: bool) -> Non
         if dataclasses.is_dataclass(current):
             _require(isinstance(value, dict), key, f"expected a mapping of sub-keys, got {value!r}")
             _merge(current, value, key + ".", from_cli)
-        elif name == "corpora" and isinstance(value, dict):  # eval.corpora.NAME=...: one more corpus
+        elif isinstance(current, dict) and isinstance(value, dict):  # a mapping takes entries, e.g. eval.corpora.NAME=
             setattr(obj, name, {**current, **_coerce(value, hints[name], key, from_cli)})
         else:
             setattr(obj, name, _coerce(value, hints[name], key, from_cli))

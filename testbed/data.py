@@ -49,27 +49,33 @@ def prepare_lines(lines: list[str], preprocessing: str) -> list[str]:
     return [line + "\n" if line.strip() else "" for line in lines]
 
 
-def _from_hub(cfg: DataConfig) -> HumanCorpus:
+def _hub_splits(name: str, config: str | None, splits: list[str], cfg: DataConfig,
+                offline_hint: str) -> list[list[str]]:
+    """The prepared lines of each named split of a hub dataset (only those splits are loaded); a failed load (a
+    missing split among the causes) or an empty split is a one-line DataError (`offline_hint`: what to use
+    instead)."""
     import datasets
 
     try:
-        ds = datasets.load_dataset(cfg.hf_name, cfg.hf_config)
-    except Exception as exc:  # offline, unknown name, ...: one line for the user
+        parts = datasets.load_dataset(name, config, split=splits)
+    except Exception as exc:  # offline, unknown name or split, ...: one line for the user
         raise DataError(
-            f"could not load dataset '{cfg.hf_name}' ({cfg.hf_config}) from the hub: "
-            f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}. Offline? Use data.source=files "
-            "with data.path=DIR holding train.txt, valid.txt, test.txt"
+            f"could not load dataset '{name}' ({config}) from the hub: "
+            f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}. Offline? {offline_hint}"
         ) from None
-    names = {"train": "train", "valid": "validation", "test": "test"}
-    out = {}
-    for split, name in names.items():
-        if name not in ds:
-            raise DataError(f"dataset '{cfg.hf_name}' has no '{name}' split")
-        lines = [t.rstrip("\n") for t in ds[name][cfg.hf_text_column]]
+    out = []
+    for split, part in zip(splits, parts):
+        lines = [t.rstrip("\n") for t in part[cfg.hf_text_column]]
         if not any(t.strip() for t in lines):
-            raise DataError(f"dataset '{cfg.hf_name}' split '{name}' is empty")
-        out[split] = prepare_lines(lines, cfg.preprocessing)
-    return HumanCorpus(**out)
+            raise DataError(f"dataset '{name}' split '{split}' is empty")
+        out.append(prepare_lines(lines, cfg.preprocessing))
+    return out
+
+
+def _from_hub(cfg: DataConfig) -> HumanCorpus:
+    lines = _hub_splits(cfg.hf_name, cfg.hf_config, ["train", "validation", "test"], cfg,  # type: ignore[arg-type]
+                        "Use data.source=files with data.path=DIR holding train.txt, valid.txt, test.txt")
+    return HumanCorpus(*lines)
 
 
 def load_corpus(cfg: DataConfig, seed: int) -> HumanCorpus:
@@ -85,28 +91,27 @@ def load_corpus(cfg: DataConfig, seed: int) -> HumanCorpus:
     return _from_hub(cfg)
 
 
+def builtin_domain(source: str) -> language.Domain | None:
+    """The domain an eval.corpora source names (builtin:D -> D, builtin:all -> "all"); None for other sources."""
+    if not source.startswith("builtin:"):
+        return None
+    domain = source.removeprefix("builtin:")
+    return "all" if domain == "all" else int(domain)
+
+
 def eval_lines(source: str, cfg: DataConfig, seed: int) -> list[str]:
     """The test text of an eval.corpora source: builtin:D or builtin:all (data.language.test_sentences drawn from
     domain D, or from the mixture of all domains, in a stream of their own), hf:NAME[/CONFIG] (the dataset's
     test split), or a directory's test.txt."""
-    if source.startswith("builtin:"):
-        domain = source.removeprefix("builtin:")
+    domain = builtin_domain(source)
+    if domain is not None:
         lang_cfg = cfg.language
-        index = lang_cfg.domains if domain == "all" else int(domain)
-        rng = seeding.rng(lang_cfg.seed, seeding.CORPUS, seed, index)
-        lang = language.build(lang_cfg, domain if domain == "all" else int(domain))
-        return language.lines(lang, lang_cfg.test_sentences, lang_cfg.sentences_per_line, rng)
+        rng = seeding.rng(lang_cfg.seed, seeding.CORPUS, seed, lang_cfg.domains if domain == "all" else domain)
+        return language.lines(language.build(lang_cfg, domain), lang_cfg.test_sentences,
+                              lang_cfg.sentences_per_line, rng)
     if source.startswith("hf:"):
-        import datasets
-
         name, _, hf_config = source.removeprefix("hf:").partition("/")
-        try:
-            ds = datasets.load_dataset(name, hf_config or None, split="test")
-        except Exception as exc:  # offline, unknown name, ...: one line for the user
-            raise DataError(f"could not load the test split of dataset '{name}' from the hub: "
-                            f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}. Offline? Name a "
-                            "directory holding test.txt instead") from None
-        return prepare_lines([t.rstrip("\n") for t in ds[cfg.hf_text_column]], cfg.preprocessing)
+        return _hub_splits(name, hf_config or None, ["test"], cfg, "Name a directory holding test.txt instead")[0]
     return prepare_lines(read_text_file(Path(source) / "test.txt"), cfg.preprocessing)
 
 

@@ -12,7 +12,17 @@ import numpy as np
 
 from testbed import language, metrics, seeding
 from testbed.config import Config, GenerationConfig, WatermarkConfig
-from testbed.data import HumanCorpus, TokenizedCorpus, eval_lines, pad_rows, spread, to_blocks, tokenize_stream, windows
+from testbed.data import (
+    HumanCorpus,
+    TokenizedCorpus,
+    builtin_domain,
+    eval_lines,
+    pad_rows,
+    spread,
+    to_blocks,
+    tokenize_stream,
+    windows,
+)
 from testbed.generate import decode, generate
 from testbed.metrics.perplexity import per_sequence
 from testbed.metrics.text import Tail
@@ -76,9 +86,8 @@ def extra_corpora(cfg: Config, tokenizer, vocab_size: int) -> list[ExtraCorpus]:
         lines = eval_lines(source, cfg.data, cfg.run.seed)
         stream = tokenize_stream(tokenizer, lines, cfg.data.preprocessing)
         blocks = to_blocks(stream, cfg.data.block_size, f"eval.corpora.{name} ({source})", keep_partial=True)
-        domain = source.removeprefix("builtin:")
-        gt = ground_truth_set(cfg, lines, tokenizer, domain=domain if domain == "all" else int(domain)) \
-            if source.startswith("builtin:") else None
+        domain = builtin_domain(source)
+        gt = ground_truth_set(cfg, lines, tokenizer, domain=domain) if domain is not None else None
         out.append(ExtraCorpus(name, blocks[: cfg.data.max_eval_blocks], token_groups(stream, vocab_size,
                                                                                        cfg.eval.tail_tokens), gt))
     return out

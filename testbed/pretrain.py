@@ -19,7 +19,7 @@ import numpy as np
 from accelerate import Accelerator
 
 from testbed import language, rundir, seeding, train
-from testbed.config import Config, LoraConfig
+from testbed.config import Config, LoraConfig, TrainConfig
 from testbed.data import DataError, prepare_lines, read_text_file, to_blocks, tokenize_stream
 from testbed.distributed import on_main
 from testbed.mixing import Examples, human_examples
@@ -71,23 +71,22 @@ def corpus(t: Text, tokenizer, cfg: Config) -> Corpus:
     return Corpus(human_examples(blocks[: cfg.pretrain.max_blocks]), held_out)
 
 
-def settings(cfg: Config) -> Config:
-    """The config pretraining trains under: train's optimizer and precision with pretrain's epochs and
-    learning rate, every weight trained (no LoRA) and the last weights kept (no best-checkpoint selection)."""
+def settings(cfg: Config) -> TrainConfig:
+    """What pretraining trains under: train's optimizer and precision with pretrain's epochs and learning rate,
+    every weight trained (no LoRA) and the last weights kept (no best-checkpoint selection)."""
     p = cfg.pretrain
-    t = dataclasses.replace(cfg.train, epochs=p.epochs, gen0_epochs=None, lr=p.lr, min_lr=min(cfg.train.min_lr, p.lr),
-                            select_best=False, eval_every=0, lora=LoraConfig(enabled=False))
-    return dataclasses.replace(cfg, train=t)
+    return dataclasses.replace(cfg.train, epochs=p.epochs, gen0_epochs=None, lr=p.lr,
+                               min_lr=min(cfg.train.min_lr, p.lr), select_best=False, eval_every=0,
+                               lora=LoraConfig(enabled=False))
 
 
 def pretrain(model, c: Corpus, cfg: Config, tokenizer, accelerator: Accelerator, run_dir: Path,
              log=None) -> train.TrainResult:
     """Train the base in place on the pretraining corpus and save it as the run's base/ (main process)."""
-    pre = settings(cfg)
-    result = train.train(model, c.train, c.held_out, pre.train, cfg.data.block_size, accelerator,
-                         seeding.seed_for(cfg.pretrain.seed, seeding.PRETRAIN), pre.train.epochs, desc="pretrain",
-                         log=log)
-    record = {"blocks": len(c.train), "held_out_blocks": len(c.held_out), "epochs": pre.train.epochs,
+    t = settings(cfg)
+    result = train.train(model, c.train, c.held_out, t, cfg.data.block_size, accelerator,
+                         seeding.seed_for(cfg.pretrain.seed, seeding.PRETRAIN), t.epochs, desc="pretrain", log=log)
+    record = {"blocks": len(c.train), "held_out_blocks": len(c.held_out), "epochs": t.epochs,
               "train_loss": result.train_loss, "held_out_loss": result.val_loss, "steps": result.steps,
               "tokens": result.tokens, "seconds": result.seconds}
     on_main(accelerator, save, run_dir, model, tokenizer, record)

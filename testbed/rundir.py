@@ -19,7 +19,7 @@ import numpy as np
 
 from testbed import numerics
 from testbed.config import Config, ConfigError, from_dict, read_yaml
-from testbed.sharing import prefix_diff
+from testbed.sharing import BASE, prefix_diff
 
 COMPLETE = "COMPLETE"
 
@@ -179,9 +179,6 @@ def remove_partial_writes(run: Path) -> None:
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.rename(old, target)
-
-
-BASE = -1  # the pretrained base (pretrain), which comes before generation 0: its folder is base/
 
 
 def gen_dir(run: Path, generation: int) -> Path:

@@ -25,7 +25,7 @@ NOT_BASE = ("run.seed", "data.", "generation.", "eval.", "train.epochs", "train.
 BASE_DATA = ("data.block_size", "data.preprocessing", "data.language.seed", "data.language.nouns",
              "data.language.verbs", "data.language.adjectives", "data.language.adverbs",
              "data.language.zipf_exponent", "data.language.domains", "data.language.sentences_per_line")
-BASE = -1  # the pretrained base's generation (rundir.BASE)
+BASE = -1  # the pretrained base's generation: it comes before generation 0 (its folder: rundir.gen_dir)
 NONE = -2  # shared_prefix: nothing shared
 
 

@@ -201,3 +201,11 @@ def test_every_key_is_described(capsys):
     listed = [line.split("  ")[0] for line in capsys.readouterr().out.splitlines() if not line.startswith(" ")]
     assert listed and all(k.startswith("sweep.slurm.") for k in listed) and "sweep.slurm.gpus_per_run" in listed
     assert "accumulate_subsample" in config.describe_keys("mixing.strategy")[0].comment
+
+
+def test_a_mapping_key_on_the_command_line_adds_to_the_files_entries(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("eval:\n  corpora:\n    one: 'builtin:0'\nsweep:\n  slurm:\n    additional: {exclusive: true}\n")
+    cfg = config.load(path, ["eval.corpora.two=builtin:all", "sweep.slurm.additional.comment=x"])
+    assert cfg.eval.corpora == {"one": "builtin:0", "two": "builtin:all"}
+    assert cfg.sweep.slurm.additional == {"exclusive": True, "comment": "x"}

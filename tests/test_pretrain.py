@@ -150,7 +150,8 @@ def test_a_hub_corpus_offline_stops_with_one_line_before_the_run_directory(capsy
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     assert main(["run", *TINY, "eval.corpora.wiki=hf:wikitext/wikitext-103-raw-v1", f"run.out_dir={tmp_path}"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("error: could not load the test split of dataset 'wikitext' from the hub")
+    assert err.startswith("error: could not load dataset 'wikitext' (wikitext-103-raw-v1) from the hub")
+    assert err.endswith("Offline? Name a directory holding test.txt instead")
     assert len(err.splitlines()) == 1 and not list(tmp_path.iterdir())
 
 
