@@ -30,7 +30,7 @@ from accelerate import Accelerator
 
 from testbed.config import GenerationConfig, ModelConfig, TrainConfig
 from testbed.generate import generate
-from testbed.metrics import perplexity, sequence_perplexities
+from testbed.metrics.perplexity import perplexity, sequence_perplexities
 from testbed.mixing import human_examples
 from testbed.model import autocast, build_model
 from testbed.train import train

@@ -109,8 +109,7 @@ def measure_scoring(mode: str) -> dict:
     import torch
 
     from testbed.config import ModelConfig
-    from testbed.metrics import sequence_nll
-    from testbed.metrics.perplexity import token_nll
+    from testbed.metrics.perplexity import sequence_nll, token_nll
     from testbed.model import build_model
 
     model = build_model(ModelConfig(arch="opt", layers=1, width=64, heads=2, context=128), IdTokenizer(VOCAB), seed=0)
@@ -138,7 +137,7 @@ def measure_scoring(mode: str) -> dict:
 
 def measure_rare(mode: str, corpus: str) -> dict:
     """Peak extra memory and seconds of rare_ngrams(lines, 1000, 1) over the corpus (in a fresh process)."""
-    from testbed.metrics import rare_ngrams
+    from testbed.metrics.text import rare_ngrams
 
     lines = Path(corpus).read_text(encoding="utf-8").splitlines()
     run = {"before": lambda: old_rare_ngrams(lines, 1000), "after": lambda: rare_ngrams(lines, 1000).grams}[mode]

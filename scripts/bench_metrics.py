@@ -14,7 +14,7 @@ import numpy as np
 
 from testbed import language
 from testbed.config import LanguageConfig
-from testbed.metrics import distinct_n, self_bleu
+from testbed.metrics.text import distinct_n, self_bleu
 
 
 def samples(n: int, seed: int = 0) -> list[str]:

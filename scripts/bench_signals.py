@@ -12,9 +12,12 @@ from pathlib import Path
 
 from transformers import AutoTokenizer
 
-from testbed import config, metrics
+from testbed import config
 from testbed.data import load_corpus, split_names, tokenize_corpus
 from testbed.evaluation import eval_set, sample
+from testbed.metrics.perplexity import perplexity, sequence_nll
+from testbed.metrics.signals import embedding_diversity, next_token_stats, tail_token_mass, unigram_kl, valid_tokens
+from testbed.metrics.text import rep_n_per_sample
 from testbed.model import load_model
 
 
@@ -37,15 +40,15 @@ def main(run: Path) -> None:
     model, gen0 = load_model(str(last)).eval(), load_model(str(run / "gen_000" / "model")).eval()
     es = eval_set(cfg, tok, corpus.train, tokenizer.eos_token_id, model.get_input_embeddings().num_embeddings)
     s = sample(model, cfg, es, tokenizer, 0)
-    b, tokens = cfg.eval.batch_size, metrics.valid_tokens(s.ids, s.lengths)
-    plain = best(lambda: metrics.perplexity(model, es.test_blocks, b))
-    stats = best(lambda: metrics.next_token_stats(model, es.test_blocks, b, with_rank=True))
-    nll0 = best(lambda: metrics.sequence_nll(gen0, s.ids, s.lengths, b))
-    nll = best(lambda: metrics.sequence_nll(model, s.ids, s.lengths, b))
-    emb = best(lambda: metrics.embedding_diversity(gen0, s.ids, s.lengths, b))
-    cheap = best(lambda: (metrics.tail_token_mass(tokens, es.human_tokens, cfg.eval.tail_tokens),
-                          metrics.unigram_kl(es.human_tokens, tokens, es.vocab_size, cfg.eval.kl_alpha),
-                          metrics.rep_n_per_sample(s.texts, 4)))
+    b, tokens = cfg.eval.batch_size, valid_tokens(s.ids, s.lengths)
+    plain = best(lambda: perplexity(model, es.test_blocks, b))
+    stats = best(lambda: next_token_stats(model, es.test_blocks, b, with_rank=True))
+    nll0 = best(lambda: sequence_nll(gen0, s.ids, s.lengths, b))
+    nll = best(lambda: sequence_nll(model, s.ids, s.lengths, b))
+    emb = best(lambda: embedding_diversity(gen0, s.ids, s.lengths, b))
+    cheap = best(lambda: (tail_token_mass(tokens, es.human_tokens, cfg.eval.tail_tokens),
+                          unigram_kl(es.human_tokens, tokens, es.vocab_size, cfg.eval.kl_alpha),
+                          rep_n_per_sample(s.texts, 4)))
     print(f"{last}: perplexity alone {plain:.3f} s; with entropy, confidence and rank {stats:.3f} s")
     print(f"samples: NLL under generation 0 {nll0:.3f} s, under the model {nll:.3f} s; embedding diversity "
           f"{emb:.3f} s; tail-token mass, unigram KL, rep-4 per sample {cheap:.3f} s")

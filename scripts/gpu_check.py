@@ -55,7 +55,7 @@ import rehearse_paper  # noqa: E402
 from testbed import config, rundir  # noqa: E402
 from testbed.config import GenerationConfig, ModelConfig, TrainConfig  # noqa: E402
 from testbed.mixing import human_examples  # noqa: E402
-from testbed.plan import kv_cache_bytes  # noqa: E402
+from testbed.sweep.plan import kv_cache_bytes  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 # WikiText-2 in 64-token blocks under GPT-2's BPE with the paper's preprocessing (each raw line tokenized with
@@ -221,7 +221,7 @@ def measure_model(shape: Shape, sizes: Sizes, device: torch.device, check: Check
 
     from testbed.batching import fitted, reset
     from testbed.generate import generate
-    from testbed.metrics import next_token_stats
+    from testbed.metrics.signals import next_token_stats
     from testbed.model import autocast
     from testbed.train import train
 
@@ -333,9 +333,9 @@ def save_checkpoint(shape: Shape, out: Path, tokenizer, device: torch.device) ->
 
 def run_count(cfg: config.Config) -> int:
     """The runs `testbed sweep` makes of the config: its settings x its grid."""
-    from testbed import sweep
+    from testbed.sweep.grid import expand
 
-    return len(sweep.expand(cfg, {}))
+    return len(expand(cfg, {}))
 
 
 def run_protocol(name: str, shape: Shape, extra: list[str], sizes: Sizes, work: Path, device: torch.device) -> dict:

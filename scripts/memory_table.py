@@ -1,4 +1,5 @@
-"""The memory table of docs/gpu-cluster.md ("Memory per model size"), computed by testbed.plan from each model's config.
+"""The memory table of docs/gpu-cluster.md ("Memory per model size"), computed by testbed.sweep.plan from each
+model's config.
 
     PYTHONPATH=. python scripts/memory_table.py
 
@@ -13,7 +14,8 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
-from testbed import config, plan
+from testbed import config
+from testbed.sweep import plan
 
 REPO = Path(__file__).resolve().parent.parent
 BASE = REPO / "configs" / "model-size-pythia-wikitext2.yaml"

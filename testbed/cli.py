@@ -62,7 +62,7 @@ def cmd_run(ns: argparse.Namespace) -> int:
     from accelerate import PartialState
 
     from testbed import loop
-    from testbed.report import format_table, write_report
+    from testbed.report.tables import format_table, write_report
 
     cfg, run_dir, _ = _resolve(ns.args, ns.resume)
     check_tracker(cfg.run.log_with)
@@ -102,7 +102,7 @@ def cmd_run(ns: argparse.Namespace) -> int:
 
 
 def cmd_validate(ns: argparse.Namespace) -> int:
-    from testbed.validate import validate
+    from testbed.sweep.validate import validate
 
     path, overrides = _split_args(ns.args)
     runs = validate(path, overrides)
@@ -128,8 +128,8 @@ def cmd_validate(ns: argparse.Namespace) -> int:
 
 
 def cmd_plan(ns: argparse.Namespace) -> int:
-    from testbed import plan
-    from testbed.validate import sweep_configs
+    from testbed.sweep import plan
+    from testbed.sweep.validate import sweep_configs
 
     path, overrides = _split_args(ns.args)
     gpu_check = plan.load_gpu_check(ns.gpu_check) if ns.gpu_check else None
@@ -138,22 +138,23 @@ def cmd_plan(ns: argparse.Namespace) -> int:
 
 
 def cmd_sweep(ns: argparse.Namespace) -> int:
-    from testbed import sweep
+    from testbed.sweep.command import run_all
+    from testbed.sweep.status import show_status
 
     if ns.status:
-        return sweep.show_status(Path(ns.status))
+        return show_status(Path(ns.status))
     if ns.config is None:
         raise ConfigError("testbed sweep needs a config (or --status SWEEP_DIR)")
     if ns.jobs < 1:
         raise ConfigError(f"--jobs must be at least 1, got {ns.jobs}")
     slurm = {"partition": ns.partition, "time_min": ns.time_min, "cpus_per_run": ns.cpus_per_run,
              "mem_gb": ns.mem_gb, "array_parallelism": ns.array_parallelism}
-    return sweep.run_all(ns.config, ns.axes, ns.out, ns.list, launcher=ns.launcher, jobs=ns.jobs,
-                         gpus_per_run=ns.gpus_per_run, slurm_flags=slurm, wait=ns.wait, share=not ns.no_share)
+    return run_all(ns.config, ns.axes, ns.out, ns.list, launcher=ns.launcher, jobs=ns.jobs,
+                   gpus_per_run=ns.gpus_per_run, slurm_flags=slurm, wait=ns.wait, share=not ns.no_share)
 
 
 def cmd_report(ns: argparse.Namespace) -> int:
-    from testbed.report import write_report
+    from testbed.report.tables import write_report
 
     for path in write_report([Path(p) for p in ns.dirs], Path(ns.out) if ns.out else None):
         print(f"wrote {path}")
@@ -161,7 +162,7 @@ def cmd_report(ns: argparse.Namespace) -> int:
 
 
 def cmd_paper_check(ns: argparse.Namespace) -> int:
-    from testbed.paper import paper_check
+    from testbed.report.paper import paper_check
 
     return paper_check([Path(p) for p in ns.dirs])
 
@@ -177,7 +178,7 @@ def cmd_keys(ns: argparse.Namespace) -> int:
 
 
 def cmd_gaussian(ns: argparse.Namespace) -> int:
-    from testbed import gaussian
+    from testbed.toys import gaussian
 
     for flag, value, least in (("--samples", ns.samples, 2), ("--generations", ns.generations, 0),
                                ("--repeats", ns.repeats, 2)):
@@ -189,7 +190,7 @@ def cmd_gaussian(ns: argparse.Namespace) -> int:
 
 
 def cmd_categorical(ns: argparse.Namespace) -> int:
-    from testbed import categorical
+    from testbed.toys import categorical
 
     for flag, value, least in (("--outcomes", ns.outcomes, 2), ("--samples", ns.samples, 2),
                                ("--generations", ns.generations, 1), ("--repeats", ns.repeats, 2)):
@@ -276,7 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
     pc.add_argument("dirs", nargs="+", metavar="RUN_OR_SWEEP_DIR")
     pc.set_defaults(func=cmd_paper_check)
 
-    k = command("keys", help="each config key with its type, default and comment (from testbed/config.py)")
+    k = command("keys", help="each config key with its type, default and comment (from testbed/config/schema.py)")
     k.add_argument("prefix", nargs="?", metavar="PREFIX", help="a section (train) or a key (train.lr); default: all")
     k.set_defaults(func=cmd_keys)
 

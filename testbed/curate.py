@@ -20,7 +20,7 @@ from testbed import language
 from testbed.config import Config, CurateConfig, WatermarkConfig
 from testbed.distributed import map_rows
 from testbed.generate import watermarking_config
-from testbed.metrics import sequence_perplexities
+from testbed.metrics.perplexity import sequence_perplexities
 from testbed.mixing import HUMAN, SYNTHETIC, Examples
 from testbed.model import autocast
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from testbed import language, metrics, seeding
+from testbed import language, seeding
 from testbed.config import Config, GenerationConfig, WatermarkConfig
 from testbed.data import (
     HumanCorpus,
@@ -24,8 +24,32 @@ from testbed.data import (
     windows,
 )
 from testbed.generate import decode, generate
-from testbed.metrics.perplexity import per_sequence
-from testbed.metrics.text import Tail
+from testbed.metrics.perplexity import per_sequence, sequence_nll, sequence_perplexities
+from testbed.metrics.signals import (
+    embedding_diversity,
+    frequent_tokens,
+    head_tokens,
+    loglik_std,
+    next_token_stats,
+    pooled_perplexity,
+    position_nll,
+    ppl_gap,
+    tail_token_mass,
+    unigram_kl,
+    valid_mask,
+    valid_tokens,
+)
+from testbed.metrics.text import (
+    Tail,
+    distinct_n,
+    entropy,
+    rare_ngrams,
+    rep_n,
+    rep_n_per_sample,
+    self_bleu,
+    summarize,
+    tail_coverage,
+)
 from testbed.model import autocast, start_token
 
 
@@ -75,7 +99,7 @@ def eval_set(cfg: Config, corpus: TokenizedCorpus, train_lines: list[str], bos: 
     prompts, human = windows(corpus.test_stream, cfg.data.block_size, k, e.max_new_tokens, "the human test split")
     rows = spread(len(prompts), e.num_samples, cfg.run.seed)
     prompts = prompts[rows] if k else np.full((e.num_samples, 1), bos, dtype=np.int64)
-    return EvalSet(corpus.test, prompts, human[rows], metrics.rare_ngrams(train_lines, e.tail_rank),
+    return EvalSet(corpus.test, prompts, human[rows], rare_ngrams(train_lines, e.tail_rank),
                    corpus.train.ravel(), vocab_size)
 
 
@@ -98,7 +122,7 @@ def corpus_metrics(model, cfg: Config, corpora: list[ExtraCorpus], suffix: str =
     kl_per_word_NAME (see word_metrics); `suffix` is appended to each key (_zero_shot: the base model's)."""
     row = {}
     for c in corpora:
-        stats = metrics.next_token_stats(model, c.blocks, cfg.eval.batch_size, groups=c.groups)
+        stats = next_token_stats(model, c.blocks, cfg.eval.batch_size, groups=c.groups)
         row.update({f"ppl_{c.name}{suffix}": stats["perplexity"],
                     f"ppl_{c.name}_head{suffix}": stats["perplexity_head"],
                     f"ppl_{c.name}_tail{suffix}": stats["perplexity_tail"]})
@@ -109,11 +133,11 @@ def corpus_metrics(model, cfg: Config, corpora: list[ExtraCorpus], suffix: str =
 
 def diversity(texts: list[str], tail: Tail) -> dict[str, float]:
     """distinct-1..4, self-BLEU-4, rep-4, unigram entropy and tail coverage of texts (whitespace words)."""
-    row = {f"distinct_{n}": metrics.distinct_n(texts, n) for n in range(1, 5)}
-    row["self_bleu"] = metrics.self_bleu(texts, 4)
-    row["rep_4"] = metrics.rep_n(texts, 4)
-    row["entropy"] = metrics.entropy(texts)
-    row["tail_coverage"] = metrics.tail_coverage(texts, tail)
+    row = {f"distinct_{n}": distinct_n(texts, n) for n in range(1, 5)}
+    row["self_bleu"] = self_bleu(texts, 4)
+    row["rep_4"] = rep_n(texts, 4)
+    row["entropy"] = entropy(texts)
+    row["tail_coverage"] = tail_coverage(texts, tail)
     return row
 
 
@@ -160,7 +184,7 @@ def evaluate(model, gen0, cfg: Config, es: EvalSet, samples: Samples,
     With `noise` (generation 0), also the `noise_<signal>` keys of the phase signals (see `bootstrap_noise`)."""
     row = model_metrics(model, cfg, es, gt, noise)
     sample_row, records = sample_metrics(samples, gen0, model, cfg, es, gt, noise)
-    return {**row, **sample_row, "ppl_gap": metrics.ppl_gap(row["ppl_human"], sample_row["ppl_self"])}, records
+    return {**row, **sample_row, "ppl_gap": ppl_gap(row["ppl_human"], sample_row["ppl_self"])}, records
 
 
 def evaluate_generation(model, gen0, cfg: Config, es: EvalSet, tokenizer, gt: GroundTruth | None,
@@ -179,8 +203,8 @@ def human_baseline(gen0, cfg: Config, es: EvalSet, tokenizer, gt: GroundTruth | 
     like synthetic data (`reference`)."""
     with autocast(cfg.train.precision, next(gen0.parameters()).device):
         row, records = sample_metrics(human_samples(es, tokenizer), gen0, None, cfg, es, gt)
-        ppl = metrics.sequence_perplexities(gen0, reference, batch_size=cfg.eval.batch_size)
-    return {"generation": "human", **row, **metrics.summarize(ppl, "synthetic_ppl_gen0"),
+        ppl = sequence_perplexities(gen0, reference, batch_size=cfg.eval.batch_size)
+    return {"generation": "human", **row, **summarize(ppl, "synthetic_ppl_gen0"),
             "ppl_gen0_per_sequence": ppl}, records
 
 
@@ -188,8 +212,8 @@ def token_groups(tokens: np.ndarray, vocab_size: int, tail_tokens: int) -> dict[
     """Target tokens by their frequency in `tokens` (e.g. the human training text): `head`, the most frequent ids
     that make up half of them; `tail`, every id outside its `tail_tokens` most frequent (never-seen ids
     included)."""
-    return {"head": metrics.head_tokens(tokens, vocab_size, 0.5),
-            "tail": ~metrics.frequent_tokens(tokens, tail_tokens, vocab_size)}
+    return {"head": head_tokens(tokens, vocab_size, 0.5),
+            "tail": ~frequent_tokens(tokens, tail_tokens, vocab_size)}
 
 
 def model_metrics(model, cfg: Config, es: EvalSet, gt: GroundTruth | None, noise: bool = False) -> dict:
@@ -198,7 +222,7 @@ def model_metrics(model, cfg: Config, es: EvalSet, gt: GroundTruth | None, noise
     the share of confident (p >= 0.99) positions, the effective rank of the representations; on the
     built-in language also the estimated KL(language || model). With `noise`, the bootstrap std over test
     blocks of the head and tail perplexities."""
-    stats = metrics.next_token_stats(model, es.test_blocks, cfg.eval.batch_size, with_rank=True,
+    stats = next_token_stats(model, es.test_blocks, cfg.eval.batch_size, with_rank=True,
                                      groups=token_groups(es.human_tokens, es.vocab_size, cfg.eval.tail_tokens))
     row = {"ppl_human": stats["perplexity"], "ppl_human_head": stats["perplexity_head"],
            "ppl_human_tail": stats["perplexity_tail"], "token_entropy": stats["token_entropy"],
@@ -206,7 +230,7 @@ def model_metrics(model, cfg: Config, es: EvalSet, gt: GroundTruth | None, noise
     if noise:
         nll, count = stats["block_nll"], stats["block_count"]
         row.update(bootstrap_noise(len(es.test_blocks), {
-            f"ppl_human_{g}": lambda b, g=g: metrics.pooled_perplexity(nll[g][b], count[g][b])
+            f"ppl_human_{g}": lambda b, g=g: pooled_perplexity(nll[g][b], count[g][b])
             for g in ("head", "tail")}, cfg.run.seed))
     if gt is not None:
         row.update(word_metrics(model, gt, cfg.eval.batch_size))
@@ -226,24 +250,24 @@ def sample_metrics(samples: Samples, gen0, model, cfg: Config, es: EvalSet,
     With `noise`, the bootstrap std over samples of the sample signals of the phase rule (`sample_noise`).
     """
     e = cfg.eval
-    nll0, count0 = metrics.sequence_nll(gen0, samples.ids, samples.lengths, e.batch_size)
-    tokens = metrics.valid_tokens(samples.ids, samples.lengths)
-    row = {**diversity(samples.texts, es.tail), "loglik_std_gen0": metrics.loglik_std(nll0, count0),
-           "tail_token_mass": metrics.tail_token_mass(tokens, es.human_tokens, e.tail_tokens),
-           "unigram_kl": metrics.unigram_kl(es.human_tokens, tokens, es.vocab_size, e.kl_alpha),
-           "embedding_diversity": metrics.embedding_diversity(gen0, samples.ids, samples.lengths, e.batch_size)}
+    nll0, count0 = sequence_nll(gen0, samples.ids, samples.lengths, e.batch_size)
+    tokens = valid_tokens(samples.ids, samples.lengths)
+    row = {**diversity(samples.texts, es.tail), "loglik_std_gen0": loglik_std(nll0, count0),
+           "tail_token_mass": tail_token_mass(tokens, es.human_tokens, e.tail_tokens),
+           "unigram_kl": unigram_kl(es.human_tokens, tokens, es.vocab_size, e.kl_alpha),
+           "embedding_diversity": embedding_diversity(gen0, samples.ids, samples.lengths, e.batch_size)}
     ppl_self = np.full(len(samples.texts), math.nan)
     if model is not None:
-        nll, count = metrics.sequence_nll(model, samples.ids, samples.lengths, e.batch_size)
+        nll, count = sequence_nll(model, samples.ids, samples.lengths, e.batch_size)
         row["ppl_self"] = math.exp(nll.sum() / count.sum()) if count.sum() else math.nan
-        row["loglik_std_self"] = metrics.loglik_std(nll, count)
+        row["loglik_std_self"] = loglik_std(nll, count)
         ppl_self = per_sequence(nll, count)
     scores = score_sentences(samples.texts, gt, cfg.generation.mode == "prompted") if gt is not None else None
     if scores is not None:
         row.update(sample_quality(samples.texts, gt, scores))
     if noise:
         row.update(sample_noise(samples, nll0, count0, scores, cfg, es, gt))
-    ppl0, rep = per_sequence(nll0, count0), metrics.rep_n_per_sample(samples.texts, 4)
+    ppl0, rep = per_sequence(nll0, count0), rep_n_per_sample(samples.texts, 4)
     records = []
     for i, (prompt, text) in enumerate(zip(samples.prompts, samples.texts)):
         r = {"index": i, "prompt": prompt, "text": text, "length": int(samples.lengths[i]),
@@ -369,16 +393,16 @@ def sample_noise(samples: Samples, nll0: np.ndarray, count0: np.ndarray, scores:
     tail coverage, tail-token mass, the spread of log-likelihood under generation 0, unigram entropy,
     distinct-2, and on the built-in language the grammatical rate and the tail mass lost."""
     texts = np.array(samples.texts, dtype=object)
-    valid = metrics.valid_mask(samples.ids, samples.lengths)
-    frequent = metrics.frequent_tokens(es.human_tokens, cfg.eval.tail_tokens, es.vocab_size)
+    valid = valid_mask(samples.ids, samples.lengths)
+    frequent = frequent_tokens(es.human_tokens, cfg.eval.tail_tokens, es.vocab_size)
     tail_tokens = (valid & ~frequent[np.where(valid, samples.ids, 0)]).sum(axis=1)
     tokens = valid.sum(axis=1)
     stats = {
-        "tail_coverage": lambda b: metrics.tail_coverage(list(texts[b]), es.tail),
+        "tail_coverage": lambda b: tail_coverage(list(texts[b]), es.tail),
         "tail_token_mass": lambda b: tail_tokens[b].sum() / tokens[b].sum() if tokens[b].sum() else math.nan,
-        "loglik_std_gen0": lambda b: metrics.loglik_std(nll0[b], count0[b]),
-        "entropy": lambda b: metrics.entropy(list(texts[b])),
-        "distinct_2": lambda b: metrics.distinct_n(list(texts[b]), 2),
+        "loglik_std_gen0": lambda b: loglik_std(nll0[b], count0[b]),
+        "entropy": lambda b: entropy(list(texts[b])),
+        "distinct_2": lambda b: distinct_n(list(texts[b]), 2),
     }
     if scores is not None:
         ok = np.array([np.isfinite(v).sum() for v in scores.logp])
@@ -396,7 +420,7 @@ def word_metrics(model, gt: GroundTruth, batch_size: int) -> dict[str, float]:
     the mean of log P(w | prefix) - log Q(w | prefix) over the occurrences of frequent and of rare words
     (see word_groups), where log Q(w | prefix) sums the model's log-probabilities of w's tokens. Summed over
     a sentence's words these give log P(s) - log Q(s) exactly, so `kl_per_word` is their mean over all words."""
-    nll = metrics.position_nll(model, gt.sentence_ids, batch_size=batch_size)
+    nll = position_nll(model, gt.sentence_ids, batch_size=batch_size)
     scored = np.isfinite(nll)
     row = {"kl_per_word": float((gt.sentence_logp + np.where(scored, nll, 0).sum(axis=1)).sum()
                                 / gt.sentence_words.sum())}

@@ -34,7 +34,7 @@ from testbed import (
     generate,
     language,
     mixing,
-    phases,
+    numerics,
     pretrain,
     rundir,
     seeding,
@@ -43,7 +43,9 @@ from testbed import (
 from testbed.config import Config
 from testbed.data import TokenizedCorpus, load_corpus, split_names, tokenize_corpus
 from testbed.distributed import check_batch_split, on_main
-from testbed.metrics import perplexity, registry, summarize
+from testbed.metrics import phases, registry
+from testbed.metrics.perplexity import perplexity
+from testbed.metrics.text import summarize
 from testbed.mixing import Examples
 from testbed.model import (
     autocast,
@@ -54,6 +56,7 @@ from testbed.model import (
     reproducible_cpu,
     run_tokenizer,
 )
+from testbed.sweep import sharing
 
 
 @contextlib.contextmanager
@@ -134,7 +137,7 @@ def prepare(cfg: Config, run_dir: Path, resume: bool) -> tuple[Context, State]:
     A resume reads back its completed generations and starts from its newest model."""
     accelerator = _accelerator(cfg, run_dir, resume)
     start = rundir.completed(run_dir, cfg.run.generations) if resume else 0
-    prefix = rundir.check_prefix(cfg, run_dir)  # generations 0..run.prefix_until come from another run
+    prefix = sharing.check_prefix(cfg, run_dir)  # generations 0..run.prefix_until come from another run
     if prefix is not None:
         start = cfg.run.prefix_until + 1
     text = load_corpus(cfg.data, cfg.run.seed)
@@ -225,7 +228,7 @@ def _open_run_dir(cfg: Config, run_dir: Path, resume: bool, tokenizer, accelerat
     rundir.remove_partial_writes(run_dir)
     if prefix is not None:
         rundir.take_generations(prefix, run_dir, cfg.run.prefix_until)
-    rundir.write_environment(run_dir, accelerator, cfg.run.portable_numerics)
+    numerics.write_environment(run_dir, accelerator, cfg.run.portable_numerics)
 
 
 def restore(ctx: Context, model, start: int) -> State:

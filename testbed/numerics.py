@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import json
 import os
 import re
+import time
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from testbed import rundir
 from testbed.config import ConfigError
 
 LOCK_FILE = Path(__file__).resolve().parent.parent / "requirements.lock"
@@ -76,7 +79,7 @@ def lock(path: Path = LOCK_FILE) -> dict[str, Any]:
             "lock_differs": differs}
 
 
-def environment(portable: bool) -> dict[str, Any]:
+def code_paths(portable: bool) -> dict[str, Any]:
     """env.json's numerics fields: the CPU, the code paths in use, the portable setting, the lock."""
     return {**cpu(), "cpu_capability": torch.backends.cpu.get_cpu_capability(), "mkl_cbwr": mkl_branch(),
             "portable_numerics": portable, **lock()}
@@ -95,3 +98,37 @@ def set_code_paths(portable: bool) -> None:
         raise ConfigError(f"config key 'run.portable_numerics': torch computes with its {capability} kernels and "
                           f"MKL on its {branch} path, not AVX2 and COMPATIBLE: the CPU lacks AVX2, or this process "
                           "computed before the run started (start the run in a new process)")
+
+
+def environment(accelerator, portable: bool) -> dict[str, Any]:
+    """What ran this: versions of Python and the libraries (and whether they match the lock file), the
+    testbed's git commit, devices, processes, the CPU and the code paths torch and MKL compute with on it."""
+    import platform
+    import subprocess
+
+    import accelerate
+    import datasets
+    import torch
+    import transformers
+
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10,
+                                cwd=Path(__file__).resolve().parent).stdout.strip() or None
+    except OSError:
+        commit = None
+    cuda = torch.cuda.is_available()
+    return {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "host": platform.node(), "python": platform.python_version(),
+            "torch": torch.__version__, "transformers": transformers.__version__,
+            "accelerate": accelerate.__version__, "datasets": datasets.__version__, "testbed_commit": commit,
+            "device": accelerator.device.type, "processes": accelerator.num_processes,
+            "cuda": torch.version.cuda if cuda else None,
+            "gpus": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if cuda else [],
+            "cpu": platform.processor() or platform.machine(), "cpu_threads": torch.get_num_threads(),
+            **code_paths(portable)}
+
+
+def write_environment(run: Path, accelerator, portable: bool) -> None:
+    """env.json: the environment of every start of the run (the first, then each resume), newest last."""
+    path = run / "env.json"
+    starts = json.loads(path.read_text())["starts"] if path.is_file() else []
+    rundir.write_json(path, {"starts": [*starts, environment(accelerator, portable)]})

@@ -17,11 +17,10 @@ from typing import Any
 
 import numpy as np
 
-from testbed import numerics
-from testbed.config import Config, ConfigError, from_dict, read_yaml
-from testbed.sharing import BASE, prefix_diff
+from testbed.config import Config, read_yaml
 
 COMPLETE = "COMPLETE"
+BASE = -1  # the pretrained base's generation: it comes before generation 0 (its folder: gen_dir)
 
 
 class RunDirError(ValueError):
@@ -111,40 +110,6 @@ def dumps(obj: Any) -> str:
 def finite(row: dict) -> dict:
     """NaN/inf become null, so a row is strict JSON."""
     return {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in row.items()}
-
-
-def environment(accelerator, portable: bool) -> dict[str, Any]:
-    """What ran this: versions of Python and the libraries (and whether they match the lock file), the
-    testbed's git commit, devices, processes, the CPU and the code paths torch and MKL compute with on it."""
-    import platform
-    import subprocess
-
-    import accelerate
-    import datasets
-    import torch
-    import transformers
-
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10,
-                                cwd=Path(__file__).resolve().parent).stdout.strip() or None
-    except OSError:
-        commit = None
-    cuda = torch.cuda.is_available()
-    return {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "host": platform.node(), "python": platform.python_version(),
-            "torch": torch.__version__, "transformers": transformers.__version__,
-            "accelerate": accelerate.__version__, "datasets": datasets.__version__, "testbed_commit": commit,
-            "device": accelerator.device.type, "processes": accelerator.num_processes,
-            "cuda": torch.version.cuda if cuda else None,
-            "gpus": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if cuda else [],
-            "cpu": platform.processor() or platform.machine(), "cpu_threads": torch.get_num_threads(),
-            **numerics.environment(portable)}
-
-
-def write_environment(run: Path, accelerator, portable: bool) -> None:
-    """env.json: the environment of every start of the run (the first, then each resume), newest last."""
-    path = run / "env.json"
-    starts = json.loads(path.read_text())["starts"] if path.is_file() else []
-    write_json(path, {"starts": [*starts, environment(accelerator, portable)]})
 
 
 def write_json(path: Path, obj: Any) -> None:
@@ -293,25 +258,3 @@ def take_generations(source: Path, run: Path, until: int) -> None:
             os.replace(_tmp(run / name), run / name)
     if taken and until >= 0:
         write_jsonl(run / "metrics.jsonl", read_rows(run, completed(run, until)))
-
-
-def check_prefix(cfg: Config, run: Path) -> Path | None:
-    """The run whose generations 0..run.prefix_until this run takes (run.prefix_from), checked before any work:
-    complete, computed with the same values of everything those generations depend on, its model k kept.
-    None when there is nothing to take (no prefix_from, or a resume that holds its prefix already)."""
-    if not cfg.run.prefix_from:
-        return None
-    source, k = Path(cfg.run.prefix_from), cfg.run.prefix_until
-    if has_prefix(run, k):  # taken before (a resume): the source need not exist any more
-        return None
-    if not has_prefix(source, k):
-        raise RunDirError(f"run.prefix_from: {source} has not completed " + (
-            "its pretrained base" if k == BASE else f"generations 0..{k}"))
-    differ = prefix_diff(from_dict(read_yaml(source / "config.yaml")), cfg, k)
-    if differ:
-        raise ConfigError(f"config key 'run.prefix_from': {source} computed generations 0..{k} with other "
-                          f"values of {', '.join(differ)}")
-    if not (gen_dir(source, k) / "model").is_dir():
-        raise RunDirError(f"run.prefix_from: {source} no longer holds the model of generation {k} "
-                          "(run.keep_checkpoints removed it)")
-    return source

@@ -7,7 +7,8 @@ import torch
 from testbed import batching
 from testbed.config import GenerationConfig, ModelConfig
 from testbed.generate import generate
-from testbed.metrics import next_token_stats, sequence_nll
+from testbed.metrics.perplexity import sequence_nll
+from testbed.metrics.signals import next_token_stats
 from testbed.model import build_model, train_bpe
 
 

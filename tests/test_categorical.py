@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from testbed.categorical import (
+from testbed.cli import main
+from testbed.toys.categorical import (
     exact_loss,
     exact_survival,
     simulate,
@@ -14,7 +15,6 @@ from testbed.categorical import (
     truncated_mean_loss,
     zipf,
 )
-from testbed.cli import main
 
 
 def test_exact_chain_hand_worked():

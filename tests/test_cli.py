@@ -77,7 +77,7 @@ def test_run_name_none_is_a_name(tmp_path):
 
 
 def test_keys_prints_each_key_with_type_default_and_comment(capsys):
-    """From the dataclasses and the comments of testbed/config.py: the comment after a field, the comment
+    """From the dataclasses and the comments of testbed/config/schema.py: the comment after a field, the comment
     lines above it."""
     from testbed import config
 

@@ -19,7 +19,7 @@ def test_sweep_configs_run_every_setting(name: str, tmp_path: Path):
     """Each setting of the sweep, in this process, one seed and one generation at tiny sizes; the settings
     share the first one's generation 0, as the sweep's runs do (the launchers: tests/test_sweep_*.py)."""
     from testbed import config as config_module
-    from testbed.sweep import expand
+    from testbed.sweep.grid import expand
 
     # data.max_train_blocks leaves the fresh-data setting an unseen pool in the tiny corpus.
     scaled = [*TINY, "run.generations=1", "data.max_train_blocks=30", f"run.out_dir={tmp_path}"]
@@ -51,7 +51,7 @@ def test_schedule_sweep_configs_run_every_setting(name: str, tmp_path: Path):
     its schedule needs (to its last entry: the recovery runs heal for one generation); the runs share their
     common prefixes, as the sweep's do."""
     from testbed import config as config_module
-    from testbed.sweep import expand, share_prefixes
+    from testbed.sweep.grid import expand, share_prefixes
 
     path = REPO / "configs" / f"{name}.yaml"
     scaled = [o for o in TINY if not o.startswith("run.generations=")] + ["data.max_train_blocks=30"]

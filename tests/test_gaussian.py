@@ -1,6 +1,6 @@
 import numpy as np
 
-from testbed.gaussian import simulate
+from testbed.toys.gaussian import simulate
 
 
 def test_sample_variance_grows_as_sigma2_times_1_plus_n_over_m():

@@ -1,7 +1,10 @@
-"""The package's modules import each other without a cycle, counting imports inside functions too (a cycle
-dodged by a late import is still a cycle)."""
+"""The package's layers: modules import each other without a cycle, counting imports inside functions too (a
+cycle dodged by a late import is still a cycle), and the reports and a sweep's status load neither torch nor
+transformers."""
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "testbed"
@@ -23,8 +26,15 @@ def import_graph() -> dict[str, set[str]]:
                 edges |= {a.name for a in node.names}
             elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
                 edges |= {f"{node.module}.{a.name}" for a in node.names} | {node.module}
+        # Importing testbed.a.b from outside testbed.a runs testbed.a's __init__ first.
+        edges |= {p for e in edges for p in _parents(e) if not name.startswith(p + ".")}
         graph[name] = {e for e in edges if e in modules and e != name}
     return graph
+
+
+def _parents(module: str) -> list[str]:
+    parts = module.split(".")
+    return [".".join(parts[:i]) for i in range(2, len(parts))]
 
 
 def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
@@ -51,6 +61,32 @@ def test_the_cycle_finder_finds_one():
 
 def test_no_module_imports_one_that_imports_it_back():
     graph = import_graph()
-    assert {"testbed.report", "testbed.recovery", "testbed.runs"} <= set(graph)
-    assert "testbed.runs" in graph["testbed.recovery"] and "testbed.report" not in graph["testbed.recovery"]
+    assert {"testbed.report.tables", "testbed.report.recovery", "testbed.report.runs", "testbed.config"} <= set(graph)
+    assert "testbed.report.runs" in graph["testbed.report.recovery"]
+    assert "testbed.report.tables" not in graph["testbed.report.recovery"]
+    assert "testbed.config" in graph["testbed.loop"]  # through testbed.config.* too
     assert not cycles(graph), cycles(graph)
+
+
+def test_the_package_has_its_homes():
+    modules = set(import_graph())
+    for home in ("config", "sweep", "report", "toys", "metrics"):
+        assert f"testbed.{home}" in modules and any(m.startswith(f"testbed.{home}.") for m in modules), home
+    flat = {m for m in modules if m.count(".") == 1}
+    assert {"testbed.loop", "testbed.data", "testbed.generate", "testbed.curate", "testbed.mixing", "testbed.train",
+            "testbed.evaluation", "testbed.rundir"} <= flat
+    assert not flat & {"testbed.runs", "testbed.sharing", "testbed.plan", "testbed.gaussian", "testbed.phases"}
+
+
+# What a report or a sweep's status reads: run directories, the registry, the queue. None of it needs torch.
+LIGHT = sorted(m for m in import_graph() if m.startswith(("testbed.report.", "testbed.toys.")) or m in (
+    "testbed.sweep.status", "testbed.sweep.grid", "testbed.sweep.command", "testbed.sweep.sharing",
+    "testbed.metrics.registry", "testbed.metrics.phases", "testbed.config"))
+
+
+def test_reports_and_sweep_status_load_neither_torch_nor_transformers():
+    assert "testbed.report.tables" in LIGHT and "testbed.sweep.status" in LIGHT
+    code = (f"import importlib, sys\nfor m in {LIGHT!r}: importlib.import_module(m)\n"
+            "print(sorted({'torch', 'transformers', 'accelerate'} & set(sys.modules)))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

@@ -100,7 +100,7 @@ def test_existing_run_is_never_overwritten(finished_run: Path, capsys):
 
 
 def test_rows_carry_phases_and_generation_0_its_noise_band(finished_run: Path):
-    from testbed.phases import SIGNALS, phases, row_band
+    from testbed.metrics.phases import SIGNALS, phases, row_band
 
     rows = [json.loads(x) for x in (finished_run / "metrics.jsonl").read_text().splitlines()]
     band = row_band(rows[0])

@@ -139,7 +139,7 @@ def test_paper_check_lists_every_deviation(tmp_path: Path, capsys):
 
 @pytest.mark.parametrize("setting", ["replace", "keep10"])
 def test_paper_configs_hold_the_protocol_paper_check_compares(setting: str):
-    from testbed.paper import PROTOCOL, SETTING_PROTOCOL
+    from testbed.report.paper import PROTOCOL, SETTING_PROTOCOL
 
     cfg = config.flatten(config.load(REPO / "configs" / f"shumailov2024-opt125m-{setting}.yaml").to_dict())
     expected = {**PROTOCOL, **SETTING_PROTOCOL[setting]}

@@ -3,9 +3,9 @@ from pathlib import Path
 
 import pytest
 
-from testbed.phases import first_generations, left_band, phase, phases, row_band, seed_band
-from testbed.report import phase_table
-from testbed.runs import Run, group_settings
+from testbed.metrics.phases import first_generations, left_band, phase, phases, row_band, seed_band
+from testbed.report.runs import Run, group_settings
+from testbed.report.tables import phase_table
 
 ROW0 = {"generation": 0, "tail_coverage": 0.5, "tail_token_mass": 0.2, "tail_mass_lost": 0.1, "ppl_human_tail": 80.0,
         "ppl_human_head": 10.0, "grammatical_rate": 0.9, "loglik_std_gen0": 0.6, "entropy": 7.0, "distinct_2": 0.8}

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 from transformers import OPTConfig, Qwen2Config
 
-from testbed import config, plan
+from testbed import config
 from testbed.cli import main
+from testbed.sweep import plan
 
 from .conftest import REPO
 
@@ -40,7 +41,8 @@ def gqa_llama(tmp_path: Path) -> Path:
 CHILD = """
 import gc, json, sys, torch
 from transformers import AutoModelForCausalLM
-from testbed import config, plan
+from testbed import config
+from testbed.sweep import plan
 from testbed.train import _optimizer
 from tests.conftest import load_script
 

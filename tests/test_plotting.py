@@ -2,10 +2,10 @@
 
 import numpy as np
 
-from testbed import figures
 from testbed.metrics.registry import BY_KEY
-from testbed.plotting import tick_label
-from testbed.runs import Run
+from testbed.report import figures
+from testbed.report.plotting import tick_label
+from testbed.report.runs import Run
 
 
 def test_tick_labels_have_one_format():

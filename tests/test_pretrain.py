@@ -11,10 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from testbed import config, language, rundir, sharing
+from testbed import config, language, rundir
 from testbed.cli import main
 from testbed.config import LanguageConfig
-from testbed.sweep import SweepRun, share_prefixes, slurm_jobs
+from testbed.sweep import sharing
+from testbed.sweep.grid import SweepRun, share_prefixes
+from testbed.sweep.slurm import slurm_jobs
 
 from .conftest import TINY
 

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 import yaml
 
-from testbed import figures, report, runs
 from testbed.metrics import registry
 from testbed.metrics.registry import Metric
+from testbed.report import figures, runs
+from testbed.report import tables as report
 
 REFERENCE = Path(__file__).resolve().parents[1] / "docs" / "reference.md"
 
@@ -120,8 +121,8 @@ def test_out_of_domain_table_pairs_each_run_with_the_control_of_its_seed(tmp_pat
     """ppl_other: seed 0's control forgets (40 -> 52), seed 1's does not; the healed run doubles the control's
     perplexity at k = 1 in both seeds, and is back on the control by the end in seed 0 (all of the excess
     given back) but at x1.5 in seed 1 (1 - log 1.5 / log 2 = 41.5%)."""
-    from testbed.recovery import out_of_domain_table
-    from testbed.runs import find_runs, group_settings
+    from testbed.report.recovery import out_of_domain_table
+    from testbed.report.runs import find_runs, group_settings
 
     heal = [{"from_generation": 2, "strategy": "fixed_fraction", "human_fraction": 1.0}]
     settings = [{"name": "human-only", "mixing.strategy": "fixed_fraction", "mixing.human_fraction": 1.0},

@@ -146,13 +146,13 @@ def _after(real: Callable, then: Callable) -> Callable:
 def _child(args: list[str], run_dir: str, hooks: list[tuple[str, str, int, str]], log: str) -> None:
     """`testbed run ARGS` without the report, its output into `log`; at each hook (kind, where, generation,
     action) the run directory is copied to `action`, or with action "SIGKILL" the process kills itself."""
-    import testbed.report
+    import testbed.report.tables
     from testbed import cli, loop
 
     fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
     os.dup2(fd, 1)
     os.dup2(fd, 2)
-    testbed.report.write_report = lambda dirs, out=None: []
+    testbed.report.tables.write_report = lambda dirs, out=None: []
     current = [0]
     fired: set[int] = set()
     root = Path(run_dir)

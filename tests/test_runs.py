@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from testbed import phases, runs
-from testbed.metrics import registry
-from testbed.report import early_warning, phase_table
+from testbed.metrics import phases, registry
+from testbed.report import runs
+from testbed.report.tables import early_warning, phase_table
 
 from .test_report import fake_run
 

@@ -17,7 +17,7 @@ from testbed.cli import main
 from testbed.config import LoraConfig, ModelConfig, TrainConfig
 from testbed.mixing import human_examples
 from testbed.model import build_model, train_bpe
-from testbed.sweep import expand
+from testbed.sweep.grid import expand
 from testbed.train import train
 
 from .conftest import REPO, load_script
@@ -52,7 +52,7 @@ def test_model_size_config_runs_across_sizes_and_reports_by_size(corpus, tmp_pat
     assert {v.dtype for v in load_file(sizes[16] / "model.safetensors").values()} == {torch.float16}
     path = REPO / "configs" / "model-size-pythia-wikitext2.yaml"
     axis = [f"model.name_or_path={sizes[16]},{sizes[32]}", "run.seed=0"]
-    from testbed.sweep import parse_axes
+    from testbed.sweep.grid import parse_axes
 
     runs = expand(config.load(path), parse_axes(axis))
     assert len(runs) == 4  # 2 mixing settings x 2 sizes; by default the paper's keep-10% only
@@ -63,8 +63,8 @@ def test_model_size_config_runs_across_sizes_and_reports_by_size(corpus, tmp_pat
     if settings == "all":  # the whole report (what `testbed report` writes), with the size part
         assert main(["report", str(tmp_path / "sweep")]) == 0
     else:  # the size part alone (the other plots take seconds)
-        from testbed.runs import find_runs
-        from testbed.size import collapse_by_size
+        from testbed.report.runs import find_runs
+        from testbed.report.size import collapse_by_size
 
         collapse_by_size(find_runs([tmp_path / "sweep"]), tmp_path / "sweep")
     table = (tmp_path / "sweep" / "collapse_by_size.md").read_text()

@@ -1,6 +1,7 @@
 """The identity rules of shared prefixes."""
 
-from testbed import config, sharing
+from testbed import config
+from testbed.sweep import sharing
 
 
 def test_prefix_values_decide_which_generations_two_runs_share():

@@ -9,7 +9,7 @@ import pytest
 
 from testbed import config
 from testbed.cli import main
-from testbed.sweep import parse_axes, plan
+from testbed.sweep.grid import parse_axes, prepare
 
 from .conftest import REPO
 
@@ -100,7 +100,7 @@ def test_the_model_size_config_s_offline_comment_works_as_written(bpe_blocks, tm
 
 
 def test_sweep_directory_and_runs_are_planned_before_anything_runs(tmp_path: Path):
-    sweep_dir, runs = plan(MIXING, ["mixing.human_fraction=[0.05,0.2]", "run.seed=0"], str(tmp_path / "s"))
+    sweep_dir, runs = prepare(MIXING, ["mixing.human_fraction=[0.05,0.2]", "run.seed=0"], str(tmp_path / "s"))
     assert [r.name for r in runs] == ["replace", "mixing.strategy=fixed_fraction,mixing.human_fraction=0.05",
                                       "mixing.strategy=fixed_fraction,mixing.human_fraction=0.2", "accumulate"]
     assert not sweep_dir.exists()

@@ -12,8 +12,8 @@ import yaml
 
 from testbed import config
 from testbed.cli import main
-from testbed.runs import Run, find_runs, group_settings, mean_std
-from testbed.sweep import expand, parse_axes
+from testbed.report.runs import Run, find_runs, group_settings, mean_std
+from testbed.sweep.grid import expand, parse_axes, prepare
 
 from .conftest import TINY
 
@@ -162,18 +162,17 @@ def test_schedule_run_resumes_after_a_kill_to_the_same_metrics(sweep_dir, tmp_pa
 
 
 def test_sweep_directory_follows_run_out_dir(tmp_path: Path):
-    from testbed.sweep import plan
 
     cfg = tmp_path / "c.yaml"
     cfg.write_text("sweep:\n  grid:\n    run.seed: [0, 1]\n")
-    sweep_dir, runs = plan(str(cfg), [f"run.out_dir={tmp_path / 'x'}"], None)
+    sweep_dir, runs = prepare(str(cfg), [f"run.out_dir={tmp_path / 'x'}"], None)
     assert sweep_dir == (tmp_path / "x" / "c-sweep").resolve() and len(runs) == 2
     assert all(not any(o.startswith("run.out_dir") for o in r.overrides) for r in runs)
     for items, out, message in ((["run.out_dir=a,b"], None, "use --out DIR"),
                                 (["run.out_dir=a"], "b", "either run.out_dir or --out"),
                                 (["run.name=x"], None, "'run.name': a sweep names its runs")):
         with pytest.raises(config.ConfigError, match=message):
-            plan(str(cfg), items, out)
+            prepare(str(cfg), items, out)
 
 
 def test_stopped_sweep_finishes_only_what_is_missing(sweep_dir, capsys, tmp_path):

@@ -16,7 +16,8 @@ import yaml
 
 from testbed import rundir
 from testbed.cli import main
-from testbed.sweep import SweepRun, slurm_jobs
+from testbed.sweep.grid import SweepRun
+from testbed.sweep.slurm import slurm_jobs
 
 from .conftest import REPO, TINY
 

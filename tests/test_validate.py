@@ -38,7 +38,7 @@ def test_hub_names_offline_must_be_in_the_cache(tmp_path: Path, monkeypatch, cap
     (repo / "snapshots" / "abc123").mkdir(parents=True)
     for name in ("config.json", "tokenizer_config.json"):
         (repo / "snapshots" / "abc123" / name).write_text("{}")
-    from testbed.validate import check_resources
+    from testbed.sweep.validate import check_resources
 
     check_resources(config.load(None, ["model.name_or_path=org/tiny-model"]))
     _rejects(["tokenizer.name_or_path=org/other-tokenizer"], capsys, "config key 'tokenizer.name_or_path': "

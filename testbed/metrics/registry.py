@@ -21,7 +21,7 @@ RECOVERY_PLOT = "recovery_plot"  # a row of panels of recovery.png
 OUT_OF_DOMAIN = "out_of_domain"  # a row of the out-of-domain table (an eval.corpora metric against the control)
 VIEWS = (TERMINAL, REPORT, SUMMARY, SIGNAL, CURATION, HEADLINE, PROGRESS, RECOVERY, RECOVERY_PLOT, OUT_OF_DOMAIN)
 
-# A metric's role in the phase rule (testbed/phases.py); its direction of damage is against higher_is_better.
+# A metric's role in the phase rule (testbed/metrics/phases.py); its direction of damage is against higher_is_better.
 HEAD, TAIL, VARIANCE = "head", "tail", "variance"
 
 
@@ -57,7 +57,7 @@ SHARE = {"low": 0.0, "high": 1.0}
 PPL = {"log": True, "low": 1.0}
 
 METRICS: list[Metric] = [
-    _m("phase", "Phase of collapse (testbed/phases.py)", "none | early | late", None, (_T,), "{}"),
+    _m("phase", "Phase of collapse (testbed/metrics/phases.py)", "none | early | late", None, (_T,), "{}"),
     _m("ppl_human", "Perplexity on human test text", "perplexity", False, (_T, _R, _S, _W, _H, _P, _RC, _RP), "{:.2f}",
        **PPL),
     _m("ppl_human_head", "Perplexity on human text, frequent targets", "perplexity", False, (_T, _R, _W, _RC),

@@ -1,8 +1,8 @@
 import evaluate
 import pytest
 
-from testbed.metrics import distinct_n, self_bleu
 from testbed.metrics.hf import NAMES, module_path
+from testbed.metrics.text import distinct_n, self_bleu
 
 SAMPLES = ["the cat sat", "the cat ran", "a dog sat down"]
 

@@ -8,8 +8,7 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoConfig, AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel
 
-from testbed.metrics import perplexity, sequence_nll, sequence_perplexities
-from testbed.metrics.perplexity import token_nll
+from testbed.metrics.perplexity import perplexity, sequence_nll, sequence_perplexities, token_nll
 
 
 class Uniform(torch.nn.Module):
@@ -105,7 +104,7 @@ def test_sequence_nll_equals_the_unchunked_formula_with_padding(monkeypatch):
 def test_the_head_applied_in_chunks_gives_the_models_own_logits(arch, extra, monkeypatch):
     """Scoring applies the LM head to the final hidden states a few positions at a time: the NLL equals the
     cross-entropy of the model's whole logits, on every architecture's own path to its last hidden state."""
-    from testbed.metrics import next_token_stats
+    from testbed.metrics.signals import next_token_stats
 
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(AutoConfig.for_model(arch, vocab_size=40, bos_token_id=0,

@@ -8,7 +8,8 @@ import torch
 import torch.nn.functional as F
 
 from testbed.config import ModelConfig
-from testbed.metrics import (
+from testbed.metrics.perplexity import perplexity, sequence_nll, token_nll
+from testbed.metrics.signals import (
     effective_rank,
     effective_rank_of,
     embedding_diversity,
@@ -17,21 +18,17 @@ from testbed.metrics import (
     loglik_std,
     mean_cosine_distance,
     next_token_stats,
-    perplexity,
     pooled_perplexity,
     position_nll,
+    position_stats,
     ppl_gap,
-    rep_n,
-    rep_n_per_sample,
     sample_perplexity,
     sequence_embeddings,
-    sequence_nll,
     tail_token_mass,
     unigram_kl,
     valid_tokens,
 )
-from testbed.metrics.perplexity import token_nll
-from testbed.metrics.signals import position_stats
+from testbed.metrics.text import rep_n, rep_n_per_sample
 from testbed.model import build_model, train_bpe
 
 V = 16

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from nltk.translate.bleu_score import SmoothingFunction, sentence_bleu
 
-from testbed.metrics import distinct_n, entropy, rare_ngrams, rep_n, self_bleu, summarize, tail_coverage
+from testbed.metrics.text import distinct_n, entropy, rare_ngrams, rep_n, self_bleu, summarize, tail_coverage
 
 
 def nltk_self_bleu(samples, n=4):

@@ -7,9 +7,12 @@ decides it share it, even when their generation 0 differs (another run.seed, ano
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import Any
 
-from testbed.config import Config, flatten
+from testbed import rundir
+from testbed.config import Config, ConfigError, flatten, from_dict, read_yaml
+from testbed.rundir import BASE
 
 # Keys that decide none of a run's generations (its name, length, bookkeeping, the sweep around it).
 NOT_DECIDING = ("run.name", "run.out_dir", "run.generations", "run.keep_checkpoints", "run.prefix_from",
@@ -25,7 +28,6 @@ NOT_BASE = ("run.seed", "data.", "generation.", "eval.", "train.epochs", "train.
 BASE_DATA = ("data.block_size", "data.preprocessing", "data.language.seed", "data.language.nouns",
              "data.language.verbs", "data.language.adjectives", "data.language.adverbs",
              "data.language.zipf_exponent", "data.language.domains", "data.language.sentences_per_line")
-BASE = -1  # the pretrained base's generation: it comes before generation 0 (its folder: rundir.gen_dir)
 NONE = -2  # shared_prefix: nothing shared
 
 
@@ -71,3 +73,25 @@ def shared_prefix(a: Config, b: Config) -> int:
     while k < min(a.run.generations, b.run.generations) and not prefix_diff(a, b, max(k + 1, 0)):
         k = max(k + 1, 0)
     return k
+
+
+def check_prefix(cfg: Config, run: Path) -> Path | None:
+    """The run whose generations 0..run.prefix_until this run takes (run.prefix_from), checked before any work:
+    complete, computed with the same values of everything those generations depend on, its model k kept.
+    None when there is nothing to take (no prefix_from, or a resume that holds its prefix already)."""
+    if not cfg.run.prefix_from:
+        return None
+    source, k = Path(cfg.run.prefix_from), cfg.run.prefix_until
+    if rundir.has_prefix(run, k):  # taken before (a resume): the source need not exist any more
+        return None
+    if not rundir.has_prefix(source, k):
+        raise rundir.RunDirError(f"run.prefix_from: {source} has not completed " + (
+            "its pretrained base" if k == rundir.BASE else f"generations 0..{k}"))
+    differ = prefix_diff(from_dict(read_yaml(source / "config.yaml")), cfg, k)
+    if differ:
+        raise ConfigError(f"config key 'run.prefix_from': {source} computed generations 0..{k} with other "
+                          f"values of {', '.join(differ)}")
+    if not (rundir.gen_dir(source, k) / "model").is_dir():
+        raise rundir.RunDirError(f"run.prefix_from: {source} no longer holds the model of generation {k} "
+                          "(run.keep_checkpoints removed it)")
+    return source

@@ -34,7 +34,7 @@ from pathlib import Path
 
 from testbed.config import Config, ConfigError, is_local_path
 
-SHAPES = Path(__file__).resolve().parent.parent / "configs" / "model-shapes"
+SHAPES = Path(__file__).resolve().parents[2] / "configs" / "model-shapes"
 GIB = 2**30
 
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from testbed import phases
 from testbed.config import Config, flatten
+from testbed.metrics import phases
 from testbed.rundir import RunDirError, read_jsonl
 
 # Where a run lives and what it took from another run are not what it is (run.gen0_from: runs made before

@@ -8,7 +8,7 @@ import math
 from pathlib import Path
 
 from testbed.metrics.registry import Metric
-from testbed.runs import Run
+from testbed.report.runs import Run
 
 TITLE_WIDTH = 52  # characters of a panel's title per line
 

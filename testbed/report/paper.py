@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from testbed.config import Config, flatten
+from testbed.report.runs import Run, find_runs, mean_std
 from testbed.rundir import RunDirError
-from testbed.runs import Run, find_runs, mean_std
 
 PAPER_MODEL = "facebook/opt-125m"
 PAPER_GENERATIONS = 9  # Fig. 1: models 0..9

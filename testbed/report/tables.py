@@ -11,12 +11,12 @@ from pathlib import Path
 
 import numpy as np
 
-from testbed import phases
-from testbed.figures import plot_headline, plot_metrics, plot_perplexity_histograms, present
+from testbed.metrics import phases
 from testbed.metrics.registry import CURATION, REPORT, SIGNAL, SUMMARY, TERMINAL, shown_in
-from testbed.plotting import metric_title
-from testbed.recovery import out_of_domain_table, plot_recovery, recovery_table
-from testbed.runs import (
+from testbed.report.figures import plot_headline, plot_metrics, plot_perplexity_histograms, present
+from testbed.report.plotting import metric_title
+from testbed.report.recovery import out_of_domain_table, plot_recovery, recovery_table
+from testbed.report.runs import (
     NOISE_SIGMAS,
     Run,
     differing_keys,
@@ -31,7 +31,7 @@ from testbed.runs import (
     setting_phases,
     several_seeds,
 )
-from testbed.size import collapse_by_size
+from testbed.report.size import collapse_by_size
 
 
 def _cell(value, fmt: str) -> str:
@@ -129,7 +129,7 @@ def early_warning(groups: dict[str, list[Run]], runs: list[Run]) -> list[str]:
 
 
 def phase_table(groups: dict[str, list[Run]], runs: list[Run]) -> list[str]:
-    """Markdown: per setting, the phase (testbed/phases.py) of the mean over seeds at each generation, and the
+    """Markdown: per setting, the phase (testbed/metrics/phases.py) of the mean over seeds at each generation, and the
     first generation of the early and the late phase. The band is the early-warning table's: NOISE_SIGMAS
     standard deviations of generation 0 across all runs and seeds; with a single seed, each run's own
     bootstrap band (`noise_*` of its generation-0 row)."""
@@ -137,7 +137,8 @@ def phase_table(groups: dict[str, list[Run]], runs: list[Run]) -> list[str]:
         return []
     several = several_seeds(runs)
     lines = ["", "## Phases: early (tails lost) and late (head and variance too)", "",
-             f"Rule (testbed/phases.py): a signal has left the band when it moved from generation 0 by more than "
+             f"Rule (testbed/metrics/phases.py): a signal has left the band when it moved from generation 0 by more "
+             f"than "
              f"{NOISE_SIGMAS:g} σ in the direction of damage; **late** when a head signal "
              f"({', '.join(f'`{k}`' for k in phases.HEAD)}) and a variance signal "
              f"({', '.join(f'`{k}`' for k in phases.VARIANCE)}) have; **early** when a tail signal "

@@ -15,6 +15,7 @@ from typing import Any
 from testbed import config
 from testbed.config import Config, ConfigError, is_local_path
 from testbed.model import offline
+from testbed.sweep.grid import check_setting_names, prepare
 
 # Files whose presence in the hub cache means a model or a tokenizer can be loaded offline.
 _MODEL_FILES = ("config.json",)
@@ -82,12 +83,10 @@ def _with(path: str | None, overrides: list[str], values: dict[str, Any], where:
 def sweep_configs(path: str | None, overrides: list[str]) -> list[tuple[str, Config]]:
     """Every run of the config (one, or a sweep's grid) as (name, checked config). Each setting and each grid
     value is checked alone first, so an error names it; then the runs, as `sweep --list` plans them."""
-    from testbed import sweep
-
     cfg = config.load(path, overrides)
     if path is None or not (cfg.sweep.settings or cfg.sweep.grid):
         return [("run", cfg)]
-    sweep.check_setting_names(cfg)
+    check_setting_names(cfg)
     for i, setting in enumerate(cfg.sweep.settings):
         label = f"sweep.settings[{i}]" + (f" ({setting['name']})" if "name" in setting else "")
         _with(path, overrides, {k: v for k, v in setting.items() if k != "name"}, label)
@@ -96,7 +95,7 @@ def sweep_configs(path: str | None, overrides: list[str]) -> list[tuple[str, Con
             raise ConfigError(f"config key 'sweep.grid.{key}': expected a list of values, got {values!r}")
         for v in values:
             _with(path, overrides, {key: v}, f"sweep.grid.{key}={v}")
-    _, runs = sweep.plan(path, overrides, None)
+    _, runs = prepare(path, overrides, None)
     return [(r.name, config.load(path, r.overrides)) for r in runs]
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from testbed.plotting import figure, number_ticks, provenance, save, titles
-from testbed.runs import Run, differing_keys, format_mean_std, last_generation, mean_std, setting_label
+from testbed.report.plotting import figure, number_ticks, provenance, save, titles
+from testbed.report.runs import Run, differing_keys, format_mean_std, last_generation, mean_std, setting_label
 
 _MODEL_KEYS = ("model.name_or_path", "model.arch", "model.layers", "model.width", "model.heads")
 

@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from testbed.metrics.registry import OUT_OF_DOMAIN, RECOVERY, RECOVERY_PLOT, shown_in
-from testbed.plotting import figure, number_ticks, provenance, save, setting_colors, titles
-from testbed.runs import (
+from testbed.report.plotting import figure, number_ticks, provenance, save, setting_colors, titles
+from testbed.report.runs import (
     NOISE_SIGMAS,
     Run,
     corpora,

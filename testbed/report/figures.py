@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from testbed.metrics.registry import HEADLINE, REPORT, Metric, shown_in
-from testbed.plotting import (
+from testbed.report.plotting import (
     TITLE_WIDTH,
     figure,
     legend_below,
@@ -22,7 +22,7 @@ from testbed.plotting import (
     setting_colors,
     titles,
 )
-from testbed.runs import Run, corpora, last_generation, mean_std, per_generation
+from testbed.report.runs import Run, corpora, last_generation, mean_std, per_generation
 
 MISSING = "×: no value at that generation (e.g. no grammatical sample to score)"
 

@@ -1,0 +1,55 @@
+"""The experiment config: the schema (nested typed dataclasses), its checks, the layers that apply values to it
+(defaults < YAML file < CLI overrides) and `testbed keys`, which describes it. Importers use this package; the
+modules are where each part lives."""
+
+from testbed.config.checks import check, check_lengths, check_schedule, is_plain_name
+from testbed.config.keys import KeyDoc, describe_keys
+from testbed.config.layers import (
+    FIXED_FRACTION_KEYS,
+    PATH_KEYS,
+    changes,
+    diff,
+    flatten,
+    from_dict,
+    is_local_path,
+    load,
+    merge_values,
+    overridden,
+    parse_overrides,
+    read_yaml,
+    resolve_corpus,
+    resolve_path,
+    takes_list,
+    to_yaml,
+    unread_keys,
+)
+from testbed.config.schema import (
+    Config,
+    ConfigError,
+    CurateConfig,
+    DataConfig,
+    EvalConfig,
+    EvalDecodingConfig,
+    GenerationConfig,
+    LanguageConfig,
+    LoraConfig,
+    MixingConfig,
+    ModelConfig,
+    PretrainConfig,
+    RunConfig,
+    SlurmConfig,
+    SweepConfig,
+    TokenizerConfig,
+    TrainConfig,
+    WatermarkConfig,
+    one_line,
+)
+
+__all__ = [
+    "FIXED_FRACTION_KEYS", "PATH_KEYS", "Config", "ConfigError", "CurateConfig", "DataConfig", "EvalConfig",
+    "EvalDecodingConfig", "GenerationConfig", "KeyDoc", "LanguageConfig", "LoraConfig", "MixingConfig", "ModelConfig",
+    "PretrainConfig", "RunConfig", "SlurmConfig", "SweepConfig", "TokenizerConfig", "TrainConfig", "WatermarkConfig",
+    "changes", "check", "check_lengths", "check_schedule", "describe_keys", "diff", "flatten", "from_dict",
+    "is_local_path", "is_plain_name", "load", "merge_values", "one_line", "overridden", "parse_overrides",
+    "read_yaml", "resolve_corpus", "resolve_path", "takes_list", "to_yaml", "unread_keys",
+]
