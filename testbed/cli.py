@@ -14,8 +14,7 @@ from pathlib import Path
 
 from testbed import config, rundir
 from testbed.config import ConfigError
-from testbed.data import DataError
-from testbed.model import ModelError
+from testbed.errors import DataError, ModelError
 
 USER_ERRORS = (ConfigError, DataError, ModelError, rundir.RunDirError)
 
