@@ -8,11 +8,14 @@ from pathlib import Path
 
 import numpy as np
 
-from testbed import language, seeding
+from testbed import language, rundir, seeding
 from testbed.config import DataConfig
-from testbed.errors import DataError
 
 SPLITS = ("train", "valid", "test")
+
+
+class DataError(ValueError):
+    """A user error in the data: the message is one line naming the file or dataset."""
 
 
 @dataclass
@@ -46,20 +49,25 @@ def prepare_lines(lines: list[str], preprocessing: str) -> list[str]:
     return [line + "\n" if line.strip() else "" for line in lines]
 
 
-def _hub_splits(name: str, config: str | None, splits: list[str], cfg: DataConfig,
-                offline_hint: str) -> list[list[str]]:
-    """The prepared lines of each named split of a hub dataset (only those splits are loaded); a failed load (a
-    missing split among the causes) or an empty split is a one-line DataError (`offline_hint`: what to use
-    instead)."""
+def _load_hub(name: str, config: str | None, splits: list[str], offline_hint: str) -> list:
+    """The named splits of a hub dataset (only those are loaded); a failed load (a missing split among the
+    causes) is a one-line DataError (`offline_hint`: what to do instead)."""
     import datasets
 
     try:
-        parts = datasets.load_dataset(name, config, split=splits)
+        return datasets.load_dataset(name, config, split=splits)
     except Exception as exc:  # offline, unknown name or split, ...: one line for the user
         raise DataError(
             f"could not load dataset '{name}' ({config}) from the hub: "
             f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}. Offline? {offline_hint}"
         ) from None
+
+
+def _hub_splits(name: str, config: str | None, splits: list[str], cfg: DataConfig,
+                offline_hint: str) -> list[list[str]]:
+    """The prepared lines of each named split of a hub dataset; a failed load or an empty split is a one-line
+    DataError."""
+    parts = _load_hub(name, config, splits, offline_hint)
     out = []
     for split, part in zip(splits, parts):
         lines = [t.rstrip("\n") for t in part[cfg.hf_text_column]]
@@ -86,6 +94,28 @@ def load_corpus(cfg: DataConfig, seed: int) -> HumanCorpus:
         return HumanCorpus(**{s: prepare_lines(read_text_file(root / f"{s}.txt"), cfg.preprocessing)
                               for s in SPLITS})
     return _from_hub(cfg)
+
+
+# The corpora `testbed data NAME OUT_DIR` writes as files: NAME -> (hub dataset, its config); text in "text".
+HUB_CORPORA = {"wikitext-2": ("wikitext", "wikitext-2-v1"), "wikitext-2-raw": ("wikitext", "wikitext-2-raw-v1")}
+
+
+def write_hub_corpus(name: str, out_dir: Path) -> list[Path]:
+    """Write a hub corpus of HUB_CORPORA as out_dir/train.txt, valid.txt and test.txt, the files data.source=files
+    reads: one line per row of its text column, blank rows kept, so the files give the lines the hub source
+    gives under either preprocessing. Existing files are never overwritten (checked before the download)."""
+    hf_name, hf_config = HUB_CORPORA[name]
+    paths = [out_dir / f"{s}.txt" for s in SPLITS]
+    for path in paths:
+        if path.exists():
+            raise DataError(f"{path} already exists: remove it or choose another directory")
+    parts = _load_hub(hf_name, hf_config, ["train", "validation", "test"],
+                      f"`testbed data` needs the hub: run it on a machine with network access and "
+                      f"copy {out_dir} from there")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for path, part in zip(paths, parts):
+        rundir.write_text(path, "".join(t.rstrip("\n") + "\n" for t in part["text"]))
+    return paths
 
 
 def builtin_domain(source: str) -> language.Domain | None:

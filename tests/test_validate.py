@@ -1,7 +1,6 @@
 """testbed validate: what a run or each run of a sweep needs, before anything is queued; relative paths in a
 config file resolve against the file's directory."""
 
-import os
 import shutil
 from pathlib import Path
 
@@ -71,15 +70,15 @@ def test_relative_paths_in_a_config_file_resolve_against_its_directory(tmp_path:
                                                                          monkeypatch, capsys):
     # The shipped file names the same folder whatever directory the command runs from.
     shipped = REPO / "configs" / "wikitext2-tiny-cpu.yaml"
-    expected = os.path.abspath(REPO / ".." / "shared" / "data" / "wikitext-2")
+    expected = str(REPO / "data" / "wikitext-2")  # where `testbed data wikitext-2 data/wikitext-2` writes
     assert config.load(shipped).data.path == expected
     monkeypatch.chdir(tmp_path)
     assert config.load(shipped).data.path == expected
-    # A copy of it beside a copy of that folder validates from another directory (the shared data may be absent).
+    # A copy of it beside a copy of that folder validates from another directory (the data may be absent).
     project = tmp_path / "a" / "project"
     (project / "configs").mkdir(parents=True)
     shutil.copy(shipped, project / "configs")
-    shutil.copytree(text_corpus, tmp_path / "a" / "shared" / "data" / "wikitext-2")
+    shutil.copytree(text_corpus, project / "data" / "wikitext-2")
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
