@@ -1,4 +1,5 @@
-"""Command line: testbed run | validate | plan | keys | sweep | report | paper-check | gaussian | categorical.
+"""Command line: testbed run | validate | plan | keys | sweep | report | paper-check | data | gaussian |
+categorical.
 
 User errors (config, data, model, run directory, a full disk) print one line and exit with code 2;
 --debug shows the traceback instead.
@@ -8,15 +9,26 @@ from __future__ import annotations
 
 import argparse
 import errno
+import os
 import signal
 import sys
 from pathlib import Path
 
 from testbed import config, rundir
 from testbed.config import ConfigError
-from testbed.errors import DataError, ModelError
+from testbed.data import HUB_CORPORA, DataError
+from testbed.model import ModelError
 
 USER_ERRORS = (ConfigError, DataError, ModelError, rundir.RunDirError)
+
+
+def _config_file(path: str | None, instead: str = "") -> str | None:
+    """The config path as given; a directory there is a one-line error that says so (`instead`: what a
+    directory would be right for)."""
+    if path is not None and Path(path).is_dir():
+        raise ConfigError(f"{path} is a directory: expected a YAML config file such as configs/default.yaml"
+                          f"{instead}")
+    return path
 
 
 def _split_args(args: list[str]) -> tuple[str | None, list[str]]:
@@ -33,13 +45,14 @@ def _split_args(args: list[str]) -> tuple[str | None, list[str]]:
 def _resolve(args: list[str], resume: bool) -> tuple[config.Config, Path, str | None]:
     """Load the config and decide the run directory, without touching the disk."""
     path, overrides = _split_args(args)
-    if path is not None and Path(path).is_dir():  # testbed run RUN_DIR --resume
-        if not resume:
+    if path is not None and Path(path).is_dir() and (resume or Path(path, "config.yaml").is_file()):
+        if not resume:  # testbed run RUN_DIR --resume
             raise rundir.RunDirError(f"{path} is a run directory: pass --resume to continue it")
         run_dir = Path(path)
+        _check_run_dir(run_dir)
         cfg = config.load(run_dir / "config.yaml", overrides, saved=True)
         return cfg, run_dir, str(run_dir / "config.yaml")
-    cfg = config.load(path, overrides)
+    cfg = config.load(_config_file(path, " (or a run directory, with --resume)"), overrides)
     if resume and cfg.run.name is None:
         raise ConfigError("config key 'run.name': --resume needs the run's name (run.name=NAME) or its directory")
     cfg.run.name = cfg.run.name or rundir.default_name(path)
@@ -57,6 +70,11 @@ def check_tracker(log_with: str) -> None:
                           f"`pip install {log_with}`, or set run.log_with=none")
 
 
+def _check_run_dir(run_dir: Path) -> None:
+    if not (run_dir / "config.yaml").is_file():
+        raise rundir.RunDirError(f"{run_dir} is not a run directory (no config.yaml): nothing to resume")
+
+
 def cmd_run(ns: argparse.Namespace) -> int:
     from accelerate import PartialState
 
@@ -66,8 +84,7 @@ def cmd_run(ns: argparse.Namespace) -> int:
     cfg, run_dir, _ = _resolve(ns.args, ns.resume)
     check_tracker(cfg.run.log_with)
     if ns.resume:
-        if not (run_dir / "config.yaml").is_file():
-            raise rundir.RunDirError(f"{run_dir} is not a run directory (no config.yaml): nothing to resume")
+        _check_run_dir(run_dir)
         changed = config.changes(config.from_dict(config.read_yaml(run_dir / "config.yaml")), cfg)
         if changed and not ns.allow_config_change:
             raise ConfigError(f"config differs from the one saved in {run_dir} at: {', '.join(changed)} "
@@ -104,7 +121,7 @@ def cmd_validate(ns: argparse.Namespace) -> int:
     from testbed.sweep.validate import validate
 
     path, overrides = _split_args(ns.args)
-    runs = validate(path, overrides)
+    runs = validate(_config_file(path), overrides)
     cfg = runs[0][1]
     check_tracker(cfg.run.log_with)
     from testbed.data import load_corpus, read_text_file  # the loader's own checks: present, UTF-8, not empty
@@ -131,6 +148,7 @@ def cmd_plan(ns: argparse.Namespace) -> int:
     from testbed.sweep.validate import sweep_configs
 
     path, overrides = _split_args(ns.args)
+    _config_file(path)
     gpu_check = plan.load_gpu_check(ns.gpu_check) if ns.gpu_check else None
     print(plan.report(path, sweep_configs(path, overrides), gpu_check))
     return 0
@@ -144,6 +162,7 @@ def cmd_sweep(ns: argparse.Namespace) -> int:
         return show_status(Path(ns.status))
     if ns.config is None:
         raise ConfigError("testbed sweep needs a config (or --status SWEEP_DIR)")
+    _config_file(ns.config, " (a sweep directory: --status SWEEP_DIR)")
     if ns.jobs < 1:
         raise ConfigError(f"--jobs must be at least 1, got {ns.jobs}")
     slurm = {"partition": ns.partition, "time_min": ns.time_min, "cpus_per_run": ns.cpus_per_run,
@@ -173,6 +192,15 @@ def cmd_keys(ns: argparse.Namespace) -> int:
         print(f"{doc.key}  {doc.type} = {doc.default}")
         if doc.comment:
             print(textwrap.fill(doc.comment, 100, initial_indent="    ", subsequent_indent="    "))
+    return 0
+
+
+def cmd_data(ns: argparse.Namespace) -> int:
+    from testbed.data import write_hub_corpus
+
+    for path in write_hub_corpus(ns.name, Path(ns.out_dir)):
+        print(f"wrote {path}")
+    print(f"use it with: data.source=files data.path={ns.out_dir}")
     return 0
 
 
@@ -221,7 +249,9 @@ def build_parser() -> argparse.ArgumentParser:
     common = _global_flags(argparse.SUPPRESS)
 
     def command(name: str, **kwargs) -> argparse.ArgumentParser:
-        return sub.add_parser(name, parents=[common], **kwargs)
+        parser = sub.add_parser(name, parents=[common], **kwargs)
+        parser.set_defaults(parser=parser)  # parse_args may parse the command's arguments again
+        return parser
 
     keys_help = "every config key, its type, default and meaning: testbed keys [PREFIX]"
     r = command("run", help="run an experiment (no config: the built-in default)", epilog=keys_help)
@@ -280,6 +310,13 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("prefix", nargs="?", metavar="PREFIX", help="a section (train) or a key (train.lr); default: all")
     k.set_defaults(func=cmd_keys)
 
+    d = command("data", help="write a hub corpus as train.txt, valid.txt and test.txt (online), for "
+                             "data.source=files")
+    d.add_argument("name", choices=list(HUB_CORPORA),
+                   help=", ".join(f"{k}: {v[0]}/{v[1]}" for k, v in HUB_CORPORA.items()))
+    d.add_argument("out_dir", metavar="OUT_DIR", help="where to write the three files (made if missing)")
+    d.set_defaults(func=cmd_data)
+
     gp = command("gaussian", help="the Gaussian refit toy against its closed forms")
     gp.add_argument("--samples", type=int, default=100, help="M: samples per generation")
     gp.add_argument("--generations", type=int, default=50, help="N")
@@ -301,15 +338,32 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line as a namespace. Under a subcommand argparse takes positionals only before the first
+    flag; words after one (testbed sweep CONFIG --list key=v1,v2) have the command's own arguments parsed
+    again, positionals and flags intermixed."""
+    argv = sys.argv[1:] if argv is None else argv
+    ns, strays = build_parser().parse_known_args(argv)
+    if not strays:
+        return ns
+    rest = argv[argv.index(ns.command) + 1:]  # only flags without values can come before the command
+    return ns.parser.parse_intermixed_args(rest, argparse.Namespace(command=ns.command, debug=ns.debug))
+
+
 def main(argv: list[str] | None = None) -> int:
-    ns = build_parser().parse_args(argv)
+    ns = parse_args(argv)
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()  # keep the terminal for progress bars and results
     # A pre-empted job gets SIGTERM: leave like Ctrl-C (writes are atomic; finished generations are kept).
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
-        return ns.func(ns)
+        code = ns.func(ns)
+        sys.stdout.flush()  # a reader that has gone shows here, not at exit
+        return code
+    except BrokenPipeError:  # testbed keys | head: the reader has what it wanted; stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's last flush goes nowhere
+        return 128 + signal.SIGPIPE  # 141, as a command that SIGPIPE ended
     except USER_ERRORS as exc:
         if ns.debug:
             raise

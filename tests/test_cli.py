@@ -108,3 +108,156 @@ def test_global_flags_go_before_or_after_the_command(args):
 
     with pytest.raises(ConfigError, match="unknown config key 'nosuch'"):  # --debug: the traceback, not one line
         main(args)
+
+
+
+FAKE_TORCH = """import types
+__version__ = {version!r}
+version = types.SimpleNamespace(cuda={cuda!r})
+cuda = types.SimpleNamespace(is_available=lambda: False)
+"""
+
+
+@pytest.mark.parametrize("installed, cuda, replaced", [
+    ("2.13.0+cpu", "cu130", True),  # after `make setup`: its CPU wheel meets torch==2.13.0 too
+    ("2.13.0+cu130", "cu130", False),
+    ("2.13.0+cu130", "cu128", True),
+    (None, "cu130", True),  # a fresh venv
+])
+def test_setup_cuda_replaces_a_torch_that_is_not_its_cuda_build(installed, cuda, replaced, tmp_path):
+    """`make setup-cuda` on a venv whose pip and python stand in: pip logs its arguments and an install from
+    PyTorch's index writes a one-file torch of that build, so nothing is downloaded."""
+    import shutil
+
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    site, bin_dir, log = tmp_path / "site", tmp_path / "venv" / "bin", tmp_path / "pip.log"
+    site.mkdir()
+    bin_dir.mkdir(parents=True)
+    if installed:
+        (site / "torch.py").write_text(FAKE_TORCH.format(version=installed, cuda=None if "cpu" in installed
+                                                         else "13.0"))
+    (bin_dir / "pip").write_text(f"""#!{sys.executable}
+import pathlib, sys
+args, torch = sys.argv[1:], pathlib.Path({str(site)!r}, "torch.py")
+with open({str(log)!r}, "a") as f:
+    f.write(" ".join(args) + "\\n")
+if args[0] == "uninstall":
+    torch.unlink(missing_ok=True)
+elif "--index-url" in args:
+    build = args[args.index("--index-url") + 1].rsplit("/", 1)[1]
+    torch.write_text({FAKE_TORCH!r}.format(version="2.13.0+" + build, cuda="13.0"))
+""")
+    (bin_dir / "python").write_text(f"#!/bin/sh\nPYTHONPATH={site} exec {sys.executable} -S \"$@\"\n")
+    for f in bin_dir.iterdir():
+        f.chmod(0o755)
+    out = subprocess.run(["make", "-C", str(REPO), "setup-cuda", f"VENV={tmp_path / 'venv'}", "PYTHON=true",
+                          f"CUDA={cuda}"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    calls = log.read_text().splitlines()
+    assert ("uninstall -q -y torch" in calls) is replaced
+    assert (f"install -q torch==2.13.0 --index-url https://download.pytorch.org/whl/{cuda}" in calls) is replaced
+    assert f"torch 2.13.0+{cuda} CUDA 13.0 GPU False" in out.stdout  # the check setup-cuda ends with
+
+
+@pytest.mark.parametrize("args", [["keys"], ["sweep", str(REPO / "configs" / "mixing-sweep-tiny-cpu.yaml"), "--list"]])
+def test_a_reader_that_leaves_ends_the_command_quietly(args, capsys, monkeypatch):
+    """`testbed keys | head`: stdout is a pipe whose reader has gone; no traceback, exit 141 (SIGPIPE's), and
+    stdout then leads nowhere, so Python's last flush at exit cannot fail either."""
+    import io
+    import os
+
+    read, write = os.pipe()
+    os.close(read)
+    pipe = io.TextIOWrapper(os.fdopen(write, "wb"))
+    monkeypatch.setattr(sys, "stdout", pipe)
+    assert main(args) == 141
+    assert capsys.readouterr().err == ""
+    pipe.write("more\n")
+    pipe.flush()  # would raise BrokenPipeError if the pipe were still there
+    assert os.path.samefile(f"/proc/self/fd/{pipe.fileno()}", os.devnull)
+    pipe.close()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["validate", "configs"], "error: configs is a directory: expected a YAML config file such as "
+                              "configs/default.yaml"),
+    (["plan", "configs"], "error: configs is a directory: expected a YAML config file"),
+    (["sweep", "configs", "--list"], "error: configs is a directory: expected a YAML config file such as "
+                                     "configs/default.yaml (a sweep directory: --status SWEEP_DIR)"),
+    (["run", "configs"], "error: configs is a directory: expected a YAML config file such as "
+                         "configs/default.yaml (or a run directory, with --resume)"),
+    (["run", "configs", "--resume"], "error: configs is not a run directory (no config.yaml): nothing to resume"),
+])
+def test_a_directory_given_as_the_config_is_named_as_one(args, message, capsys, monkeypatch):
+    monkeypatch.chdir(REPO)
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(message) and len(err.splitlines()) == 1
+
+
+def test_axes_and_overrides_may_follow_the_flags(capsys):
+    """Positionals after a flag: argparse alone stops at them under a subcommand."""
+    config = str(REPO / "configs" / "mixing-sweep-tiny-cpu.yaml")
+    assert main(["sweep", config, "--list", "train.lr=1e-3,2e-3", "--jobs", "2", "run.seed=0"]) == 0
+    after = capsys.readouterr().out.splitlines()
+    assert main(["sweep", config, "train.lr=1e-3,2e-3", "run.seed=0", "--list", "--jobs", "2"]) == 0
+    assert capsys.readouterr().out.splitlines() == after
+    assert len(after) == 8  # the config's 4 settings x 2 learning rates, one seed
+    assert all("run.seed=0" in line and ("train.lr=1e-3" in line or "train.lr=2e-3" in line) for line in after)
+    with pytest.raises(SystemExit) as exc:  # an unknown flag after them is still refused
+        main(["sweep", config, "--list", "train.lr=1e-3", "--max-requeues", "5"])
+    assert exc.value.code == 2
+    assert "unrecognized arguments: --max-requeues 5" in capsys.readouterr().err
+
+
+@pytest.fixture
+def tiny_wikitext(monkeypatch):
+    """datasets.load_dataset answering ("wikitext", "wikitext-2-raw-v1") with three tiny splits shaped like the
+    real ones: a blank row before a heading, lines ending in a newline."""
+    import datasets
+
+    rows = {"train": ["", " = Valkyria = \n", "", " The game began . \n", " It sold well . \n"],
+            "validation": ["", " = Homarus = \n", " A lobster . \n"], "test": ["", " = Robert = \n", " An actor . \n"]}
+    corpus = datasets.DatasetDict({k: datasets.Dataset.from_dict({"text": v}) for k, v in rows.items()})
+
+    def load_dataset(name, config=None, split=None):
+        assert (name, config) == ("wikitext", "wikitext-2-raw-v1")
+        return [corpus[s] for s in split]
+
+    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+    return rows
+
+
+def test_data_writes_the_lines_the_hub_source_gives(tiny_wikitext, tmp_path: Path, capsys):
+    from testbed.config import DataConfig
+    from testbed.data import load_corpus
+
+    out = tmp_path / "data" / "wikitext-2-raw"
+    assert main(["data", "wikitext-2-raw", str(out)]) == 0
+    assert (out / "train.txt").read_text() == "\n = Valkyria = \n\n The game began . \n It sold well . \n"
+    assert (out / "valid.txt").read_text() == "\n = Homarus = \n A lobster . \n"
+    assert capsys.readouterr().out.splitlines()[-1] == f"use it with: data.source=files data.path={out}"
+    for preprocessing in ("clean", "shumailov2024"):  # blank rows matter to the second: OPT gives them a BOS
+        hub = DataConfig(source="hf", hf_name="wikitext", hf_config="wikitext-2-raw-v1", preprocessing=preprocessing)
+        files = DataConfig(source="files", path=str(out), preprocessing=preprocessing)
+        assert load_corpus(files, 0) == load_corpus(hub, 0)
+    assert load_corpus(files, 0).train == ["", " = Valkyria = \n", "", " The game began . \n", " It sold well . \n"]
+    assert main(["data", "wikitext-2-raw", str(out)]) == 2  # never overwritten
+    assert capsys.readouterr().err.strip() == (f"error: {out / 'train.txt'} already exists: remove it or choose "
+                                               "another directory")
+
+
+def test_data_offline_stops_with_one_line(tmp_path: Path, capsys, monkeypatch):
+    import datasets
+
+    def offline(*args, **kwargs):
+        raise ConnectionError("Couldn't reach 'wikitext' on the Hub (OfflineModeIsEnabled)")
+
+    monkeypatch.setattr(datasets, "load_dataset", offline)
+    assert main(["data", "wikitext-2", str(tmp_path / "wt2")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == ("error: could not load dataset 'wikitext' (wikitext-2-v1) from the hub: Couldn't reach 'wikitext' "
+                   "on the Hub (OfflineModeIsEnabled). Offline? `testbed data` needs the hub: run it on a machine "
+                   f"with network access and copy {tmp_path / 'wt2'} from there")
+    assert not (tmp_path / "wt2").exists()
