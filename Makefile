@@ -27,13 +27,17 @@ else
 endif
 	touch $(STAMP)
 
-# On a GPU machine, instead of `setup`: torch 2.13.0 built for CUDA from PyTorch's index (CUDA=cu130 by default;
-# cu126 or cu128 for an older driver), then `setup`, whose torch pin the CUDA build already meets.
+# On a GPU machine, instead of `setup` or after it: torch 2.13.0 built for CUDA from PyTorch's index (CUDA=cu130
+# by default; cu126 or cu128 for an older driver), then `setup`, whose torch pin the CUDA build already meets.
+# Any other torch in the venv (`setup`'s CPU wheel, 2.13.0+cpu, meets that pin too) is uninstalled first;
+# torch's other dependencies stay as the lock has them.
 CUDA ?= cu130
 setup-cuda:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q torch==2.13.0 --index-url https://download.pytorch.org/whl/$(CUDA)
+	$(BIN)/python -c "import torch, sys; sys.exit(torch.__version__ != '2.13.0+$(CUDA)')" 2>/dev/null || { \
+		$(BIN)/pip uninstall -q -y torch; \
+		$(BIN)/pip install -q torch==2.13.0 --index-url https://download.pytorch.org/whl/$(CUDA); }
 	$(MAKE) setup
 	$(BIN)/python -c "import torch; assert torch.version.cuda, torch.__version__; print('torch', torch.__version__, 'CUDA', torch.version.cuda, 'GPU', torch.cuda.is_available())"
 
