@@ -1,6 +1,6 @@
 """Measure, in one command, what a GPU does with testbed, and project the wall time of the shipped protocols.
 
-    bash scripts/gpu_launch.sh [--out gpu_check.json]    # on the lent GPU machine (offline, wheels carried)
+    bash scripts/gpu_launch.sh [--out gpu_check.json]    # on a GPU machine without network (wheels copied)
     python scripts/gpu_check.py [--out gpu_check.json]   # one GPU, testbed and its dependencies installed
     python scripts/gpu_check.py --cpu --tiny             # the same code at toy sizes on a CPU
 
@@ -191,7 +191,7 @@ def build(shape: Shape, device: torch.device, seed: int = 0) -> torch.nn.Module:
 
 class Check:
     """The result so far, written (JSON, and the table beside it) after every stage, each stage run so that
-    its failure is recorded and the next one runs: one attempt on a lent machine keeps what it measured."""
+    its failure is recorded and the next one runs: one attempt on a GPU keeps what it measured."""
 
     def __init__(self, out: Path, result: dict):
         self.out, self.result, self.t0 = out, result, time.perf_counter()

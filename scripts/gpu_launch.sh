@@ -1,7 +1,6 @@
 #!/usr/bin/env bash
-# The GPU check's one command on the lent GPU machine (Python 3.12 and torch with CUDA, no package registry,
-# nothing installed between loans; this checkout copied there with the wheels of `bash scripts/gpu_wheels.sh`
-# carried in .whl/):
+# The GPU check's one command on a GPU machine without network access (Python 3.12 and torch with CUDA, no
+# package registry; this checkout copied there with the wheels of `bash scripts/gpu_wheels.sh` in .whl/):
 #   bash scripts/gpu_launch.sh [gpu_check.py arguments]      # e.g. --cpu --tiny; with $OUT set, writes there
 # Installs the wheels with --no-index into a folder of its own (nothing else changes), puts that folder and
 # this checkout on PYTHONPATH (no install of testbed), checks every import before any work, then runs the check.

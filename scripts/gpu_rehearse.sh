@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Rehearse, here, the GPU check's first run on the lent GPU machine: a venv holding only that image's packages
-# (at the versions /work/.library/device/KINDS.md lists where it lists one; torch is the 2.13.0 CPU wheel), the
+# Rehearse, on any machine, the GPU check's first run on an offline GPU machine: a venv holding only its image's
+# packages (at the versions listed below where one is known; torch is the 2.13.0 CPU wheel), the
 # wheels gpu_wheels.sh makes, and
 # `scripts/gpu_launch.sh --cpu --tiny` through them. CI runs it (.ci/run).
 #   bash scripts/gpu_rehearse.sh [DIR]    # the venv, wheels and JSON (default: $TMPDIR/testbed-gpuimage)

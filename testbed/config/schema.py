@@ -62,7 +62,7 @@ class LanguageConfig:
     zipf_exponent: float = 1.1  # every class is Zipf-distributed with this exponent: larger, a thinner tail
     train_sentences: int = 12000  # sentences drawn for the human training split (fixed by run.seed)
     valid_sentences: int = 600  # sentences of the validation split (checkpoint selection)
-    test_sentences: int = 1200  # sentences of the test split (ppl_human and the exact KL)
+    test_sentences: int = 1200  # sentences of the test split (ppl_human and the KL estimate)
     sentences_per_line: int = 8  # sentences joined into one line of the corpus
     domains: int = 1  # topics sharing grammar and vocabulary, each its own Zipf ranking of the nouns
     domain: int = 0  # the domain of the human text the run fine-tunes on (0..domains-1)
