@@ -16,8 +16,8 @@ from pathlib import Path
 
 from testbed import config, rundir
 from testbed.config import ConfigError
-from testbed.data import HUB_CORPORA, DataError
-from testbed.model import ModelError
+from testbed.data import HUB_CORPORA
+from testbed.errors import DataError, ModelError
 
 USER_ERRORS = (ConfigError, DataError, ModelError, rundir.RunDirError)
 

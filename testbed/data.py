@@ -10,12 +10,9 @@ import numpy as np
 
 from testbed import language, rundir, seeding
 from testbed.config import DataConfig
+from testbed.errors import DataError
 
 SPLITS = ("train", "valid", "test")
-
-
-class DataError(ValueError):
-    """A user error in the data: the message is one line naming the file or dataset."""
 
 
 @dataclass

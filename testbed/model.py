@@ -13,13 +13,10 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTra
 
 from testbed.config import Config, ModelConfig, check_lengths, is_local_path
 from testbed.distributed import from_main
+from testbed.errors import ModelError
 from testbed.numerics import set_code_paths
 
 EOS = "<|endoftext|>"
-
-
-class ModelError(ValueError):
-    """A user error loading a model or tokenizer: one line naming the path or name."""
 
 
 def offline() -> bool:

@@ -78,10 +78,11 @@ def test_the_package_has_its_homes():
     assert not flat & {"testbed.runs", "testbed.sharing", "testbed.plan", "testbed.gaussian", "testbed.phases"}
 
 
-# What a report or a sweep's status reads: run directories, the registry, the queue. None of it needs torch.
+# What a report or a sweep's status reads (through the command line): run directories, the registry, the queue.
+# None of it needs torch.
 LIGHT = sorted(m for m in import_graph() if m.startswith(("testbed.report.", "testbed.toys.")) or m in (
     "testbed.sweep.status", "testbed.sweep.grid", "testbed.sweep.command", "testbed.sweep.sharing",
-    "testbed.metrics.registry", "testbed.metrics.phases", "testbed.config"))
+    "testbed.metrics.registry", "testbed.metrics.phases", "testbed.config", "testbed.cli", "testbed.errors"))
 
 
 def test_reports_and_sweep_status_load_neither_torch_nor_transformers():
