@@ -2,8 +2,8 @@
 
 Everything is computed from the model's config (transformers' AutoConfig, the model built on the meta device
 to count parameters, no weights loaded) and the run's config. The shapes of hub models come from the local
-hub cache, or offline from configs/model-shapes/ (copies of the public config.json of the models the shipped
-configs name).
+hub cache, or offline from testbed/model_shapes/ (copies of the public config.json of the models the shipped
+configs name, shipped with the package).
 
 Memory, in bytes, for one process on one device (s: data.block_size, b: train.batch_size, h: hidden size,
 f: MLP width, L: layers, V: vocabulary, e: 2 under bf16/fp16 autocast, else 4; P: parameters, T: the trained
@@ -34,12 +34,12 @@ from pathlib import Path
 
 from testbed.config import Config, ConfigError, is_local_path
 
-SHAPES = Path(__file__).resolve().parents[2] / "configs" / "model-shapes"
+SHAPES = Path(__file__).resolve().parents[1] / "model_shapes"
 GIB = 2**30
 
 
 def shape_file(name: str) -> Path:
-    """The shipped shape (config.json) of hub model `name`: configs/model-shapes/ORG--NAME.json."""
+    """The shipped shape (config.json) of hub model `name`: testbed/model_shapes/ORG--NAME.json."""
     return SHAPES / (name.replace("/", "--") + ".json")
 
 
