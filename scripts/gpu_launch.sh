@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU check's one command on the lent GPU machine (Python 3.12 and torch with CUDA, no package registry,
+# The GPU check's one command on an offline GPU machine (Python 3.12 and torch with CUDA, no package registry,
 # nothing installed between loans; this checkout copied there with the wheels of `bash scripts/gpu_wheels.sh`
 # carried in .whl/):
 #   bash scripts/gpu_launch.sh [gpu_check.py arguments]      # e.g. --cpu --tiny; with $OUT set, writes there

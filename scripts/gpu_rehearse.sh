@@ -1,8 +1,7 @@
 #!/usr/bin/env bash
-# Rehearse, here, the GPU check's first run on the lent GPU machine: a venv holding only that image's packages
-# (at the versions /work/.library/device/KINDS.md lists where it lists one; torch is the 2.13.0 CPU wheel), the
-# wheels gpu_wheels.sh makes, and
-# `scripts/gpu_launch.sh --cpu --tiny` through them. CI runs it (.ci/run).
+# Rehearse, here, the GPU check's first run on an offline GPU machine: a venv holding only that image's packages
+# (at the image's versions where they are known; torch is the 2.13.0 CPU wheel), the wheels gpu_wheels.sh
+# makes, and `scripts/gpu_launch.sh --cpu --tiny` through them. CI runs it (.ci/run).
 #   bash scripts/gpu_rehearse.sh [DIR]    # the venv, wheels and JSON (default: $TMPDIR/testbed-gpuimage)
 set -euo pipefail
 cd "$(dirname "$0")/.."

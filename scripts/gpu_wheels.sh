@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Wheels for the packages testbed needs that the lent GPU machine's image lacks (it has no registry access):
+# Wheels for the packages testbed needs that an offline GPU machine's image lacks (it has no registry access):
 #   bash scripts/gpu_wheels.sh [PYTHON_VERSION] [DIR]    # default: 3.12 (the image's) into .whl/ (git-ignored)
 # scripts/gpu_launch.sh installs them there with --no-index; scripts/gpu_rehearse.sh makes a set for the local
 # Python. All are pure Python (multiprocess ships one per Python version), so the platform tags only matter
