@@ -664,7 +664,7 @@ def time_section(runs: list[tuple[str, Config, Estimate, Projection | str]],
     out += list(dict.fromkeys(f"data: {p.counts.source}" for *_, p in projected))
     hours = [p.hours for *_, p in projected]
     parallel = projected[0][1].sweep.slurm.array_parallelism
-    out.append(f"sweep: {sum(hours):.1f} GPU-hours for {len(hours)} runs, about "
+    out.append(f"sweep: {sum(hours):.1f} GPU-hours for {len(hours)} run{'s' * (len(hours) > 1)}, about "
                f"{math.ceil(len(hours) / parallel) * max(hours):.1f} h as a Slurm array ({parallel} at once, a GPU "
                f"each; shared prefixes not counted)")
     return out, max(hours)
