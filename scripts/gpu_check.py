@@ -1,24 +1,24 @@
-"""Measure, in one command, what a GPU does with testbed, and project the wall time of the shipped protocols.
+"""Measure, in one command, the rates at which a GPU runs testbed's stages: what `testbed plan --gpu-check`
+projects any config's time from.
 
     bash scripts/gpu_launch.sh [--out gpu_check.json]    # on a GPU machine without network (wheels copied)
     python scripts/gpu_check.py [--out gpu_check.json]   # one GPU, testbed and its dependencies installed
     python scripts/gpu_check.py --cpu --tiny             # the same code at toy sizes on a CPU
 
-1. On an OPT-125m-shaped model (random weights: the timing does not depend on them), through testbed's own
-   functions: training tokens/s in fp32 and bf16 (`testbed.train.train`, validation timed apart); beam-5
-   64->64 generation tokens/s at the paper's batch in both precisions and the largest batch that fits in bf16
-   (`testbed.generate.generate`; batches whose KV cache cannot fit the free GPU memory are not tried);
-   sampling tokens/s (top-p, one beam); evaluation tokens/s (`next_token_stats` on human-shaped blocks, as
-   each generation's evaluation does). Each is warmed up by the same work at full size, then times at least
-   3 batches; the peak GPU memory allocated and reserved of each.
-2. One generation (models 0 and 1) of each shipped GPU protocol, run by `testbed run` on a random-weight
-   checkpoint of its largest model saved like the hub's (OPT-125m fp16, Pythia-410m fp16, SmolLM2-1.7B bf16
-   with LoRA) and a WikiText-like corpus of a few thousand training blocks (valid and test splits at
-   WikiText-2's size): per-stage times from the run's timing.json, and the time of one checkpoint save. Each
-   protocol's files are deleted once its times are read.
-3. From these, the projected wall time of each shipped config in full: its generations, its epochs, and its
-   sweep's run count (settings x grid), serially on this GPU and as a Slurm array with a GPU per run. See
-   `project`. An estimate, not a measurement.
+1. Rates, in tokens/s, of every model shape the shipped GPU configs run (CONFIGS; the shapes of
+   testbed/model_shapes with random weights: the timing does not depend on them), at each precision, batch,
+   training method and decoding their runs use (`testbed.sweep.plan.needs`), through testbed's own
+   functions: training (`testbed.train.train`; tokens trained, validation timed apart), generation
+   (`testbed.generate.generate`; new tokens x beams, after prompts as long), and the forward passes of
+   validation, scoring and evaluation (`next_token_stats`). OPT-125m also under bf16, and its beam-5
+   generation at the largest batch that fits (doubling; a batch whose KV cache cannot fit the free GPU
+   memory is not tried). Each is warmed up by the same work at full size, then timed over at least 3
+   batches (training and forward passes: about the work of 20 batches of OPT-125m), with its peak GPU memory.
+2. One generation (models 0 and 1) of each shipped GPU protocol (PROTOCOLS), run by `testbed run` on a
+   random-weight checkpoint of its largest model saved like the hub's and a WikiText-like corpus: its
+   per-stage times (timing.json) against the rates' projection of the same run
+   (`testbed.sweep.plan.stage_seconds`), which give the start-up and the per-generation CPU work (curation,
+   metrics, writing) the rates leave out, and the speed of a checkpoint save. Its files are deleted once read.
 
 Writes one JSON (--out) and its table (the same name, .txt) after every stage, atomically: a stage that fails
 is recorded (its error in the JSON) and the next one runs. Nothing is downloaded: the machine may have no
@@ -28,6 +28,8 @@ network.
 from __future__ import annotations
 
 import argparse
+import copy
+import dataclasses
 import gc
 import json
 import math
@@ -53,60 +55,49 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import rehearse_paper  # noqa: E402
 
 from testbed import config, rundir  # noqa: E402
-from testbed.config import GenerationConfig, ModelConfig, TrainConfig  # noqa: E402
-from testbed.mixing import human_examples  # noqa: E402
-from testbed.sweep.plan import kv_cache_bytes  # noqa: E402
+from testbed.config import ModelConfig  # noqa: E402
+from testbed.sweep import plan  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
-# WikiText-2 in 64-token blocks under GPT-2's BPE with the paper's preprocessing (each raw line tokenized with
-# OPT's BOS), counted from ../shared/data: train (the <unk> variant, as raw train is not stored here), raw
-# valid, raw test. The other tokenizers give counts within about 10% of these.
-WIKITEXT2_BLOCKS = {"train": 37571, "valid": 3922, "test": 4494}
+FORMAT = 2  # the JSON's layout: rates per shape (testbed plan refuses older ones)
 ARTICLE_TOKENS = 143  # tokens of one of rehearse_paper's WikiText-like articles under a 512-token BPE (measured)
-TIMED_BATCHES = 3  # each throughput is timed over at least this many batches
-
-
-class Shape(NamedTuple):
-    """A hub model's shape, built with random weights and saved in the dtype the hub stores it in."""
-
-    name: str
-    model: ModelConfig
-    vocab: int
-    dtype: torch.dtype
-
-
-FULL = {
-    "opt-125m": Shape("opt-125m", ModelConfig(arch="opt", layers=12, width=768, heads=12, context=2048), 50272,
-                      torch.float16),
-    "pythia-410m": Shape("pythia-410m", ModelConfig(arch="gpt_neox", layers=24, width=1024, heads=16,
-                                                    context=2048), 50304, torch.float16),
-    "smollm2-1.7b": Shape("smollm2-1.7b", ModelConfig(arch="llama", layers=24, width=2048, heads=32,
-                                                      context=2048), 49152, torch.bfloat16),
-}
-TINY = {k: Shape(s.name + "-tiny", ModelConfig(arch=s.model.arch, layers=2, width=64, heads=2, context=160), 512,
-                 s.dtype) for k, s in FULL.items()}
+OPT = "facebook/opt-125m"
+# The shipped GPU configs whose runs' rates are measured.
+CONFIGS = ["shumailov2024-opt125m-keep10", "shumailov2024-opt125m-replace", "model-size-pythia-wikitext2",
+           "lora-smollm2-1.7b-wikitext2"]
+# Each measured end to end in one generation on its largest model, with the setting `testbed run` takes (a
+# sweep's settings are the sweep's).
+PROTOCOLS = [("shumailov2024-opt125m-keep10", OPT, []),
+             ("model-size-pythia-wikitext2", "EleutherAI/pythia-410m",
+              ["mixing.strategy=fixed_fraction", "mixing.human_fraction=0.1"]),
+             ("lora-smollm2-1.7b-wikitext2", "HuggingFaceTB/SmolLM2-1.7B", [])]
 
 
 class Sizes(NamedTuple):
     """How much each measurement does: the GPU mode, or --tiny."""
 
-    tokens: int  # block = prompt = new tokens (the paper: 64)
-    train_blocks: int  # micro-benchmark training set
-    paper_batch: int  # generation.batch_size of the paper config
-    largest_cap: int  # the largest batch tried
-    eval_blocks: int
+    tiny: bool
+    timed: int  # each rate is timed over at least this many batches
+    batches: int  # timed batches of a 125M-parameter model's training and forward passes (fewer for larger)
+    batch_cap: int | None  # every batch at most this (tiny)
+    sequence: int | None  # every sequence this long (tiny)
+    largest_cap: int  # the largest generation batch tried
     protocol_blocks: dict[str, int]  # training blocks of the one-generation protocol run, per config
     protocol_eval_blocks: int
     protocol_overrides: list[str]
 
+    def need(self, need: plan.Need) -> plan.Need:
+        """The measurement of `need` at these sizes."""
+        return need._replace(batch=min(need.batch, self.batch_cap or need.batch),
+                             sequence=self.sequence or need.sequence)
 
-GPU_SIZES = Sizes(tokens=64, train_blocks=128 * 40, paper_batch=256, largest_cap=4096, eval_blocks=2048,
+
+GPU_SIZES = Sizes(tiny=False, timed=3, batches=20, batch_cap=None, sequence=None, largest_cap=4096,
                   protocol_blocks={"shumailov2024-opt125m-keep10": 2000, "model-size-pythia-wikitext2": 1000,
                                    "lora-smollm2-1.7b-wikitext2": 600},
-                  protocol_eval_blocks=max(WIKITEXT2_BLOCKS["valid"], WIKITEXT2_BLOCKS["test"]),
-                  protocol_overrides=[])
+                  protocol_eval_blocks=plan.WIKITEXT2_TOKENS["test"] // 64, protocol_overrides=[])
 # Toy sizes, 16-token blocks: on a CPU the first pass at each new sequence length costs seconds.
-TINY_SIZES = Sizes(tokens=16, train_blocks=32, paper_batch=8, largest_cap=32, eval_blocks=32,
+TINY_SIZES = Sizes(tiny=True, timed=1, batches=2, batch_cap=8, sequence=16, largest_cap=32,
                    protocol_blocks={"shumailov2024-opt125m-keep10": 16, "model-size-pythia-wikitext2": 16,
                                     "lora-smollm2-1.7b-wikitext2": 16},
                    protocol_eval_blocks=8,
@@ -115,29 +106,40 @@ TINY_SIZES = Sizes(tokens=16, train_blocks=32, paper_batch=8, largest_cap=32, ev
                                        "generation.prompt_tokens=16", "generation.max_new_tokens=16",
                                        "generation.min_new_tokens=16", "eval.prompt_tokens=16",
                                        "eval.max_new_tokens=16"])
-# The shipped configs measured, with the setting `testbed run` takes (sweep settings are the sweep's), the
-# model shape (the config's largest), and the shipped configs projected from that measurement (the two
-# Shumailov configs differ in mixing and epochs only).
-PROTOCOLS = [
-    ("shumailov2024-opt125m-keep10", "opt-125m", [],
-     ["shumailov2024-opt125m-keep10", "shumailov2024-opt125m-replace"]),
-    ("model-size-pythia-wikitext2", "pythia-410m", ["mixing.strategy=fixed_fraction", "mixing.human_fraction=0.1"],
-     ["model-size-pythia-wikitext2"]),
-    ("lora-smollm2-1.7b-wikitext2", "smollm2-1.7b", [], ["lora-smollm2-1.7b-wikitext2"]),
-]
 
 
-class Vocabulary:
-    """What build_model needs of a tokenizer, for models that never see text."""
+class Shape(NamedTuple):
+    """A hub model's shape (its transformers config, or a 2-layer width-64 one of the same architecture at
+    toy sizes) and the dtype the hub stores it in."""
 
-    bos_token_id = eos_token_id = 2
-    pad_token_id = 1
+    name: str
+    config: Any
+    dtype: torch.dtype
 
-    def __init__(self, size: int):
-        self.size = size
 
-    def __len__(self) -> int:
-        return self.size
+def shape(name: str, tiny: bool) -> Shape:
+    from transformers import AutoConfig
+
+    from testbed.model import arch_kwargs
+
+    full = AutoConfig.from_pretrained(plan.shape_file(name))
+    dtype = full.dtype if isinstance(full.dtype, torch.dtype) else getattr(torch, str(full.dtype))
+    if not tiny:
+        return Shape(name, full, dtype)
+    small = ModelConfig(arch=full.model_type, layers=2, width=64, heads=2, context=160)
+    return Shape(name, AutoConfig.for_model(full.model_type, vocab_size=512, **arch_kwargs(small)), dtype)
+
+
+def build(s: Shape, device: torch.device, ids: dict | None = None, seed: int = 0) -> torch.nn.Module:
+    """The shape with random weights in fp32 (testbed's master weights), its special tokens `ids` (default:
+    within any vocabulary)."""
+    from transformers import AutoModelForCausalLM
+
+    cfg = copy.deepcopy(s.config)
+    cfg.update(ids or {"bos_token_id": 2, "eos_token_id": 2, "pad_token_id": 1})
+    torch.manual_seed(seed)
+    with torch.device(device):
+        return AutoModelForCausalLM.from_config(cfg, dtype=torch.float32).eval()
 
 
 def _sync(device: torch.device) -> None:
@@ -147,8 +149,8 @@ def _sync(device: torch.device) -> None:
 
 def _release(device: torch.device) -> None:
     """Give freed GPU memory back (between measurements, so each one's reserved peak is its own)."""
+    gc.collect()
     if device.type == "cuda":
-        gc.collect()
         torch.cuda.empty_cache()
 
 
@@ -182,13 +184,6 @@ def free_bytes(device: torch.device) -> int | None:
     return torch.cuda.mem_get_info(device)[0] + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
 
 
-def build(shape: Shape, device: torch.device, seed: int = 0) -> torch.nn.Module:
-    from testbed.model import build_model
-
-    with torch.device(device):
-        return build_model(shape.model, Vocabulary(shape.vocab), seed, vocab_size=shape.vocab).eval()
-
-
 class Check:
     """The result so far, written (JSON, and the table beside it) after every stage, each stage run so that
     its failure is recorded and the next one runs: one attempt on a GPU keeps what it measured."""
@@ -213,94 +208,153 @@ class Check:
         self.write()
 
 
-def measure_model(shape: Shape, sizes: Sizes, device: torch.device, check: Check, out: dict) -> None:
-    """Into `out`, one stage each: training, generation, sampling and evaluation throughput of one model
-    shape, with peak memory."""
-    from accelerate import Accelerator
+class Item(NamedTuple):
+    """One rate to measure: the shape, the need (at the measurement's sizes), a run that needs it and the
+    part of that run (its training, generation or evaluation settings are the ones measured)."""
+
+    shape: str
+    need: plan.Need
+    cfg: config.Config
+    part: str
+
+
+def items(sizes: Sizes) -> list[Item]:
+    """Every rate the runs of CONFIGS need, once each, grouped by shape; OPT-125m's also under bf16. At toy
+    sizes the shapes of one architecture are one shape, measured once."""
+    from testbed.sweep.validate import sweep_configs
+
+    def add(item: Item) -> None:
+        arch = json.loads(plan.shape_file(item.shape).read_text())["model_type"] if sizes.tiny else item.shape
+        found.setdefault((arch, item.need), item)
+
+    found: dict[tuple, Item] = {}
+    for name in CONFIGS:
+        for _, cfg in sweep_configs(str(REPO / "configs" / f"{name}.yaml"), []):
+            for part, need in plan.needs(cfg).items():
+                add(Item(cfg.model.name_or_path, sizes.need(need), cfg, part))
+    for item in [i for i in found.values() if i.shape == OPT and i.need.precision == "fp32"]:
+        cfg = copy.deepcopy(item.cfg)
+        cfg.train.precision = "bf16"
+        add(item._replace(need=item.need._replace(precision="bf16"), cfg=cfg))
+    order = list(dict.fromkeys(i.shape for i in found.values()))
+    return sorted(found.values(), key=lambda i: (order.index(i.shape), i.need.stage != "train"))
+
+
+def _batches(sizes: Sizes, parameters: int) -> int:
+    """Timed batches of training and forward passes: about the work of `sizes.batches` batches of a
+    125M-parameter model, at least `sizes.timed` (toy sizes: `sizes.batches`)."""
+    return sizes.batches if sizes.tiny else max(sizes.timed, round(sizes.batches * 125e6 / parameters))
+
+
+def _decoding(item: Item):
+    """The decoding of the measured part (generation's, or evaluation's), every sample `sequence` tokens."""
+    from testbed.evaluation import eval_decoding
+
+    d = item.cfg.generation if item.part == "generation" else eval_decoding(item.cfg)
+    n = item.need.sequence
+    return dataclasses.replace(d, prompt_tokens=n, max_new_tokens=n, min_new_tokens=n)
+
+
+def parameters(s: Shape) -> int:
+    """The shape's parameter count (built on the meta device: no memory)."""
+    return sum(p.numel() for p in build(s, torch.device("meta")).parameters())
+
+
+def measure(item: Item, s: Shape, model: torch.nn.Module | None, sizes: Sizes, device: torch.device,
+            accelerator) -> dict:
+    """One rate: tokens/s of the item's stage, with its peak memory. Training builds fresh models; the
+    other stages run `model`."""
+    from testbed.batching import fitted, reset
+    from testbed.generate import generate
+    from testbed.metrics.signals import next_token_stats
+    from testbed.mixing import human_examples
+    from testbed.model import autocast
+    from testbed.train import train
+
+    need = item.need
+    n = _batches(sizes, parameters(s))
+    blocks = np.random.default_rng(0).integers(3, s.config.vocab_size, size=(n * need.batch, need.sequence))
+    if need.stage == "train":  # validation timed apart
+        cfg = dataclasses.replace(item.cfg.train, select_best=False, eval_every=0, batch_size=need.batch)
+        valid = blocks[: need.batch]
+        run, _, memory = measured(
+            device, lambda: train(build(s, device), human_examples(blocks[: 2 * need.batch]), valid, cfg,
+                                  need.sequence, accelerator, 0, 1),
+            lambda: train(build(s, device), human_examples(blocks), valid, cfg, need.sequence, accelerator, 0, 1))
+        return {"tokens_per_s": run.tokens / (run.seconds - run.val_seconds), "validation_s": run.val_seconds,
+                **memory}
+    with autocast(need.precision, device):
+        if need.stage == "forward":
+            _, seconds, memory = measured(
+                device, lambda: next_token_stats(model, blocks[: need.batch], need.batch, with_rank=True),
+                lambda: next_token_stats(model, blocks, need.batch, with_rank=True))
+            return {"tokens_per_s": blocks.size / seconds, **memory}
+        # Generation: testbed halves a batch that does not fit; the batch that ran is recorded.
+        reset()
+        d, prompts = _decoding(item), np.resize(blocks, (sizes.timed * need.batch, need.sequence))
+        _, seconds, memory = measured(
+            device, lambda: generate(model, prompts[: need.batch], d, d.max_new_tokens, need.batch, seed=0, eos=2),
+            lambda: generate(model, prompts, d, d.max_new_tokens, need.batch, seed=0, eos=2))
+        return {"tokens_per_s": prompts.size * d.num_beams / seconds, "ran_batch": fitted("generate", need.batch),
+                **memory}
+
+
+def largest(item: Item, s: Shape, model: torch.nn.Module, sizes: Sizes, device: torch.device, accelerator) -> dict:
+    """The rate of the item's generation (OPT-125m's beam search, bf16) at the largest batch that fits,
+    doubling from its batch: each tried with one batch, skipped where its KV cache alone exceeds the free
+    memory, ended by an out-of-memory error (caught here: testbed's own retry would halve the batch
+    instead); the largest then timed as the others."""
     from accelerate.utils.memory import should_reduce_batch_size
 
     from testbed.batching import fitted, reset
     from testbed.generate import generate
-    from testbed.metrics.signals import next_token_stats
     from testbed.model import autocast
-    from testbed.train import train
 
-    rng = np.random.default_rng(0)
-    t = sizes.tokens
-    blocks = rng.integers(3, shape.vocab, size=(sizes.train_blocks, t))
-    valid = blocks[: sizes.paper_batch]
-    model = build(shape, device)
-    out["parameters"] = sum(p.numel() for p in model.parameters())
-    out["tokens"] = t
-    accelerator = Accelerator(cpu=device.type == "cpu")
-
-    def training() -> dict:
-        result = {}
-        for precision in ("fp32", "bf16"):
-            cfg = TrainConfig(lr=2e-5, batch_size=128 if sizes.paper_batch >= 128 else 8, select_best=False,
-                              precision=precision)
-            run, seconds, memory = measured(  # warm-up: two full batches and a validation pass on a fresh model
-                device, lambda cfg=cfg: train(build(shape, device), human_examples(blocks[: cfg.batch_size * 2]),
-                                              valid, cfg, t, accelerator, 0, 1),
-                lambda cfg=cfg: train(build(shape, device), human_examples(blocks), valid, cfg, t, accelerator, 0, 1))
-            result[precision] = {"tokens_per_s": run.tokens / (run.seconds - run.val_seconds),
-                                 "validation_s": run.val_seconds, **memory, "batch": cfg.batch_size}
-        return result
-
-    def generation(g: GenerationConfig, precision: str, batch: int) -> dict:
-        """Tokens/s of TIMED_BATCHES batches, after one: testbed halves a batch that does not fit, and the
-        batch that ran is recorded."""
+    d, t = _decoding(item), item.need.sequence
+    fits, batch, skipped = item.need.batch, item.need.batch * 2, None
+    blocks = np.random.default_rng(0).integers(3, s.config.vocab_size, size=(sizes.largest_cap, t))
+    while batch <= sizes.largest_cap:
+        need, free = plan.kv_cache_bytes(model.config, batch * d.num_beams, 2 * t, 2), free_bytes(device)
+        if free is not None and need > free:
+            skipped = {"batch": batch, "kv_cache_gb": need / 2**30, "free_gb": free / 2**30}
+            break
         reset()
-        prompts = np.resize(blocks, (TIMED_BATCHES * batch, t))
-        with autocast(precision, device):
-            _, seconds, memory = measured(device, lambda: generate(model, prompts[:batch], g, t, batch, seed=0, eos=2),
-                                          lambda: generate(model, prompts, g, t, batch, seed=0, eos=2))
-        return {"tokens_per_s": len(prompts) * t / seconds, **memory, "batch": fitted("generate", batch)}
+        try:
+            with autocast(item.need.precision, device):
+                generate(model, blocks[:batch], d, t, batch, seed=0, eos=2)
+        except Exception as exc:  # not even one row fit
+            if not (isinstance(exc, torch.OutOfMemoryError) or should_reduce_batch_size(exc)):
+                raise
+            break
+        finally:
+            _release(device)
+        if fitted("generate", batch) < batch:  # testbed ran it in halves: this batch does not fit
+            break
+        fits, batch = batch, batch * 2
+    need = item.need._replace(batch=fits)
+    return {"batch": fits, "skipped": skipped, **measure(item._replace(need=need), s, model, sizes, device,
+                                                         accelerator)}
 
-    def evaluation() -> dict:
-        result = {}
-        for precision in ("fp32", "bf16"):
-            b = sizes.paper_batch
-            with autocast(precision, device):
-                _, seconds, memory = measured(
-                    device, lambda b=b: next_token_stats(model, blocks[:b], b, with_rank=True),
-                    lambda b=b: next_token_stats(model, blocks[: sizes.eval_blocks], b, with_rank=True))
-            result[precision] = {"tokens_per_s": sizes.eval_blocks * t / seconds, **memory, "batch": b}
-        return result
 
-    beam = GenerationConfig(do_sample=False, num_beams=5, prompt_tokens=t, max_new_tokens=t, min_new_tokens=t)
-    sampling = GenerationConfig(do_sample=True, top_p=0.9, prompt_tokens=t, max_new_tokens=t, min_new_tokens=t)
-
-    def largest() -> dict:
-        """The largest beam-5 batch that fits (bf16), doubling from the paper's: each tried with one batch,
-        skipped where its KV cache alone exceeds the free memory, ended by an out-of-memory error (caught
-        here: testbed's own retry would halve the batch instead); the largest then timed as the others."""
-        fits, batch, skipped = sizes.paper_batch, sizes.paper_batch * 2, None
-        while batch <= sizes.largest_cap:
-            need, free = kv_cache_bytes(model.config, batch * beam.num_beams, 2 * t, 2), free_bytes(device)
-            if free is not None and need > free:
-                skipped = {"batch": batch, "kv_cache_gb": need / 2**30, "free_gb": free / 2**30}
-                break
-            reset()
-            try:
-                with autocast("bf16", device):
-                    generate(model, np.resize(blocks, (batch, t)), beam, t, batch, seed=0, eos=2)
-            except Exception as exc:  # not even one row fit
-                if not (isinstance(exc, torch.OutOfMemoryError) or should_reduce_batch_size(exc)):
-                    raise
-                break
-            finally:
-                _release(device)
-            if fitted("generate", batch) < batch:  # testbed ran it in halves: this batch does not fit
-                break
-            fits, batch = batch, batch * 2
-        return {**generation(beam, "bf16", fits), "skipped": skipped}
-
-    for key, fn in (("train", training),
-                    ("beam5", lambda: {p: generation(beam, p, sizes.paper_batch) for p in ("fp32", "bf16")}),
-                    ("sampling", lambda: {p: generation(sampling, p, sizes.paper_batch) for p in ("fp32", "bf16")}),
-                    ("evaluation", evaluation), ("beam5_largest", largest)):
-        check.stage(key, out.setdefault(key, {}), fn)
+def measure_shape(name: str, its: list[Item], sizes: Sizes, device: torch.device, accelerator,
+                  check: Check) -> None:
+    """Each rate of one shape, a stage each, into the result's rates; OPT-125m's bf16 beam search also at
+    the largest batch that fits."""
+    s = shape(name, sizes.tiny)
+    identity = {"shape": name, "model_type": s.config.model_type, "parameters": parameters(s)}
+    model = None
+    for item in its:
+        if model is None and item.need.stage != "train":  # built after the training measurements
+            model = build(s, device)
+        entry = {**item.need._asdict(), **identity}
+        check.result["rates"].append(entry)
+        label = plan.Rate(**entry, tokens_per_s=0).describe()
+        check.stage(f"{item.need.stage} {label}", entry, partial(measure, item, s, model, sizes, device, accelerator))
+        if (name, item.part, item.need.precision, item.need.variant) == (OPT, "generation", "bf16", "beam"):
+            entry = {**entry, "largest": True}
+            check.result["rates"].append(entry)
+            check.stage(f"{label}: the largest batch that fits", entry,
+                        partial(largest, item, s, model, sizes, device, accelerator))
 
 
 def write_corpus(out: Path, train_blocks: int, eval_blocks: int) -> Path:
@@ -314,144 +368,118 @@ def write_corpus(out: Path, train_blocks: int, eval_blocks: int) -> Path:
     return out
 
 
-def save_checkpoint(shape: Shape, out: Path, tokenizer, device: torch.device) -> float:
+def save_checkpoint(s: Shape, out: Path, tokenizer, device: torch.device) -> float:
     """A random-weight checkpoint shaped like the hub's, in its storage dtype, the tokenizer beside it, at
     `out`; returns the seconds of one save as a run saves each generation (fp32, `rundir.save_pretrained`)."""
-    from testbed.model import build_model
+    from testbed.model import start_token
 
-    with torch.device(device):
-        model = build_model(shape.model, tokenizer, 0, vocab_size=max(shape.vocab, len(tokenizer)))
+    ids = {"bos_token_id": start_token(tokenizer), "eos_token_id": tokenizer.eos_token_id,
+           "pad_token_id": tokenizer.pad_token_id}
+    model = build(s, device, ids)
     probe = out.with_name(out.name + "-save")
     t = time.perf_counter()
     rundir.save_pretrained(probe, model, tokenizer)
     seconds = time.perf_counter() - t
     shutil.rmtree(probe)
-    model.to(shape.dtype).save_pretrained(out)
+    model.to(s.dtype).save_pretrained(out)
     tokenizer.save_pretrained(out)
     return seconds
 
 
-def run_count(cfg: config.Config) -> int:
-    """The runs `testbed sweep` makes of the config: its settings x its grid."""
-    from testbed.sweep.grid import expand
+def counts(cfg: config.Config) -> plan.Counts:
+    """The blocks the run read, counted with its own tokenizer (the checkpoint's)."""
+    from testbed.data import load_corpus, split_names, tokenize_corpus
+    from testbed.model import load_tokenizer
 
-    return len(expand(cfg, {}))
+    c = tokenize_corpus(load_corpus(cfg.data, cfg.run.seed), load_tokenizer(cfg, []), cfg.data, split_names(cfg.data))
+    return plan.Counts(train=len(c.train), valid=len(c.valid), test=len(c.test), source="counted")
 
 
-def run_protocol(name: str, shape: Shape, extra: list[str], sizes: Sizes, work: Path, device: torch.device) -> dict:
-    """One generation of a shipped config on a local random checkpoint: per-stage times (its files deleted
-    once they are read)."""
+def protocol(name: str, shape_name: str, extra: list[str], sizes: Sizes, work: Path, device: torch.device,
+             result: dict, out: Path) -> dict:
+    """One generation of a shipped config on a local random checkpoint: per-stage times against the rates'
+    projection of the same run, the start-up and per-generation CPU work that follow, and the save speed
+    (its files deleted once they are read)."""
     from testbed.cli import main
 
+    s = shape(shape_name, sizes.tiny)
     blocks = sizes.protocol_blocks[name]
     try:
         data = write_corpus(work / "data", blocks, sizes.protocol_eval_blocks)
         lines = (data / "train.txt").read_text(encoding="utf-8").splitlines()
         tokenizer = rehearse_paper.opt_like_tokenizer(None, lines, vocab_size=512)
-        checkpoint = work / shape.name
-        save_s = save_checkpoint(shape, checkpoint, tokenizer, device)
-        args = ["run", str(REPO / "configs" / f"{name}.yaml"), f"model.name_or_path={checkpoint}",
-                f"data.path={data}", "run.generations=1", f"data.max_train_blocks={blocks}",
-                f"data.max_eval_blocks={sizes.protocol_eval_blocks}", "train.epochs=1", "train.gen0_epochs=1",
-                "run.keep_checkpoints=last", f"run.out_dir={work / 'runs'}", f"run.name={name}", *extra,
-                *sizes.protocol_overrides]
+        checkpoint = work / "model"
+        save_s = save_checkpoint(s, checkpoint, tokenizer, device)
+        overrides = [f"model.name_or_path={checkpoint}", f"data.path={data}", "run.generations=1",
+                     f"data.max_train_blocks={blocks}",
+                     f"data.max_eval_blocks={sizes.protocol_eval_blocks}", "train.epochs=1", "train.gen0_epochs=1",
+                     "run.keep_checkpoints=last", f"run.out_dir={work / 'runs'}", f"run.name={name}", *extra,
+                     *sizes.protocol_overrides]
         if device.type == "cpu":
-            args.append("train.precision=fp32")  # bf16 autocast on a CPU measures nothing a GPU run would do
+            overrides.append("train.precision=fp32")  # bf16 autocast on a CPU measures nothing a GPU run would do
+        path = REPO / "configs" / f"{name}.yaml"
         t = time.perf_counter()
-        if main(args) != 0:
-            raise RuntimeError(f"testbed {' '.join(args)} failed")
+        if main(["run", str(path), *overrides]) != 0:
+            raise RuntimeError(f"testbed run {path} {' '.join(overrides)} failed")
         total = time.perf_counter() - t
         run = work / "runs" / name
         timing = [json.loads((run / f"gen_{g:03d}" / "timing.json").read_text()) for g in (0, 1)]
-        rows = rundir.read_jsonl(run / "metrics.jsonl")
+        cfg = config.load(path, overrides)
+        counted = counts(cfg)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    return {"gen0": timing[0]["seconds"], "gen1": timing[1]["seconds"],
-            "validation_s": [x["train_validation_s"] for x in timing], "save_s": save_s, "total_s": total,
-            "train_blocks": rows[0]["train_composition"]["human"], "batch_sizes": timing[1]["batch_sizes"],
-            "train_tokens_per_s": timing[1]["train_tokens_per_s"]}
-
-
-def project(measured: dict, cfg: config.Config, runs: int) -> dict:
-    """Wall time of a full protocol from one measured generation (generations 0 and 1, one epoch each).
-    Generation, scoring, curation with mixing, and training steps grow with the training set: scaled by
-    WikiText-2's training blocks over the measured ones, training also by the config's epochs. Validation
-    (once an epoch, on WikiText-2's full valid split already) scales by epochs only; evaluation is counted as
-    measured, a checkpoint save once per generation, and the rest of the measured run (loading, tokenizing)
-    once."""
-    scale = WIKITEXT2_BLOCKS["train"] / measured["train_blocks"]
-    g0, g1 = measured["gen0"], measured["gen1"]
-    v0, v1 = measured["validation_s"]
-    save = measured["save_s"]
-    gen0_epochs = cfg.train.gen0_epochs or cfg.train.epochs
-    overhead = max(0.0, measured["total_s"] - sum(g0.values()) - sum(g1.values()) - 2 * save)
-    gen0 = ((g0["train"] - v0) * scale + v0) * gen0_epochs + g0["evaluate"]
-    later = (g1["generate"] + g1["score"] + g1.get("curate_mix", 0.0)) * scale \
-        + ((g1["train"] - v1) * scale + v1) * cfg.train.epochs + g1["evaluate"]
-    generations = cfg.run.generations
-    run_s = gen0 + generations * later + (generations + 1) * save + overhead
-    # A Slurm array with a GPU per run runs them all at once: the wall time is one run's.
-    return {"run_hours": run_s / 3600, "runs": runs, "serial_hours": runs * run_s / 3600, "array_hours": run_s / 3600,
-            "per_generation_s": later, "gen0_s": gen0, "saves_s": (generations + 1) * save, "overhead_s": overhead,
-            "scale": scale}
-
-
-def protocol(name: str, shape: Shape, extra: list[str], projected: list[str], sizes: Sizes, work: Path,
-             device: torch.device) -> dict:
-    """The measured generation and the projection of each config it stands for."""
-    m = run_protocol(name, shape, extra, sizes, work, device)
-    configs = {p: config.load(REPO / "configs" / f"{p}.yaml", extra) for p in projected}
-    return {"measured": m, "projected": {p: project(m, cfg, run_count(cfg)) for p, cfg in configs.items()}}
+    n = parameters(s)
+    model = plan.Model(shape_name, s.config.model_type, n)
+    identity = {"shape": shape_name, "model_type": s.config.model_type, "parameters": n}
+    measured_ = {"gen0": timing[0]["seconds"], "gen1": timing[1]["seconds"], "total_s": total,
+                 "validation_s": [x["train_validation_s"] for x in timing], "batch_sizes": timing[1]["batch_sizes"],
+                 "train_blocks": counted.train, "valid_blocks": counted.valid, "test_blocks": counted.test}
+    entry = {**identity, "measured": measured_, "save": {**identity, "seconds": save_s, "bytes_per_s": 4 * n / save_s}}
+    # Start-up: all but the two generations' stages and their saves (loading, tokenizing, the zero-shot
+    # evaluation and the human baseline).
+    entry["startup_s"] = total - sum(timing[0]["seconds"].values()) - sum(timing[1]["seconds"].values()) - 2 * save_s
+    check = plan.parse_gpu_check(result, str(out))
+    planned = {f"gen{g}": plan.stage_seconds(cfg, model, counted, check, g) for g in (0, 1)}
+    entry["planned"] = planned
+    entry["other_per_generation_s"] = max(0.0, sum(timing[1]["seconds"].values()) - sum(planned["gen1"].values()))
+    return entry
 
 
 def table(result: dict) -> str:
     """The printed summary of what has been measured so far (a failed stage: its error)."""
     lines = [f"device: {result['device']}   mode: {result['mode']}   torch {result['torch']}   "
              f"took {result.get('seconds', 0):.0f} s", ""]
-    m = result["model"]
-    if "parameters" in m:
-        lines.append(f"{m['name']} ({m['parameters'] / 1e6:.1f}M parameters, random weights)")
-    lines.append(f"{'stage':<30}{'fp32 tok/s':>12}{'bf16 tok/s':>12}{'batch':>7}"
-                 f"{'GiB fp32/bf16 (reserved)':>34}")
 
     def gb(x: dict) -> str:
-        return "-" if x["peak_gb"] is None else f"{x['peak_gb']:.1f} ({x['reserved_gb']:.1f})"
+        return "-" if x.get("peak_gb") is None else f"{x['peak_gb']:.1f} ({x['reserved_gb']:.1f})"
 
-    def failed(label: str, entry: dict) -> str:
-        return f"{label:<30}failed: {entry['error'].splitlines()[0][:100]}"
+    def failed(entry: dict) -> str:
+        return "failed: " + entry["error"].splitlines()[0][:100]
 
-    beam = f"beam-5 generation {m.get('tokens', '')}->{m.get('tokens', '')}"
-    for key, label in (("train", "train (validation apart)"), ("beam5", beam), ("sampling", "sampling (top-p)"),
-                       ("evaluation", "evaluation")):
-        if not m.get(key):
-            continue
-        if "error" in m[key]:
-            lines.append(failed(label, m[key]))
-            continue
-        a, b = m[key]["fp32"], m[key]["bf16"]
-        lines.append(f"{label:<30}{a['tokens_per_s']:>12,.0f}{b['tokens_per_s']:>12,.0f}{a['batch']:>7}"
-                     f"{gb(a) + ' / ' + gb(b):>34}")
-    if m.get("beam5_largest"):
-        big, label = m["beam5_largest"], "beam-5, largest batch (bf16)"
-        if "error" in big:
-            lines.append(failed(label, big))
-        else:
-            lines.append(f"{label:<30}{'':>12}{big['tokens_per_s']:>12,.0f}{big['batch']:>7}{gb(big):>34}")
-            if big["skipped"]:
-                s = big["skipped"]
-                lines.append(f"  batch {s['batch']} not tried: its KV cache ({s['kv_cache_gb']:.1f} GiB) exceeds "
-                             f"the free memory ({s['free_gb']:.1f} GiB)")
-    lines += ["", f"{'config (measured on: one generation)':<58}{'gen1 stages (s)':<38}{'run h':>7}{'runs':>6}"
-                  f"{'serial h':>10}{'array h':>9}"]
+    rows = [[r["shape"], r["stage"], r["precision"], str(r.get("ran_batch", r["batch"])), r["variant"] or "-",
+             str(r["sequence"]), f"{r['tokens_per_s']:,.0f}" if "tokens_per_s" in r else failed(r) if "error" in r
+             else "...", gb(r)] for r in result["rates"]]
+    if rows:
+        lines += [plan.format_table(["shape", "stage", "precision", "batch", "variant", "tokens", "tokens/s",
+                                     "GiB (reserved)"], rows), ""]
+    for r in result["rates"]:
+        if r.get("skipped"):
+            s = r["skipped"]
+            lines.append(f"{r['shape']} {r['variant']} batch {s['batch']} not tried: its KV cache "
+                         f"({s['kv_cache_gb']:.1f} GiB) exceeds the free memory ({s['free_gb']:.1f} GiB)")
+    rows = []
     for p in result["protocols"]:
+        label = f"{p['config']} ({p['shape']})"
         if "error" in p:
-            lines.append(failed(f"{p['config']} ({p['model']})", p))
-        if "projected" not in p:
-            continue
-        stages = " ".join(f"{k[:3]} {v:.1f}" for k, v in p["measured"]["gen1"].items())
-        for name, j in p["projected"].items():
-            lines.append(f"{name + ' (' + p['model'] + ')':<58}{stages:<38}{j['run_hours']:>7.2f}{j['runs']:>6}"
-                         f"{j['serial_hours']:>10.1f}{j['array_hours']:>9.2f}")
+            rows.append([label, failed(p), "", "", ""])
+        if "planned" in p:
+            stages = " ".join(f"{k[:3]} {v:.1f}/{p['planned']['gen1'].get(k, 0):.1f}"
+                              for k, v in p["measured"]["gen1"].items())
+            rows.append([label, stages, f"{p['startup_s']:.0f}", f"{p['other_per_generation_s']:.0f}",
+                         f"{p['save']['bytes_per_s'] / 2**20:,.0f}"])
+    if rows:
+        lines += ["", plan.format_table(["one generation of", "gen 1 stages, s measured/planned", "start-up s",
+                                         "other s a generation", "save MiB/s"], rows)]
     return "\n".join(lines)
 
 
@@ -470,20 +498,25 @@ def main(argv: list[str] | None = None) -> int:
         from testbed.model import reproducible_cpu
 
         reproducible_cpu(None)
-    shapes, sizes = (TINY, TINY_SIZES) if a.tiny else (FULL, GPU_SIZES)
-    result: dict = {"device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
-                    "mode": "tiny" if a.tiny else "full", "torch": torch.__version__,
-                    "model": {"name": shapes["opt-125m"].name}, "protocols": []}
+    sizes = TINY_SIZES if a.tiny else GPU_SIZES
+    cuda = device.type == "cuda"
+    result: dict = {"format": FORMAT, "device": torch.cuda.get_device_name() if cuda else "cpu",
+                    "memory_bytes": torch.cuda.get_device_properties(device).total_memory if cuda else None,
+                    "mode": "tiny" if a.tiny else "full", "torch": torch.__version__, "rates": [], "protocols": []}
     out = Path(a.out)
     check = Check(out, result)
-    check.stage("model", result["model"],
-                lambda: measure_model(shapes["opt-125m"], sizes, device, check, result["model"]) or {})
+    from accelerate import Accelerator
+
+    accelerator = Accelerator(cpu=device.type == "cpu")
+    todo = items(sizes)
+    for name in dict.fromkeys(i.shape for i in todo):
+        measure_shape(name, [i for i in todo if i.shape == name], sizes, device, accelerator, check)
     with tempfile.TemporaryDirectory(dir=a.work) as tmp:
-        for name, shape, extra, projected in PROTOCOLS:
-            entry = {"config": name, "model": shapes[shape].name}
+        for name, shape_name, extra in PROTOCOLS:
+            entry = {"config": name, "shape": shape_name}
             result["protocols"].append(entry)
-            check.stage(name, entry, partial(protocol, name, shapes[shape], extra, projected, sizes,
-                                             Path(tmp) / name, device))
+            check.stage(f"one generation of {name}", entry, partial(protocol, name, shape_name, extra, sizes,
+                                                                    Path(tmp) / name, device, result, out))
     print(table(result))
     print(f"\nwrote {out} and {out.with_suffix('.txt')}")
     return 0

@@ -6,7 +6,7 @@ model's config.
 Each model at the settings of configs/model-size-pythia-wikitext2.yaml (the paper's: blocks of 64 tokens,
 batch 128, bf16 autocast, beam-5 generation of 64 tokens after 64 at batch 256), with full fine-tuning, and
 with LoRA (rank 16, peft's default modules) and gradient checkpointing. Hub models' shapes come from the
-local cache or configs/model-shapes/. Prints a Markdown table.
+local cache or testbed/model_shapes/. Prints a Markdown table.
 """
 
 from __future__ import annotations

@@ -150,7 +150,8 @@ def cmd_plan(ns: argparse.Namespace) -> int:
     path, overrides = _split_args(ns.args)
     _config_file(path)
     gpu_check = plan.load_gpu_check(ns.gpu_check) if ns.gpu_check else None
-    print(plan.report(path, sweep_configs(path, overrides), gpu_check))
+    memory = plan.parse_memory(ns.gpu_memory) if ns.gpu_memory else None
+    print(plan.report(path, overrides, sweep_configs(path, overrides), gpu_check, memory))
     return 0
 
 
@@ -272,6 +273,8 @@ def build_parser() -> argparse.ArgumentParser:
                                      "computed from the model's config; with --gpu-check, the projected time")
     pl.add_argument("args", nargs="*", metavar="CONFIG key.sub=value")
     pl.add_argument("--gpu-check", metavar="JSON", help="the JSON scripts/gpu_check.py wrote: projects each run's time")
+    pl.add_argument("--gpu-memory", metavar="SIZE", help="the GPU's memory, e.g. 80GiB or 80GB: says whether each run "
+                    "fits it (default: the GPU check's device)")
     pl.set_defaults(func=cmd_plan)
 
     s = command("sweep", help="run the grid of runs of a config (its sweep section and key=v1,v2 axes)")

@@ -23,7 +23,9 @@ import torch
 from testbed import rundir
 from testbed.config import ConfigError
 
-LOCK_FILE = Path(__file__).resolve().parent.parent / "requirements.lock"
+# The lock the package ships (package data: in a checkout a link to the repository's requirements.lock), so an
+# installed package still reports whether its environment matches the pinned versions.
+LOCK_FILE = Path(__file__).resolve().parent / "requirements.lock"
 PORTABLE_ENV = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "COMPATIBLE"}
 # MKL's code-path numbers (mkl_cbwr_get), as MKL_CBWR names them.
 _MKL_BRANCHES = {1: "OFF", 2: "AUTO", 3: "COMPATIBLE", 4: "SSE2", 6: "SSSE3", 7: "SSE4_1", 8: "SSE4_2", 9: "AVX",
@@ -62,8 +64,8 @@ def mkl_branch() -> str | None:
 
 
 def lock(path: Path = LOCK_FILE) -> dict[str, Any]:
-    """The lock file's sha256 and whether the installed versions match its pins (null outside a checkout,
-    where there is no lock file); `lock_differs` names the packages that do not."""
+    """The lock file's sha256 and whether the installed versions match its pins (null where there is no lock
+    file); `lock_differs` names the packages that do not."""
     if not path.is_file():
         return {"lock_sha256": None, "lock_matches": None, "lock_differs": []}
     text = path.read_text(encoding="utf-8")
