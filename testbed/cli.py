@@ -50,9 +50,9 @@ def _resolve(args: list[str], resume: bool) -> tuple[config.Config, Path, str | 
             raise rundir.RunDirError(f"{path} is a run directory: pass --resume to continue it")
         run_dir = Path(path)
         _check_run_dir(run_dir)
-        cfg = config.load(run_dir / "config.yaml", overrides, saved=True)
+        cfg = config.load_run(run_dir / "config.yaml", overrides, saved=True)
         return cfg, run_dir, str(run_dir / "config.yaml")
-    cfg = config.load(_config_file(path, " (or a run directory, with --resume)"), overrides)
+    cfg = config.load_run(_config_file(path, " (or a run directory, with --resume)"), overrides)
     if resume and cfg.run.name is None:
         raise ConfigError("config key 'run.name': --resume needs the run's name (run.name=NAME) or its directory")
     cfg.run.name = cfg.run.name or rundir.default_name(path)

@@ -107,14 +107,33 @@ def test_yaml_type_errors_and_sections(tmp_path: Path):
 
 
 @pytest.mark.parametrize("text, message", [
-    ("- a\n- b\n", "must hold a mapping"),
-    ("train: [unclosed\n", "is not valid YAML"),
+    ("- a\n- b\n", "must hold a mapping of sections, got list"),
+    # A YAML error keeps what the parser was doing, the cause, and where.
+    ("train: [unclosed\n", "is not valid YAML: while parsing a flow sequence (line 1, column 8): expected ',' or "
+                           "']', but got '<stream end>' (line 2, column 1)"),
+    ("train:\n  lr: 0.1\n\tepochs: 2\n", "is not valid YAML: while scanning for the next token: found character "
+                                       "'\\t' that cannot start any token (line 3, column 1)"),
+    # safe_load would keep the last of two values silently.
+    ("train:\n  lr: 0.1\n  epochs: 2\n  lr: 0.2\n", "is not valid YAML: key 'lr' appears twice in one mapping "
+                                                  "(lines 2 and 4)"),
+    ("train: {lr: 0.1}\nmixing: {}\ntrain: {epochs: 2}\n", "key 'train' appears twice in one mapping (lines 1 and 3)"),
+    # An empty file is refused, not run as the default.
+    ("", "is empty: leave it out to run the built-in default"),
+    ("# nothing set yet\n", "is empty: leave it out to run the built-in default"),
 ])
 def test_bad_files(tmp_path: Path, text, message):
     f = tmp_path / "c.yaml"
     f.write_text(text)
-    with pytest.raises(ConfigError, match=message):
+    with pytest.raises(ConfigError) as exc:
         config.load(f)
+    assert str(exc.value).startswith(f"config file {f} ") and message in str(exc.value), str(exc.value)
+
+
+def test_a_merge_key_may_repeat_the_keys_it_merges(tmp_path: Path):
+    f = tmp_path / "c.yaml"
+    f.write_text("train: &fast {lr: 0.01, epochs: 1}\npretrain:\n  <<: *fast\n  lr: 0.02\n")
+    cfg = config.load(f)
+    assert (cfg.train.lr, cfg.pretrain.lr, cfg.pretrain.epochs) == (0.01, 0.02, 1)
 
 
 def test_missing_file():
@@ -128,6 +147,21 @@ def test_data_path_implies_files(tmp_path: Path):
     assert config.load(f, ["data.path=/some/dir"]).data.source == "files"
     assert config.load(f, ["data.path=/some/dir", "data.source=hf"]).data.source == "hf"
     assert config.load(None, ["data.path=/x"]).data.source == "files"
+
+
+def test_a_sweep_run_s_config_is_the_one_its_command_loads(tmp_path: Path, monkeypatch):
+    """A sweep builds each run's config in-process from the loaded file and the run's overrides (naming,
+    sharing, validation); `testbed run FILE OVERRIDES` loads the same: data.path alone means data.source=files,
+    and a relative path is the current directory's."""
+    monkeypatch.chdir(tmp_path)
+    f = tmp_path / "c.yaml"
+    f.write_text("train: {epochs: 3}\n")
+    run = config.overridden(config.load(f), ["data.path=corpus", "tokenizer.name_or_path=./tok"])
+    assert (run.data.source, run.data.path) == ("files", str(tmp_path / "corpus"))
+    assert run.tokenizer.name_or_path == str(tmp_path / "tok")
+    assert run == config.load(f, ["data.path=corpus", "tokenizer.name_or_path=./tok"])
+    # A sweep setting's values (dotted keys, YAML types) give the same config as well.
+    assert config.merge_values(config.load(f), {"data.path": "corpus"}) == config.load(f, ["data.path=corpus"])
 
 
 def test_round_trip_and_diff():
@@ -201,6 +235,65 @@ def test_every_key_is_described(capsys):
     listed = [line.split("  ")[0] for line in capsys.readouterr().out.splitlines() if not line.startswith(" ")]
     assert listed and all(k.startswith("sweep.slurm.") for k in listed) and "sweep.slurm.gpus_per_run" in listed
     assert "accumulate_subsample" in config.describe_keys("mixing.strategy")[0].comment
+
+
+def test_keys_shows_a_key_s_whole_comment(capsys):
+    """`testbed keys KEY` prints the comment lines above the field in schema.py, joined, and wrapped."""
+    from testbed.cli import main
+
+    text = ("What generation g >= 1 trains on. replace: only the synthetic data of model g-1; fixed_fraction: that "
+            "data with human_fraction of human examples; accumulate: the human data and every synthetic set so far; "
+            "accumulate_subsample: that accumulated pool subsampled to the size of the human set")
+    [doc] = config.describe_keys("mixing.strategy")
+    assert (doc.type, doc.default, doc.comment) == ("replace | fixed_fraction | accumulate | accumulate_subsample",
+                                                    "replace", text)
+    assert main(["keys", "mixing.strategy"]) == 0
+    head, *body = capsys.readouterr().out.splitlines()
+    assert head == "mixing.strategy  replace | fixed_fraction | accumulate | accumulate_subsample = replace"
+    assert " ".join(line.strip() for line in body) == text and all(len(line) <= 100 for line in body)
+    # A comment at the end of the field's line, after the lines above it.
+    assert config.describe_keys("train.gen0_epochs")[0].comment == \
+        "generation 0 (e.g. from scratch) may need more; null = epochs"
+
+
+@pytest.mark.parametrize("file, overrides, message", [
+    # The value a new user expects to matter: 50% human data, but no generation mixes fixed_fraction.
+    ("mixing: {human_fraction: 0.5}\n", [], "config key 'mixing.human_fraction': {file} sets 0.5, which this run "
+     "ignores: it is read only with mixing.strategy=fixed_fraction in some generation"),
+    ("", ["mixing.human_fraction=0.5"], "config key 'mixing.human_fraction': the command line sets 0.5, which this "
+     "run ignores"),
+    ("pretrain: {epochs: 4}\n", [], "config key 'pretrain.epochs': {file} sets 4, which this run ignores: it is read "
+     "only with pretrain.source builtin or files"),
+    ("curate: {minhash_threshold: 0.5}\n", [], "config key 'curate.minhash_threshold': {file} sets 0.5, which this "
+     "run ignores: it is read only with curate.dedup=minhash"),
+    ("generation: {mode: unconditional, prompt_tokens: 8}\n", [], "config key 'generation.prompt_tokens': {file} "
+     "sets 8, which this run ignores: it is read only with generation.mode=prompted"),
+    ("data: {source: hf, hf_name: wikitext, path: /some/dir}\n", [], "config key 'data.path': {file} sets "
+     "'/some/dir', which this run ignores: it is read only with data.source=files"),
+    # On a resume the saved config's values stand; the command line's are checked.
+    ("SAVED", ["train.lora.rank=4"], "config key 'train.lora.rank': the command line sets 4, which this run ignores"),
+])
+def test_a_run_refuses_a_value_it_would_ignore(file, overrides, message, tmp_path: Path):
+    f = tmp_path / "c.yaml"
+    f.write_text(config.to_yaml(config.load(None)) if file == "SAVED" else file or "train: {epochs: 2}\n")
+    config.load(f, overrides)  # a valid config: a sweep over it may still read the value
+    with pytest.raises(ConfigError) as exc:
+        config.load_run(f, overrides, saved=file == "SAVED")
+    assert str(exc.value).startswith(message.format(file=f)), str(exc.value)
+
+
+def test_a_run_takes_a_default_value_and_what_its_command_line_chose(tmp_path: Path):
+    f = tmp_path / "c.yaml"
+    f.write_text("mixing: {strategy: fixed_fraction, human_fraction: 0.5, human_pool: fresh}\n")
+    # The command line chose replace for this run of a fixed_fraction file: the file's fraction is not an error.
+    assert config.load_run(f, ["mixing.strategy=replace", "mixing.human_pool=reuse"]).mixing.human_fraction == 0.5
+    # A key set to its default changes nothing (a sweep's run sets human_pool back to reuse like this).
+    f.write_text("mixing: {human_fraction: 0.1, human_pool: reuse}\ncurate: {z_threshold: 4.0}\n")
+    assert config.load_run(f) == config.load(None)
+    # A file with a sweep section is the shared part of its runs: its values need not reach every run.
+    f.write_text("mixing: {human_fraction: 0.5}\nsweep:\n  settings:\n    - {mixing.strategy: replace}\n"
+                 "    - {mixing.strategy: fixed_fraction}\n")
+    assert config.load_run(f, ["mixing.strategy=replace"]).mixing.human_fraction == 0.5
 
 
 def test_a_mapping_key_on_the_command_line_adds_to_the_files_entries(tmp_path):

@@ -62,6 +62,8 @@ def _one_line_or_ok(code: int, out: str, err: str) -> None:
 @settings(max_examples=100, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
 @given(text=FILE | st.text(max_size=40), overrides=st.lists(OVERRIDE, max_size=3))
 @example(text="train: {lr: .nan}", overrides=["train.epochs=1e400"])
+@example(text="train:\n  lr: 1\n\tepochs: 2\ntrain: {}\n", overrides=[])  # a YAML error's message spans lines
+@example(text="mixing: {human_fraction: 0.5}\nsweep: {grid: {run.seed: [0, 1]}}\n", overrides=[])
 def test_bad_configs_give_ok_or_one_line_naming_the_key(text, overrides, tmp_path_factory, capsys):
     capsys.readouterr()
     f = _write(tmp_path_factory.mktemp("fuzz"), text)

@@ -1,8 +1,10 @@
 """Applying values to a config: the layers (dataclass defaults < YAML file < CLI overrides), type-directed
 merging whose errors name the key, paths made absolute, and the resolved config written back as YAML.
 
-A mapping key (eval.corpora, sweep.grid, sweep.slurm.additional) takes the entries a later layer names
-beside those of the earlier ones. Every problem is raised as a ConfigError whose message names the key.
+Every way into a config (a file, the command line, a run's saved config, a sweep's run) goes through `apply`,
+so they all merge, resolve paths, infer data.source and check alike. A mapping key (eval.corpora, sweep.grid,
+sweep.slurm.additional) takes the entries a later layer names beside those of the earlier ones. Every problem
+is raised as a ConfigError whose message names the key or the file.
 """
 
 from __future__ import annotations
@@ -12,14 +14,16 @@ import dataclasses
 import difflib
 import os
 import typing
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
+from yaml.constructor import ConstructorError
 
-from testbed.config.checks import check
+from testbed.config.checks import check, unread_keys
 from testbed.config.coerce import coerce, field_types, unwrap_optional
-from testbed.config.schema import Config, ConfigError, PretrainConfig, require
+from testbed.config.schema import Config, ConfigError, require
 
 
 def _merge(obj: Any, values: dict[str, Any], prefix: str, from_cli: bool) -> None:
@@ -64,18 +68,56 @@ def _nest(flat: dict[str, Any]) -> dict[str, Any]:
     return nested
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a key named twice in one mapping (safe_load keeps the last one silently)."""
+
+    def construct_mapping(self, node: yaml.Node, deep: bool = False) -> dict[Any, Any]:
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[Any, yaml.Node] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *anchor` may repeat keys it merges
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    first = seen.setdefault(key, key_node)
+                except TypeError:  # an unhashable key: SafeLoader's own error says so
+                    continue
+                if first is not key_node:
+                    raise ConstructorError(problem=f"key {key!r} appears twice in one mapping (lines "
+                                                   f"{first.start_mark.line + 1} and {key_node.start_mark.line + 1})")
+        return super().construct_mapping(node, deep)
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """A YAML error in one line: what the parser was doing, the cause, and where (line, column)."""
+    if not isinstance(exc, yaml.MarkedYAMLError):
+        return " ".join(str(exc).split()) or type(exc).__name__
+
+    def at(mark: Any) -> str:
+        return f" (line {mark.line + 1}, column {mark.column + 1})"
+
+    problem = (exc.problem or "") + (at(exc.problem_mark) if exc.problem_mark else "")
+    if not exc.context:
+        return problem
+    context_at = exc.context_mark and (exc.problem_mark is None or exc.context_mark.line != exc.problem_mark.line)
+    return exc.context + (at(exc.context_mark) if context_at else "") + (f": {problem}" if problem else "")
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a config file with yaml.safe_load; a missing, unparsable or non-mapping file is a ConfigError."""
+    """Read a config file; a missing, empty, unparsable or non-mapping file, or one that names a key twice in
+    a mapping, is a ConfigError naming it (and for a YAML error, its line and column)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ConfigError(f"config file {path} is not valid YAML: {first}") from None
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)  # a SafeLoader
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {_yaml_problem(exc)}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {path} is not UTF-8 text: {exc}") from None
     if data is None:
-        return {}
+        raise ConfigError(f"config file {path} is empty: leave it out to run the built-in default, or write the "
+                          "keys to change (testbed keys lists them)")
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a mapping of sections, got {type(data).__name__}")
     return data
@@ -108,27 +150,66 @@ def resolve_corpus(value: Any, base: Path) -> Any:
     return resolve_path("eval.corpora", value, base)
 
 
-def _resolve_file_paths(values: dict[str, Any], base: Path) -> None:
-    """Make the relative paths of a config file's values (its sweep settings and grid included) absolute
-    against `base`, the file's directory, in place."""
+@dataclass(frozen=True)
+class Layer:
+    """One layer of values: a mapping of sections as YAML types it (a config file), or `key.sub=value` strings
+    (the command line, a sweep's run), and the directory its relative paths are relative to (None: kept as
+    written, as in a run's saved config, whose paths were resolved when it began)."""
+
+    values: dict[str, Any] | list[str]
+    base: Path | None = Path()
+
+    def nested(self) -> dict[str, Any]:
+        return self.values if isinstance(self.values, dict) else _nest(parse_overrides(self.values))
+
+    def keys(self) -> set[str]:
+        """The dotted keys the layer names (a mapping key's entries as KEY.NAME)."""
+        return set(flatten(self.nested()))
+
+
+def _resolve_paths(cfg: Config, values: dict[str, Any], base: Path) -> None:
+    """Make the relative paths that the layer `values` set on `cfg` absolute against `base`, in place: the
+    PATH_KEYS, eval.corpora entries, and the PATH_KEYS of sweep settings and grid axes."""
     for key in PATH_KEYS:
         section, name = key.split(".")
-        if isinstance(values.get(section), dict) and name in values[section]:
-            values[section][name] = resolve_path(key, values[section][name], base)
-    corpora = (values.get("eval") or {}).get("corpora") if isinstance(values.get("eval"), dict) else None
-    if isinstance(corpora, dict):
-        values["eval"]["corpora"] = {k: resolve_corpus(v, base) for k, v in corpora.items()}
-    sweep = values.get("sweep") if isinstance(values.get("sweep"), dict) else {}
-    for setting in sweep.get("settings") or []:
-        if isinstance(setting, dict):
-            for key in PATH_KEYS:
-                if key in setting:
-                    setting[key] = resolve_path(key, setting[key], base)
-    grid = sweep.get("grid")
-    if isinstance(grid, dict):
-        for key in PATH_KEYS:
-            if isinstance(grid.get(key), list):
-                grid[key] = [resolve_path(key, v, base) for v in grid[key]]
+        if name in values.get(section, {}):
+            obj = getattr(cfg, section)
+            setattr(obj, name, resolve_path(key, getattr(obj, name), base))
+    for name in values.get("eval", {}).get("corpora", {}):
+        cfg.eval.corpora[name] = resolve_corpus(cfg.eval.corpora[name], base)
+    sweep = values.get("sweep", {})
+    if "settings" in sweep:
+        for setting in cfg.sweep.settings:
+            for key in set(PATH_KEYS) & set(setting):
+                setting[key] = resolve_path(key, setting[key], base)
+    for key in set(PATH_KEYS) & set(sweep.get("grid", {})):
+        cfg.sweep.grid[key] = [resolve_path(key, v, base) for v in cfg.sweep.grid[key]]
+
+
+def apply(cfg: Config, *layers: Layer) -> Config:
+    """A checked copy of `cfg` with the layers' values applied in order: merged by type (errors name the key),
+    relative paths made absolute against each layer's base, data.source=files inferred where a layer names
+    data.path alone, then every range and cross-field rule checked (checks.check) once all are on."""
+    out = copy.deepcopy(cfg)
+    for layer in layers:
+        values = layer.nested()
+        _merge(out, values, "", from_cli=not isinstance(layer.values, dict))
+        if layer.base is not None:
+            _resolve_paths(out, values, layer.base)
+        # Naming a directory of text files is unambiguous: it means source=files, unless the same layer
+        # names a source too (a later layer's source wins as any key does).
+        data = values.get("data", {})
+        if "path" in data and "source" not in data and out.data.path is not None:
+            out.data.source = "files"
+    check(out)
+    return out
+
+
+def _layers(path: str | Path | None, overrides: list[str] | None, saved: bool) -> tuple[Layer, ...]:
+    cli = Layer(overrides or [])
+    if path is None:
+        return (cli,)
+    return Layer(read_yaml(path), None if saved else Path(path).parent), cli
 
 
 def load(path: str | Path | None = None, overrides: list[str] | None = None, saved: bool = False) -> Config:
@@ -136,40 +217,46 @@ def load(path: str | Path | None = None, overrides: list[str] | None = None, sav
     absolute: the file's against its directory, the overrides' against the current one. `saved`: the file
     is a run directory's config.yaml, whose paths are kept as written (resolved when the run began; an
     older run's relative ones meant the current directory)."""
-    cfg = Config()
-    file_values = read_yaml(path) if path is not None else {}
-    if path is not None and not saved:
-        _resolve_file_paths(file_values, Path(path).parent)
-    _merge(cfg, file_values, "", from_cli=False)
-    flat = parse_overrides(overrides or [])
-    for key in PATH_KEYS:
-        if key in flat:
-            flat[key] = resolve_path(key, flat[key], Path())
-    for key in flat:
-        if key.startswith("eval.corpora."):
-            flat[key] = resolve_corpus(flat[key], Path())
-    _merge(cfg, _nest(flat), "", from_cli=True)
-    # Naming a directory of text files is unambiguous: it means source=files, unless a source is named
-    # on the command line too, or the file names both.
-    data_file = file_values.get("data") or {}
-    if cfg.data.path is not None and "data.source" not in flat and ("data.path" in flat or "source" not in data_file):
-        cfg.data.source = "files"
-    check(cfg)
+    return apply(Config(), *_layers(path, overrides, saved))
+
+
+def load_run(path: str | Path | None = None, overrides: list[str] | None = None, saved: bool = False) -> Config:
+    """The config of one run (`testbed run`, `validate`, each run of a sweep): `load`, refusing a value the run
+    would ignore (unread_keys: e.g. mixing.human_fraction when no generation mixes fixed_fraction). Refused:
+    such a key the command line sets, or the file sets unless the command line chose what makes the run
+    ignore it (mixing.strategy=replace on a fixed_fraction file). A value equal to the key's default is
+    allowed (it changes nothing, and a sweep's run may need it to undo the file's); so are the values of a
+    saved config and of a file with a sweep section, whose runs need not all read them (the sweep checks
+    that some run does)."""
+    layers = _layers(path, overrides, saved)
+    cfg = apply(Config(), *layers)
+    cli = layers[-1].keys()
+    from_file = set() if saved or path is None or cfg.sweep.settings or cfg.sweep.grid else layers[0].keys()
+    values, defaults = flatten(cfg.to_dict()), flatten(Config().to_dict())
+    for key, rule in unread_keys(cfg).items():
+        if values[key] == defaults[key]:
+            continue
+        if key in cli or key in from_file and not rule.decided_by(cli):
+            where = "the command line" if key in cli else str(path)
+            raise ConfigError(f"config key '{key}': {where} sets {values[key]!r}, which this run ignores: it is "
+                              f"read only with {rule.when}")
     return cfg
 
 
-def merge_values(cfg: Config, values: dict[str, Any]) -> None:
-    """Set dotted keys, typed as YAML gives them (a sweep setting's), on `cfg`, then check it."""
-    _merge(cfg, _nest(values), "", from_cli=False)
-    check(cfg)
+def merge_values(cfg: Config, values: dict[str, Any]) -> Config:
+    """A checked copy of `cfg` with dotted keys set, typed as YAML gives them (a sweep setting's)."""
+    return apply(cfg, Layer(_nest(values)))
 
 
 def overridden(cfg: Config, overrides: list[str]) -> Config:
-    """A checked copy of `cfg` with `key.sub=value` overrides applied (a sweep's run from its config)."""
-    out = copy.deepcopy(cfg)
-    _merge(out, _nest(parse_overrides(overrides)), "", from_cli=True)
-    check(out)
-    return out
+    """A checked copy of `cfg` with `key.sub=value` overrides applied (a sweep's run from its config), as
+    `load` applies the command line's."""
+    return apply(cfg, Layer(overrides))
+
+
+def from_dict(values: dict[str, Any]) -> Config:
+    """Rebuild a Config from a resolved dict (e.g. a run directory's config.yaml), with checks; paths as written."""
+    return apply(Config(), Layer(values, base=None))
 
 
 def takes_list(key: str) -> bool:
@@ -180,28 +267,6 @@ def takes_list(key: str) -> bool:
         if not dataclasses.is_dataclass(obj):
             return False
     return typing.get_origin(unwrap_optional(field_types(type(obj)).get(leaf))[0]) is list
-
-
-# The keys of mixing.strategy fixed_fraction: a run in which no generation mixes that way reads none of them.
-FIXED_FRACTION_KEYS = ("mixing.human_fraction", "mixing.fixed_subset", "mixing.complementary", "mixing.human_pool")
-
-
-def unread_keys(cfg: Config) -> set[str]:
-    """Keys whose value does not change what this config's run computes (e.g. mixing.human_fraction when every
-    generation replaces or accumulates, the pretrain keys without pretraining)."""
-    strategies = {cfg.mixing.at(g).strategy for g in range(1, cfg.run.generations + 1)}
-    unread = set() if "fixed_fraction" in strategies else set(FIXED_FRACTION_KEYS)
-    if cfg.pretrain.source == "none":
-        unread |= {f"pretrain.{f.name}" for f in dataclasses.fields(PretrainConfig) if f.name != "source"}
-    return unread
-
-
-def from_dict(values: dict[str, Any]) -> Config:
-    """Rebuild a Config from a resolved dict (e.g. a run directory's config.yaml), with checks."""
-    cfg = Config()
-    _merge(cfg, values, "", from_cli=False)
-    check(cfg)
-    return cfg
 
 
 def to_yaml(cfg: Config) -> str:

@@ -7,8 +7,8 @@ import shlex
 import sys
 from pathlib import Path
 
-from testbed import config, rundir
-from testbed.sweep.grid import prepare, run_command
+from testbed import rundir
+from testbed.sweep.grid import prepare, run_command, sweep_config
 from testbed.sweep.local import run_local
 from testbed.sweep.slurm import submit_slurm, wait_slurm
 
@@ -42,7 +42,7 @@ def run_all(path: str, cli_items: list[str], out: str | None, list_only: bool, l
                   f"when the sweep is started again (testbed sweep --status {sweep_dir})", file=sys.stderr)
             return 130
     else:
-        slurm = dataclasses.replace(config.load(path).sweep.slurm,
+        slurm = dataclasses.replace(sweep_config(path, cli_items).sweep.slurm,
                                     **{k: v for k, v in (slurm_flags or {}).items() if v is not None})
         if gpus_per_run is not None:
             slurm.gpus_per_run = gpus_per_run

@@ -98,16 +98,43 @@ def check_setting_names(cfg: config.Config) -> None:
         raise ConfigError(f"config key 'sweep.settings': two settings share a name ({', '.join(given)})")
 
 
-def _resolve(cfg: config.Config, values: dict, grid: dict) -> tuple[dict, config.Config]:
-    """One run's values and config: `values` less the grid keys that the run does not read
-    (mixing.human_fraction under replace) as far as it stays valid without them, since such an axis makes
-    no runs that differ."""
+def _resolve(cfg: config.Config, values: dict) -> tuple[dict, config.Config]:
+    """One run's values and config: `values` less the keys that the run does not read (mixing.human_fraction
+    under replace) as far as it stays valid without them, so that its command sets nothing it ignores and an
+    axis over such a key makes no runs that differ."""
     run = config.overridden(cfg, [_override(k, v) for k, v in values.items()])
-    for key in sorted(config.unread_keys(run) & set(grid) & set(values)):
+    for key in sorted(config.unread_keys(run).keys() & values.keys()):
         fewer = {k: v for k, v in values.items() if k != key}
         with contextlib.suppress(ConfigError):
             run, values = config.overridden(cfg, [_override(k, v) for k, v in fewer.items()]), fewer
     return values, run
+
+
+def _check_read(cfg: config.Config, settings: list[dict], grid: dict, cli_axes: dict, read_by: list[set],
+                unread: list[dict[str, config.ReadIf]]) -> None:
+    """Every value the sweep is given reaches a run that reads it: each grid axis, each setting's keys (by a
+    run of that setting) and the config's own values that are not the default, unless an axis of the command
+    line decides that they are not read (data.path=DIR over a file's data.hf_name). `read_by`: the keys each
+    setting's runs were given; `unread`: what each run does not read."""
+
+    def when(key: str) -> str:
+        return next((f" (it is read only with {u[key].when})" for u in unread if key in u), "")
+
+    for key in grid:
+        if not any(key in read for read in read_by):
+            raise ConfigError(f"config key '{key}': no run of the sweep reads it{when(key)}")
+    for i, (setting, read) in enumerate(zip(settings, read_by)):
+        ignored = sorted(setting.keys() - grid.keys() - read)
+        if ignored:
+            raise ConfigError(f"sweep.settings[{i}]: config key '{ignored[0]}': no run of the setting reads it"
+                              f"{when(ignored[0])}")
+    values, defaults = config.flatten(cfg.to_dict()), config.flatten(config.Config().to_dict())
+    given = grid.keys() | {k for s in settings for k in s}
+    ignored = sorted(k for k in set.intersection(*(set(u) for u in unread)) - given
+                     if values[k] != defaults[k] and not unread[0][k].decided_by(cli_axes))
+    if ignored:
+        raise ConfigError(f"config key '{ignored[0]}': the config sets {values[ignored[0]]!r}, which no run of the "
+                          f"sweep reads{when(ignored[0])}")
 
 
 def expand(cfg: config.Config, cli_axes: dict[str, list]) -> list[SweepRun]:
@@ -116,8 +143,9 @@ def expand(cfg: config.Config, cli_axes: dict[str, list]) -> list[SweepRun]:
     a list or mapping, e.g. mixing.schedule); it is not a config key.
 
     A grid axis over a key that a setting sets replaces the setting's value there, and the setting's name,
-    which stood for that value, goes. A run leaves out the grid values it does not read (mixing.human_fraction
-    under replace), and runs that then compute the same thing under the same name are one run."""
+    which stood for that value, goes. A run leaves out the values it does not read (mixing.human_fraction
+    under replace), and runs that then compute the same thing under the same name are one run; a value that
+    no run reads is an error (_check_read)."""
     check_setting_names(cfg)
     grid = {**cfg.sweep.grid, **cli_axes}
     settings = [{k: v for k, v in s.items() if k != "name"} for s in cfg.sweep.settings] or [{}]
@@ -127,17 +155,18 @@ def expand(cfg: config.Config, cli_axes: dict[str, list]) -> list[SweepRun]:
              else s.get("name") for s, setting in zip(cfg.sweep.settings, settings)] or [None]
     made: list[tuple[str | None, dict, dict]] = []  # (setting name, setting, values) of each distinct run
     resolved: list[dict] = []
-    for name, setting in zip(names, settings):
+    read_by: list[set] = [set() for _ in settings]  # the keys each setting's runs are given
+    unread: list[dict[str, config.ReadIf]] = []
+    for name, setting, read in zip(names, settings, read_by):
         for combo in itertools.product(*grid.values()):
-            values, run_cfg = _resolve(cfg, {**setting, **dict(zip(grid, combo))}, grid)
-            run = {k: v for k, v in config.flatten(run_cfg.to_dict()).items() if k not in config.unread_keys(run_cfg)}
+            values, run_cfg = _resolve(cfg, {**setting, **dict(zip(grid, combo))})
+            read.update(values)
+            unread.append(config.unread_keys(run_cfg))
+            run = {k: v for k, v in config.flatten(run_cfg.to_dict()).items() if k not in unread[-1]}
             if (name, run) not in zip((m[0] for m in made), resolved):
                 made.append((name, setting, values))
                 resolved.append(run)
-    for key in grid:
-        if len(grid[key]) > 1 and not any(key in values for _, _, values in made):
-            raise ConfigError(f"config key '{key}': no run of the sweep reads it (e.g. mixing.human_fraction "
-                              "applies to mixing.strategy=fixed_fraction), so its values make no different runs")
+    _check_read(cfg, settings, grid, cli_axes, read_by, unread)
     # The keys whose value (or absence) differs between runs name them; a named setting stands for its own.
     keys = {k for _, _, values in made for k in values}
     varying = {k for k in keys if len({_value(v[k]) if k in v else None for _, _, v in made}) > 1}
@@ -179,12 +208,24 @@ def share_prefixes(runs: list[SweepRun], configs: list[config.Config], sweep_dir
     return sorted(runs, key=lambda r: depth[r.name])
 
 
+def _own_items(cli_items: list[str]) -> tuple[list[str], list[str]]:
+    """The command line's settings of the sweep itself (a sweep.* key other than sweep.grid.KEY, e.g.
+    sweep.slurm.time_min=30: they set how the sweep runs, not a run), and the other items (the axes)."""
+    own = [i for i in cli_items if i.startswith("sweep.") and not i.startswith("sweep.grid.")]
+    return own, [i for i in cli_items if i not in own]
+
+
+def sweep_config(path: str, cli_items: list[str]) -> config.Config:
+    """The sweep's config: the file with the command line's sweep.* settings on top (e.g. its Slurm request)."""
+    return config.load(path, _own_items(cli_items)[0])
+
+
 def prepare(path: str, cli_items: list[str], out: str | None, share: bool = False) -> tuple[Path, list[SweepRun]]:
     """Check every run's config (errors name the key) and decide the sweep directory: --out, else
     `<run.out_dir>/<config stem>-sweep` with run.out_dir from the command line or the config. With
     `share`, runs that would compute the same first generations share them (see share_prefixes)."""
-    cfg = config.load(path)
-    axes = parse_axes(cli_items)
+    cfg = sweep_config(path, cli_items)
+    axes = parse_axes(_own_items(cli_items)[1])
     if "run.name" in axes:
         raise ConfigError("config key 'run.name': a sweep names its runs by their values; it cannot be set")
     out_dir = axes.pop("run.out_dir", [cfg.run.out_dir])
@@ -193,7 +234,7 @@ def prepare(path: str, cli_items: list[str], out: str | None, share: bool = Fals
     if out is not None and "run.out_dir" in config.parse_overrides(cli_items):
         raise ConfigError("config key 'run.out_dir': give either run.out_dir or --out, not both")
     runs = expand(cfg, axes)
-    configs = [config.load(path, r.overrides) for r in runs]
+    configs = [config.load_run(path, r.overrides) for r in runs]  # as `testbed run` will check each
     for r, c in zip(runs, configs):
         r.generations, r.pretrained = c.run.generations, c.pretrain.source != "none"
     sweep_dir = (Path(out) if out else Path(out_dir[0]) / f"{Path(path).stem}-sweep").resolve()
