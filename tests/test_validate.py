@@ -98,3 +98,58 @@ def test_relative_paths_in_a_config_file_resolve_against_its_directory(tmp_path:
     saved.write_text("data: {path: corpus}\n")
     assert config.load(saved, saved=True).data.path == "corpus"
     assert config.load(saved).data.path == str(tmp_path / "corpus")
+
+
+def test_a_model_or_tokenizer_directory_must_hold_its_files(tmp_path: Path, capsys):
+    from testbed.sweep.validate import check_resources
+
+    model, tok = tmp_path / "model", tmp_path / "tok"
+    model.mkdir()
+    tok.mkdir()
+    _rejects([f"model.name_or_path={model}"], capsys, f"config key 'model.name_or_path': {model} holds no "
+             "config.json, so no model (save_pretrained writes one)")
+    (model / "config.json").write_text("{}")
+    _rejects([f"model.name_or_path={model}"], capsys, f"config key 'model.name_or_path': {model} holds no tokenizer "
+             "files (tokenizer_config.json, tokenizer.json, or vocab.json with merges.txt); or set "
+             "tokenizer.name_or_path")
+    _rejects([f"model.name_or_path={model}", f"tokenizer.name_or_path={tok}"], capsys,
+             f"config key 'tokenizer.name_or_path': {tok} holds no tokenizer files")
+    (tok / "vocab.json").write_text("{}")  # a byte-level BPE needs its merges too
+    _rejects([f"tokenizer.name_or_path={tok}"], capsys, "config key 'tokenizer.name_or_path'")
+    (tok / "merges.txt").write_text("")
+    check_resources(config.load(None, [f"model.name_or_path={model}", f"tokenizer.name_or_path={tok}"]))
+    (model / "tokenizer_config.json").write_text("{}")
+    check_resources(config.load(None, [f"model.name_or_path={model}"]))
+    _rejects([f"model.name_or_path={model / 'config.json'}"], capsys, "config key 'model.name_or_path': "
+             f"{model / 'config.json'} is not a directory")
+
+
+def test_a_value_the_run_ignores_is_refused(tmp_path: Path, capsys):
+    """50% human data without fixed_fraction mixing would run replace: one line naming the key and the file."""
+    path = tmp_path / "c.yaml"
+    path.write_text("mixing:\n  human_fraction: 0.5\n")
+    _rejects([str(path)], capsys, f"config key 'mixing.human_fraction': {path} sets 0.5, which this run ignores: "
+             "it is read only with mixing.strategy=fixed_fraction in some generation")
+    assert main(["run", str(path), f"run.out_dir={tmp_path}"]) == 2  # before any work
+    assert "config key 'mixing.human_fraction'" in capsys.readouterr().err and not list(tmp_path.glob("c-*"))
+    assert main(["validate", str(path), "mixing.strategy=fixed_fraction"]) == 0
+    capsys.readouterr()
+
+
+@pytest.mark.parametrize(("sweep", "message"), [
+    # no run of this setting reads its fraction, though the other setting's runs do
+    ("{settings: [{mixing.strategy: replace, mixing.human_fraction: 0.5}, {mixing.strategy: fixed_fraction}]}",
+     "sweep.settings[0]: config key 'mixing.human_fraction': no run of the setting reads it (it is read only with "
+     "mixing.strategy=fixed_fraction in some generation)"),
+    ("{grid: {run.seed: [0, 1]}}", "config key 'mixing.human_fraction': the config sets 0.5, which no run of the "
+                                   "sweep reads (it is read only with mixing.strategy=fixed_fraction"),
+    ("{grid: {mixing.strategy: [replace, accumulate]}}", "config key 'mixing.human_fraction': the config sets 0.5"),
+])
+def test_a_value_no_run_of_a_sweep_reads_is_refused(sweep: str, message: str, tmp_path: Path, capsys):
+    path = tmp_path / "sweep.yaml"
+    path.write_text(f"mixing: {{human_fraction: 0.5}}\nsweep: {sweep}\n")
+    _rejects([str(path)], capsys, message)
+    # the file's fraction is read where a run mixes fixed_fraction
+    path.write_text("mixing: {human_fraction: 0.5}\nsweep: {grid: {mixing.strategy: [replace, fixed_fraction]}}\n")
+    assert main(["validate", str(path)]) == 0
+    assert capsys.readouterr().out.startswith("ok: ")

@@ -1,6 +1,7 @@
 """`testbed validate`: what a run or every run of a sweep needs, checked before anything is queued.
 
-Beyond the config's own checks (config.check): local model, tokenizer and data paths exist; hub names resolve
+Beyond the config's own checks (config.check, and config.load_run's: no value the run ignores): local model,
+tokenizer and data paths exist and hold their files (config.json, tokenizer files); hub names resolve
 from the local cache when the hub is offline (HF_HUB_OFFLINE=1; online nothing is downloaded here); a sweep's
 settings and grid values each give a valid config, then every run of the grid does (as `sweep --list`).
 Every problem is a ConfigError naming the key.
@@ -32,12 +33,35 @@ def in_hub_cache(name: str, files: tuple[str, ...]) -> bool:
         return False
 
 
-def _check_name(key: str, name: str | None, files: tuple[str, ...]) -> None:
+def holds_tokenizer(directory: Path) -> bool:
+    """Whether a directory holds what the run loads a tokenizer from: save_pretrained's tokenizer_config.json
+    or tokenizer.json, or a byte-level BPE's vocab.json with merges.txt (model.load_tokenizer)."""
+    return any((directory / f).is_file() for f in ("tokenizer_config.json", "tokenizer.json")) or \
+        all((directory / f).is_file() for f in ("vocab.json", "merges.txt"))
+
+
+def _check_local(key: str, directory: Path, model: bool, tokenizer: bool) -> None:
+    """A local model (`model`) or tokenizer directory holds its files."""
+    if not directory.exists():
+        raise ConfigError(f"config key '{key}': {directory} does not exist")
+    if not directory.is_dir():
+        raise ConfigError(f"config key '{key}': {directory} is not a directory (save_pretrained writes one)")
+    if model and not (directory / "config.json").is_file():
+        raise ConfigError(f"config key '{key}': {directory} holds no config.json, so no model (save_pretrained "
+                          "writes one)")
+    if tokenizer and not holds_tokenizer(directory):
+        own = "; or set tokenizer.name_or_path" if model else ""
+        raise ConfigError(f"config key '{key}': {directory} holds no tokenizer files (tokenizer_config.json, "
+                          f"tokenizer.json, or vocab.json with merges.txt){own}")
+
+
+def _check_name(key: str, name: str | None, model: bool, tokenizer: bool) -> None:
+    """A model or tokenizer name: a local directory with its files, or a hub name (offline: in the cache)."""
     if name is None:
         return
+    files = (_MODEL_FILES if model else ()) + (_TOKENIZER_FILES if tokenizer else ())
     if is_local_path(name):
-        if not Path(name).expanduser().exists():
-            raise ConfigError(f"config key '{key}': {name} does not exist")
+        _check_local(key, Path(name).expanduser(), model, tokenizer)
     elif offline() and not in_hub_cache(name, files):
         from huggingface_hub.constants import HF_HUB_CACHE
 
@@ -61,12 +85,13 @@ def _check_dataset(cfg: Config) -> None:
 
 
 def check_resources(cfg: Config) -> None:
-    """Model, tokenizer and data: local paths exist, hub names resolve (offline: from the cache)."""
+    """Model, tokenizer and data: local paths exist and hold their files, hub names resolve (offline: from
+    the cache)."""
     if cfg.data.source == "files" and not Path(cfg.data.path).is_dir():  # type: ignore[arg-type]
         raise ConfigError(f"config key 'data.path': {cfg.data.path} is not a directory")
-    _check_name("model.name_or_path", cfg.model.name_or_path,
-                _MODEL_FILES + (_TOKENIZER_FILES if cfg.tokenizer.name_or_path is None else ()))
-    _check_name("tokenizer.name_or_path", cfg.tokenizer.name_or_path, _TOKENIZER_FILES)
+    _check_name("model.name_or_path", cfg.model.name_or_path, model=True,
+                tokenizer=cfg.tokenizer.name_or_path is None)  # the model's own tokenizer
+    _check_name("tokenizer.name_or_path", cfg.tokenizer.name_or_path, model=False, tokenizer=True)
     if cfg.data.source == "hf":
         _check_dataset(cfg)
 
@@ -74,8 +99,7 @@ def check_resources(cfg: Config) -> None:
 def _with(path: str | None, overrides: list[str], values: dict[str, Any], where: str) -> None:
     """The config with a sweep setting's or grid value's dotted keys on top checks, or the error names `where`."""
     try:
-        cfg = config.load(path, overrides)
-        config.merge_values(cfg, values)
+        config.merge_values(config.load(path, overrides), values)
     except ConfigError as exc:
         raise ConfigError(f"{where}: {exc}") from None
 
@@ -85,7 +109,7 @@ def sweep_configs(path: str | None, overrides: list[str]) -> list[tuple[str, Con
     value is checked alone first, so an error names it; then the runs, as `sweep --list` plans them."""
     cfg = config.load(path, overrides)
     if path is None or not (cfg.sweep.settings or cfg.sweep.grid):
-        return [("run", cfg)]
+        return [("run", config.load_run(path, overrides))]
     check_setting_names(cfg)
     for i, setting in enumerate(cfg.sweep.settings):
         label = f"sweep.settings[{i}]" + (f" ({setting['name']})" if "name" in setting else "")
@@ -96,7 +120,7 @@ def sweep_configs(path: str | None, overrides: list[str]) -> list[tuple[str, Con
         for v in values:
             _with(path, overrides, {key: v}, f"sweep.grid.{key}={v}")
     _, runs = prepare(path, overrides, None)
-    return [(r.name, config.load(path, r.overrides)) for r in runs]
+    return [(r.name, config.load_run(path, r.overrides)) for r in runs]
 
 
 def validate(path: str | None, overrides: list[str]) -> list[tuple[str, Config]]:
