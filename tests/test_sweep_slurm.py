@@ -163,6 +163,27 @@ def test_sbatch_scripts_carry_the_slurm_requests(cluster, tmp_path: Path, capsys
         assert f"#SBATCH {line}\n" in script.read_text()
 
 
+def test_slurm_requests_on_the_command_line_override_the_file_s(cluster, tmp_path: Path, capsys):
+    """`sweep.slurm.KEY=VALUE` after the config sets the sweep's own request, over the file's, as for any key
+    (it is no grid axis, and the runs' commands do not carry it). Held, so nothing runs."""
+    slurm = {"time_min": 10, "additional": {"hold": True}}
+    cfg = _tiny_sweep(tmp_path / "tiny.yaml", 1, {"grid": {"run.seed": [0, 1]}, "slurm": slurm})
+    sweep = tmp_path / "sweep"
+    assert main(["sweep", str(cfg), "sweep.slurm.time_min=3", "sweep.slurm.account=acme", "--launcher", "slurm",
+                 "--out", str(sweep)]) == 0
+    job = _job(sweep, "run.seed=0")["job_id"]
+    try:
+        limit = subprocess.run(["squeue", "-h", "-j", job, "-o", "%l"], capture_output=True, text=True).stdout
+        assert limit.strip() == "3:00"
+        shown = subprocess.run(["scontrol", "show", "job", job], capture_output=True, text=True).stdout
+        assert "TimeLimit=00:03:00" in shown and "Account=acme" in shown
+    finally:
+        subprocess.run(["scancel", job.split("_")[0]], check=True)
+    runs = json.loads((sweep / "sweep.json").read_text())["runs"]
+    assert [r["overrides"] for r in runs] == [["run.seed=0"], ["run.seed=1"]]
+    capsys.readouterr()
+
+
 def test_follower_waits_on_a_dependency_and_matches_unshared_runs(cluster, tmp_path: Path, capsys):
     cfg = _tiny_sweep(tmp_path / "tiny.yaml", 1, SHARED)
     shared, unshared = tmp_path / "shared", tmp_path / "unshared"
