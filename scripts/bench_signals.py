@@ -13,7 +13,7 @@ from pathlib import Path
 from transformers import AutoTokenizer
 
 from testbed import config
-from testbed.data import load_corpus, split_names, tokenize_corpus
+from testbed.data import load_corpus, tokenize_corpus
 from testbed.evaluation import eval_set, sample
 from testbed.metrics.perplexity import perplexity, sequence_nll
 from testbed.metrics.signals import embedding_diversity, next_token_stats, tail_token_mass, unigram_kl, valid_tokens
@@ -35,10 +35,10 @@ def main(run: Path) -> None:
     tokenizer = AutoTokenizer.from_pretrained(run / "tokenizer")
     tokenizer.padding_side = "left"
     corpus = load_corpus(cfg.data, cfg.run.seed)
-    tok = tokenize_corpus(corpus, tokenizer, cfg.data, split_names(cfg.data))
+    tok = tokenize_corpus(corpus, tokenizer, cfg.data)
     last = max(run.glob("gen_*/model"))
     model, gen0 = load_model(str(last)).eval(), load_model(str(run / "gen_000" / "model")).eval()
-    es = eval_set(cfg, tok, corpus.train, tokenizer.eos_token_id, model.get_input_embeddings().num_embeddings)
+    es = eval_set(cfg, corpus, tok, tokenizer, model.get_input_embeddings().num_embeddings)
     s = sample(model, cfg, es, tokenizer, 0)
     b, tokens = cfg.eval.batch_size, valid_tokens(s.ids, s.lengths)
     plain = best(lambda: perplexity(model, es.test_blocks, b))

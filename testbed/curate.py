@@ -12,16 +12,17 @@ from __future__ import annotations
 import math
 import re
 from functools import partial
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from testbed import language
+from testbed import language, rundir
 from testbed.config import Config, CurateConfig, WatermarkConfig
 from testbed.distributed import map_rows
 from testbed.generate import watermarking_config
 from testbed.metrics.perplexity import sequence_perplexities
-from testbed.mixing import HUMAN, SYNTHETIC, Examples
+from testbed.mixing import HUMAN, SYNTHETIC, Examples, accumulates, synthetic_texts
 from testbed.model import autocast
 
 KEPT = ""  # `dropped_by` of an example that passed every filter
@@ -88,6 +89,27 @@ class Deduplicator:
         return keep
 
 
+class RunDeduplication:
+    """The deduplicator each generation of a run filters with. Deduplication reaches back over earlier
+    generations only while their data stays in the pool (the generation's mixing accumulates): then one index of
+    every text that passed deduplication so far, rebuilt from the saved synthetic sets when accumulation begins
+    (or the run resumes), so a resumed run decides as an uninterrupted one."""
+
+    def __init__(self, cfg: Config, run_dir: Path):
+        self.cfg = cfg
+        self.run_dir = run_dir
+        self.index: Deduplicator | None = None  # while the pool accumulates: every text that passed so far
+
+    def of_generation(self, g: int) -> Deduplicator:
+        if not accumulates(self.cfg.mixing, g):
+            self.index = None
+            return Deduplicator(self.cfg.curate)
+        if self.index is None:
+            self.index = Deduplicator.rebuilt(self.cfg.curate, [synthetic_texts(rundir.gen_dir(self.run_dir, h) /
+                                                                                "synthetic") for h in range(1, g)])
+        return self.index
+
+
 # ---------------------------------------------------------------------------------------------
 # Verification and the perplexity filter.
 
@@ -100,6 +122,12 @@ def grammatical(texts: list[str], lang: language.Language | language.Mixture, pr
         sents = language.complete_sentences(t, leading_fragment=prompted)
         out[i] = all(np.isfinite(language.sentence_logprob(lang, s)) for s in sents)
     return out
+
+
+def perplexity_ceiling(baseline: dict) -> float:
+    """The perplexity filter's gibberish line: the 99th percentile of the human baseline's per-sequence
+    perplexities under generation 0 (none without a baseline)."""
+    return float(np.nanpercentile(baseline["ppl_gen0_per_sequence"], 99)) if baseline else np.inf
 
 
 def perplexity_filter(ppl: np.ndarray, keep_share: float, order: str, ceiling: float) -> np.ndarray:

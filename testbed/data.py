@@ -46,6 +46,11 @@ def prepare_lines(lines: list[str], preprocessing: str) -> list[str]:
     return [line + "\n" if line.strip() else "" for line in lines]
 
 
+def file_lines(path: Path, preprocessing: str) -> list[str]:
+    """The text units of a UTF-8 text file (read_text_file, then prepare_lines)."""
+    return prepare_lines(read_text_file(path), preprocessing)
+
+
 def _load_hub(name: str, config: str | None, splits: list[str], offline_hint: str) -> list:
     """The named splits of a hub dataset (only those are loaded); a failed load (a missing split among the
     causes) is a one-line DataError (`offline_hint`: what to do instead)."""
@@ -88,8 +93,7 @@ def load_corpus(cfg: DataConfig, seed: int) -> HumanCorpus:
         root = Path(cfg.path)  # type: ignore[arg-type]
         if not root.is_dir():
             raise DataError(f"data.path {root} is not a directory (it must hold train.txt, valid.txt, test.txt)")
-        return HumanCorpus(**{s: prepare_lines(read_text_file(root / f"{s}.txt"), cfg.preprocessing)
-                              for s in SPLITS})
+        return HumanCorpus(**{s: file_lines(root / f"{s}.txt", cfg.preprocessing) for s in SPLITS})
     return _from_hub(cfg)
 
 
@@ -124,19 +128,15 @@ def builtin_domain(source: str) -> language.Domain | None:
 
 
 def eval_lines(source: str, cfg: DataConfig, seed: int) -> list[str]:
-    """The test text of an eval.corpora source: builtin:D or builtin:all (data.language.test_sentences drawn from
-    domain D, or from the mixture of all domains, in a stream of their own), hf:NAME[/CONFIG] (the dataset's
-    test split), or a directory's test.txt."""
+    """The test text of an eval.corpora source: builtin:D or builtin:all (language.test_lines), hf:NAME[/CONFIG]
+    (the dataset's test split), or a directory's test.txt."""
     domain = builtin_domain(source)
     if domain is not None:
-        lang_cfg = cfg.language
-        rng = seeding.rng(lang_cfg.seed, seeding.CORPUS, seed, lang_cfg.domains if domain == "all" else domain)
-        return language.lines(language.build(lang_cfg, domain), lang_cfg.test_sentences,
-                              lang_cfg.sentences_per_line, rng)
+        return language.test_lines(cfg.language, domain, seed)
     if source.startswith("hf:"):
         name, _, hf_config = source.removeprefix("hf:").partition("/")
         return _hub_splits(name, hf_config or None, ["test"], cfg, "Name a directory holding test.txt instead")[0]
-    return prepare_lines(read_text_file(Path(source) / "test.txt"), cfg.preprocessing)
+    return file_lines(Path(source) / "test.txt", cfg.preprocessing)
 
 
 def tokenize_stream(tokenizer, lines: list[str], preprocessing: str = "clean") -> np.ndarray:
@@ -166,6 +166,14 @@ def to_blocks(stream: np.ndarray, block_size: int, name: str, keep_partial: bool
     return blocks
 
 
+def tokenize_text(lines: list[str], tokenizer, cfg: DataConfig, name: str,
+                  keep_partial: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """A text's token stream (tokenize_stream) and its data.block_size blocks (to_blocks; `name` names the
+    text in errors)."""
+    stream = tokenize_stream(tokenizer, lines, cfg.preprocessing)
+    return stream, to_blocks(stream, cfg.block_size, name, keep_partial)
+
+
 def pad_rows(rows: list[list[int]], fill: int = -1, width: int | None = None, offset: int = 0) -> np.ndarray:
     """Token-id lists as one (n, width) matrix, each row starting at column `offset`, the rest `fill`."""
     width = width or offset + max(map(len, rows), default=0)
@@ -187,12 +195,11 @@ class TokenizedCorpus:
     train_pool: np.ndarray  # training blocks beyond data.max_train_blocks: unseen human text (fresh data)
 
 
-def tokenize_corpus(corpus: HumanCorpus, tokenizer, cfg: DataConfig, names: dict[str, str]) -> TokenizedCorpus:
-    """Tokenize and block every split; `names` says what to call each split in errors (file or dataset)."""
-    out = {}
+def tokenize_corpus(corpus: HumanCorpus, tokenizer, cfg: DataConfig) -> TokenizedCorpus:
+    """Tokenize and block every split (named in errors by split_names)."""
+    out, names = {}, split_names(cfg)
     for split in SPLITS:
-        stream = tokenize_stream(tokenizer, getattr(corpus, split), cfg.preprocessing)
-        blocks = to_blocks(stream, cfg.block_size, names[split], keep_partial=split == "test")
+        stream, blocks = tokenize_text(getattr(corpus, split), tokenizer, cfg, names[split], split == "test")
         cap = cfg.max_train_blocks if split == "train" else cfg.max_eval_blocks
         out[split] = blocks[:cap] if cap else blocks
         if split == "train":

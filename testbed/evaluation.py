@@ -5,12 +5,14 @@ keeps them) beside the aggregates. The human continuations of the same prompts a
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
-from testbed import language, seeding
+from testbed import language, rundir, seeding
 from testbed.config import Config, GenerationConfig, WatermarkConfig
 from testbed.data import (
     HumanCorpus,
@@ -19,12 +21,11 @@ from testbed.data import (
     eval_lines,
     pad_rows,
     spread,
-    to_blocks,
-    tokenize_stream,
+    tokenize_text,
     windows,
 )
 from testbed.generate import decode, generate
-from testbed.metrics.perplexity import per_sequence, sequence_nll, sequence_perplexities
+from testbed.metrics.perplexity import per_sequence, perplexity, sequence_nll, sequence_perplexities
 from testbed.metrics.signals import (
     embedding_diversity,
     frequent_tokens,
@@ -52,18 +53,23 @@ from testbed.metrics.text import (
 )
 from testbed.model import autocast, start_token
 
+HUMAN_BASELINE = "human_baseline.json"  # the run's human baseline (save_human_baseline)
+
 
 @dataclass
 class EvalSet:
-    """What every generation is evaluated on, fixed for the whole run."""
+    """What every generation is evaluated on, built once per run (eval_set)."""
 
     test_blocks: np.ndarray  # human test split, non-overlapping blocks (last one padded with -1)
     prompts: np.ndarray  # evaluation prompts (n, k); a column of start tokens when unconditional
     human_continuations: np.ndarray  # the human text that follows each prompt, for the baseline
+    reference: np.ndarray  # held-out human text shaped like synthetic data (the human baseline's perplexities)
     tail: Tail  # rare words of the human training text
     human_tokens: np.ndarray  # the human training text's token ids (tail-token mass, unigram KL)
+    groups: dict[str, np.ndarray]  # target tokens by their frequency in human_tokens (token_groups)
     vocab_size: int
-    corpora: list[ExtraCorpus] = dataclasses.field(default_factory=list)  # eval.corpora
+    gt: GroundTruth | None  # the built-in language's exact probabilities (None on other data)
+    corpora: list[ExtraCorpus]  # eval.corpora
 
 
 @dataclass
@@ -77,44 +83,36 @@ class ExtraCorpus:
     gt: GroundTruth | None
 
 
-def inputs(cfg: Config, text: HumanCorpus, corpus: TokenizedCorpus, tokenizer,
-           vocab_size: int) -> tuple[EvalSet, GroundTruth | None, np.ndarray]:
-    """Everything evaluation reads, built once per run: the evaluation set, the built-in language's exact
-    probabilities (None on other data), and held-out human text shaped like synthetic data (the human
-    baseline's reference)."""
-    es = eval_set(cfg, corpus, text.train, start_token(tokenizer), vocab_size)
-    es.corpora = extra_corpora(cfg, tokenizer, vocab_size)
-    gt = ground_truth_set(cfg, text.test, tokenizer) if cfg.data.source == "builtin" else None
-    gen = cfg.generation
-    _, reference = windows(corpus.test_stream, cfg.data.block_size, gen.prompt_tokens if gen.mode == "prompted"
-                           else 0, gen.max_new_tokens, "the human test split")
-    return es, gt, reference
-
-
-def eval_set(cfg: Config, corpus: TokenizedCorpus, train_lines: list[str], bos: int, vocab_size: int) -> EvalSet:
-    """The evaluation prompts (starts of test blocks drawn evenly across the split, seeded) and the human
-    text that follows each of them."""
-    e = cfg.eval
-    k = e.prompt_tokens if cfg.generation.mode == "prompted" else 0
+def eval_set(cfg: Config, text: HumanCorpus, corpus: TokenizedCorpus, tokenizer, vocab_size: int) -> EvalSet:
+    """Everything evaluation reads, built once per run from the human text (`text`) and its blocks (`corpus`):
+    the evaluation prompts (starts of test blocks drawn evenly across the split, seeded) and the human text
+    that follows each of them; the rare words and token groups of the human training text; the eval.corpora
+    entries; on the built-in language its exact probabilities; and held-out human text shaped like synthetic
+    data (the human baseline's reference)."""
+    e, gen = cfg.eval, cfg.generation
+    prompted = gen.mode == "prompted"
+    k = e.prompt_tokens if prompted else 0
     prompts, human = windows(corpus.test_stream, cfg.data.block_size, k, e.max_new_tokens, "the human test split")
     rows = spread(len(prompts), e.num_samples, cfg.run.seed)
-    prompts = prompts[rows] if k else np.full((e.num_samples, 1), bos, dtype=np.int64)
-    return EvalSet(corpus.test, prompts, human[rows], rare_ngrams(train_lines, e.tail_rank),
-                   corpus.train.ravel(), vocab_size)
+    prompts = prompts[rows] if k else np.full((e.num_samples, 1), start_token(tokenizer), dtype=np.int64)
+    tail, human_tokens = rare_ngrams(text.train, e.tail_rank), corpus.train.ravel()
+    corpora = [extra_corpus(name, source, cfg, tokenizer, vocab_size) for name, source in e.corpora.items()]
+    gt = ground_truth_set(cfg, text.test, tokenizer) if cfg.data.source == "builtin" else None
+    _, reference = windows(corpus.test_stream, cfg.data.block_size, gen.prompt_tokens if prompted else 0,
+                           gen.max_new_tokens, "the human test split")
+    return EvalSet(corpus.test, prompts, human[rows], reference, tail, human_tokens,
+                   token_groups(human_tokens, vocab_size, e.tail_tokens), vocab_size, gt, corpora)
 
 
-def extra_corpora(cfg: Config, tokenizer, vocab_size: int) -> list[ExtraCorpus]:
-    """The eval.corpora entries, tokenized into test blocks (at most data.max_eval_blocks)."""
-    out = []
-    for name, source in cfg.eval.corpora.items():
-        lines = eval_lines(source, cfg.data, cfg.run.seed)
-        stream = tokenize_stream(tokenizer, lines, cfg.data.preprocessing)
-        blocks = to_blocks(stream, cfg.data.block_size, f"eval.corpora.{name} ({source})", keep_partial=True)
-        domain = builtin_domain(source)
-        gt = ground_truth_set(cfg, lines, tokenizer, domain=domain) if domain is not None else None
-        out.append(ExtraCorpus(name, blocks[: cfg.data.max_eval_blocks], token_groups(stream, vocab_size,
-                                                                                       cfg.eval.tail_tokens), gt))
-    return out
+def extra_corpus(name: str, source: str, cfg: Config, tokenizer, vocab_size: int) -> ExtraCorpus:
+    """The eval.corpora entry `name`: the test text of `source` (data.eval_lines) in test blocks (at most
+    data.max_eval_blocks), with its token groups and, from the built-in language, its exact probabilities."""
+    lines = eval_lines(source, cfg.data, cfg.run.seed)
+    stream, blocks = tokenize_text(lines, tokenizer, cfg.data, f"eval.corpora.{name} ({source})", keep_partial=True)
+    domain = builtin_domain(source)
+    gt = ground_truth_set(cfg, lines, tokenizer, domain=domain) if domain is not None else None
+    groups = token_groups(stream, vocab_size, cfg.eval.tail_tokens)
+    return ExtraCorpus(name, blocks[: cfg.data.max_eval_blocks], groups, gt)
 
 
 def corpus_metrics(model, cfg: Config, corpora: list[ExtraCorpus], suffix: str = "") -> dict[str, float]:
@@ -129,6 +127,14 @@ def corpus_metrics(model, cfg: Config, corpora: list[ExtraCorpus], suffix: str =
         if c.gt is not None:
             row[f"kl_per_word_{c.name}{suffix}"] = word_metrics(model, c.gt, cfg.eval.batch_size)["kl_per_word"]
     return row
+
+
+def zero_shot(model, cfg: Config, es: EvalSet) -> dict[str, float]:
+    """The base model's perplexity on the human test text, and its metrics on each eval.corpora entry (the keys
+    with _zero_shot), under the run's autocast."""
+    with autocast(cfg.train.precision, next(model.parameters()).device):
+        return {"ppl_human_zero_shot": perplexity(model, es.test_blocks, cfg.eval.batch_size, desc="zero-shot ppl"),
+                **corpus_metrics(model, cfg, es.corpora, "_zero_shot")}
 
 
 def diversity(texts: list[str], tail: Tail) -> dict[str, float]:
@@ -177,35 +183,50 @@ def human_samples(es: EvalSet, tokenizer) -> Samples:
                    decode(tokenizer, ids, lengths), ids, lengths)
 
 
-def evaluate(model, gen0, cfg: Config, es: EvalSet, samples: Samples,
-             gt: GroundTruth | None, noise: bool = False) -> tuple[dict, list[dict]]:
+def evaluate(model, gen0, cfg: Config, es: EvalSet, samples: Samples, noise: bool = False) -> tuple[dict, list[dict]]:
     """A model's metrics row and one record per evaluation sample: `model_metrics` on human test text,
     `sample_metrics` on its samples, and the gap between its perplexity on human text and on its own.
     With `noise` (generation 0), also the `noise_<signal>` keys of the phase signals (see `bootstrap_noise`)."""
-    row = model_metrics(model, cfg, es, gt, noise)
-    sample_row, records = sample_metrics(samples, gen0, model, cfg, es, gt, noise)
+    row = model_metrics(model, cfg, es, noise)
+    sample_row, records = sample_metrics(samples, gen0, model, cfg, es, noise)
     return {**row, **sample_row, "ppl_gap": ppl_gap(row["ppl_human"], sample_row["ppl_self"])}, records
 
 
-def evaluate_generation(model, gen0, cfg: Config, es: EvalSet, tokenizer, gt: GroundTruth | None,
-                        seed: int, noise: bool = False) -> tuple[dict, list[dict]]:
+def evaluate_generation(model, gen0, cfg: Config, es: EvalSet, tokenizer, seed: int,
+                        noise: bool = False) -> tuple[dict, list[dict]]:
     """The evaluation stage: a model's metrics row and per-sample records, from the same prompts, seed and
     decoding in every generation, under the run's autocast; with `noise` (generation 0) also the noise band
     of the phases."""
     with autocast(cfg.train.precision, next(model.parameters()).device):
-        return evaluate(model, gen0, cfg, es, sample(model, cfg, es, tokenizer, seed), gt, noise)
+        return evaluate(model, gen0, cfg, es, sample(model, cfg, es, tokenizer, seed), noise)
 
 
-def human_baseline(gen0, cfg: Config, es: EvalSet, tokenizer, gt: GroundTruth | None,
-                   reference: np.ndarray) -> tuple[dict, list[dict]]:
+def human_baseline(gen0, cfg: Config, es: EvalSet, tokenizer) -> tuple[dict, list[dict]]:
     """The floor and reference of every sample metric: the same metrics on the human continuations of the
     evaluation prompts, and the per-sequence perplexities under generation 0 of held-out human text shaped
-    like synthetic data (`reference`)."""
+    like synthetic data (`es.reference`)."""
     with autocast(cfg.train.precision, next(gen0.parameters()).device):
-        row, records = sample_metrics(human_samples(es, tokenizer), gen0, None, cfg, es, gt)
-        ppl = sequence_perplexities(gen0, reference, batch_size=cfg.eval.batch_size)
+        row, records = sample_metrics(human_samples(es, tokenizer), gen0, None, cfg, es)
+        ppl = sequence_perplexities(gen0, es.reference, batch_size=cfg.eval.batch_size)
     return {"generation": "human", **row, **summarize(ppl, "synthetic_ppl_gen0"),
             "ppl_gen0_per_sequence": ppl}, records
+
+
+def save_human_baseline(run_dir: Path, gen0, cfg: Config, es: EvalSet, tokenizer) -> None:
+    """The run's human baseline, computed once (a resume finds it saved): human_samples.jsonl, its records,
+    then human_baseline.json, so that the baseline file's presence means both are written."""
+    path = run_dir / HUMAN_BASELINE
+    if path.is_file():
+        return
+    baseline, records = human_baseline(gen0, cfg, es, tokenizer)
+    rundir.write_jsonl(run_dir / "human_samples.jsonl", [rundir.finite(r) for r in records])
+    rundir.write_json(path, rundir.finite(baseline))
+
+
+def saved_human_baseline(run_dir: Path) -> dict:
+    """The run's human baseline as save_human_baseline wrote it ({} when it has none)."""
+    path = run_dir / HUMAN_BASELINE
+    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def token_groups(tokens: np.ndarray, vocab_size: int, tail_tokens: int) -> dict[str, np.ndarray]:
@@ -216,14 +237,13 @@ def token_groups(tokens: np.ndarray, vocab_size: int, tail_tokens: int) -> dict[
             "tail": ~frequent_tokens(tokens, tail_tokens, vocab_size)}
 
 
-def model_metrics(model, cfg: Config, es: EvalSet, gt: GroundTruth | None, noise: bool = False) -> dict:
+def model_metrics(model, cfg: Config, es: EvalSet, noise: bool = False) -> dict:
     """On human test text, in one pass: perplexity, overall and split by how frequent the target token is in
     the human training text (`ppl_human_head`, `ppl_human_tail`, see token_groups), mean next-token entropy,
     the share of confident (p >= 0.99) positions, the effective rank of the representations; on the
     built-in language also the estimated KL(language || model). With `noise`, the bootstrap std over test
     blocks of the head and tail perplexities."""
-    stats = next_token_stats(model, es.test_blocks, cfg.eval.batch_size, with_rank=True,
-                                     groups=token_groups(es.human_tokens, es.vocab_size, cfg.eval.tail_tokens))
+    stats = next_token_stats(model, es.test_blocks, cfg.eval.batch_size, with_rank=True, groups=es.groups)
     row = {"ppl_human": stats["perplexity"], "ppl_human_head": stats["perplexity_head"],
            "ppl_human_tail": stats["perplexity_tail"], "token_entropy": stats["token_entropy"],
            "confident_share": stats["confident_share"], "effective_rank": stats["effective_rank"]}
@@ -232,13 +252,13 @@ def model_metrics(model, cfg: Config, es: EvalSet, gt: GroundTruth | None, noise
         row.update(bootstrap_noise(len(es.test_blocks), {
             f"ppl_human_{g}": lambda b, g=g: pooled_perplexity(nll[g][b], count[g][b])
             for g in ("head", "tail")}, cfg.run.seed))
-    if gt is not None:
-        row.update(word_metrics(model, gt, cfg.eval.batch_size))
+    if es.gt is not None:
+        row.update(word_metrics(model, es.gt, cfg.eval.batch_size))
     return {**row, **corpus_metrics(model, cfg, es.corpora)}
 
 
 def sample_metrics(samples: Samples, gen0, model, cfg: Config, es: EvalSet,
-                   gt: GroundTruth | None, noise: bool = False) -> tuple[dict, list[dict]]:
+                   noise: bool = False) -> tuple[dict, list[dict]]:
     """Metrics of a set of samples and a record per sample. With `model` None (human text) the measures
     under the model itself (ppl_self, loglik_std_self) are left out.
 
@@ -249,7 +269,7 @@ def sample_metrics(samples: Samples, gen0, model, cfg: Config, es: EvalSet,
     rep-4, and on the built-in language whether every sentence is grammatical and their true log P.
     With `noise`, the bootstrap std over samples of the sample signals of the phase rule (`sample_noise`).
     """
-    e = cfg.eval
+    e, gt = cfg.eval, es.gt
     nll0, count0 = sequence_nll(gen0, samples.ids, samples.lengths, e.batch_size)
     tokens = valid_tokens(samples.ids, samples.lengths)
     row = {**diversity(samples.texts, es.tail), "loglik_std_gen0": loglik_std(nll0, count0),
@@ -266,7 +286,7 @@ def sample_metrics(samples: Samples, gen0, model, cfg: Config, es: EvalSet,
     if scores is not None:
         row.update(sample_quality(samples.texts, gt, scores))
     if noise:
-        row.update(sample_noise(samples, nll0, count0, scores, cfg, es, gt))
+        row.update(sample_noise(samples, nll0, count0, scores, cfg, es))
     ppl0, rep = per_sequence(nll0, count0), rep_n_per_sample(samples.texts, 4)
     records = []
     for i, (prompt, text) in enumerate(zip(samples.prompts, samples.texts)):
@@ -388,13 +408,13 @@ def bootstrap_noise(n: int, statistics: dict, seed: int, resamples: int = NOISE_
 
 
 def sample_noise(samples: Samples, nll0: np.ndarray, count0: np.ndarray, scores: SentenceScores | None,
-                 cfg: Config, es: EvalSet, gt: GroundTruth | None) -> dict[str, float]:
+                 cfg: Config, es: EvalSet) -> dict[str, float]:
     """The bootstrap std over evaluation samples (see bootstrap_noise) of the sample signals of the phase rule:
     tail coverage, tail-token mass, the spread of log-likelihood under generation 0, unigram entropy,
     distinct-2, and on the built-in language the grammatical rate and the tail mass lost."""
     texts = np.array(samples.texts, dtype=object)
     valid = valid_mask(samples.ids, samples.lengths)
-    frequent = frequent_tokens(es.human_tokens, cfg.eval.tail_tokens, es.vocab_size)
+    frequent = ~es.groups["tail"]
     tail_tokens = (valid & ~frequent[np.where(valid, samples.ids, 0)]).sum(axis=1)
     tokens = valid.sum(axis=1)
     stats = {
@@ -407,9 +427,9 @@ def sample_noise(samples: Samples, nll0: np.ndarray, count0: np.ndarray, scores:
     if scores is not None:
         ok = np.array([np.isfinite(v).sum() for v in scores.logp])
         sentences = np.array([len(v) for v in scores.logp])
-        produced = np.array([np.isin(gt.vocab, t.split()) for t in samples.texts]).reshape(len(texts), -1)
+        produced = np.array([np.isin(es.gt.vocab, t.split()) for t in samples.texts]).reshape(len(texts), -1)
         stats["grammatical_rate"] = lambda b: ok[b].sum() / sentences[b].sum() if sentences[b].sum() else math.nan
-        stats["tail_mass_lost"] = lambda b: float(gt.word_p[~produced[b].any(axis=0)].sum())
+        stats["tail_mass_lost"] = lambda b: float(es.gt.word_p[~produced[b].any(axis=0)].sum())
     return bootstrap_noise(len(texts), stats, cfg.run.seed)
 
 

@@ -103,7 +103,7 @@ def _in_domain(lang: Language, cfg: LanguageConfig, domain: int) -> Language:
 
 
 def _build_domain0(cfg: LanguageConfig) -> Language:
-    """Domain 0 (the language as it was before domains), deterministic in the language's seed and sizes."""
+    """Domain 0: the nouns ranked by the words' order; deterministic in the language's seed and sizes."""
     rng = np.random.default_rng(cfg.seed)
     sizes = {"det": N_DETERMINERS, "prep": N_PREPOSITIONS, "noun": cfg.nouns, "verb": cfg.verbs,
              "adj": cfg.adjectives, "adv": cfg.adverbs}
@@ -188,7 +188,8 @@ def corpus(cfg: LanguageConfig, seed: int, domain: Domain | None = None) -> dict
     `sentences_per_line` sentences. `seed` is the run's seed."""
     domain = cfg.domain if domain is None else domain
     lang = build(cfg, domain)
-    # The language's seed, then the run's, then (but for domain 0, whose text predates domains) the domain's.
+    # The language's seed, then the run's, then (but for domain 0, whose text is the same for any number of
+    # domains) the domain's.
     if domain == "all":
         rng = seeding.rng(cfg.seed, seed, seeding.MIXTURE_TEXT)
     elif domain == 0:
@@ -197,6 +198,20 @@ def corpus(cfg: LanguageConfig, seed: int, domain: Domain | None = None) -> dict
         rng = seeding.rng(cfg.seed, seed, seeding.DOMAIN_TEXT, domain)
     return {split: lines(lang, n, cfg.sentences_per_line, rng) for split, n in
             (("train", cfg.train_sentences), ("valid", cfg.valid_sentences), ("test", cfg.test_sentences))}
+
+
+def test_lines(cfg: LanguageConfig, domain: Domain, seed: int) -> list[str]:
+    """An extra evaluation corpus (eval.corpora builtin:D or builtin:all): cfg.test_sentences sentences of `domain`
+    (or of the mixture of all domains), in a stream of their own for the run's `seed`."""
+    rng = seeding.rng(cfg.seed, seeding.CORPUS, seed, cfg.domains if domain == "all" else domain)
+    return lines(build(cfg, domain), cfg.test_sentences, cfg.sentences_per_line, rng)
+
+
+def pretraining_lines(cfg: LanguageConfig, sentences: int, seed: int) -> list[str]:
+    """The pretrained base's text (pretrain.source=builtin): `sentences` sentences of the mixture of all domains,
+    drawn with pretrain.seed `seed` (the same for every run seed)."""
+    rng = seeding.rng(cfg.seed, seeding.PRETRAIN, seed)
+    return lines(build(cfg, "all"), sentences, cfg.sentences_per_line, rng)
 
 
 _SHAPE = re.compile(r"^(DA{0,2}N)V(?:(DA{0,2}N)(?:P(DA{0,2}N))?|R)?$")

@@ -5,16 +5,16 @@ generate -> score -> curate -> mix -> screen -> train -> evaluate -> save.
 Model g-1 writes a synthetic training set (scored under generation 0); curation filters it (the data
 producer's deduplication, verification, perplexity filter); mixing builds the training pool with human
 text; the detector screens the pool as a scraper would; model g trains on what is left and is evaluated.
-Each stage is a function of the module that owns it (generate, curate, mixing, train, evaluation, rundir);
-this module only sets the run up and calls them in order. Every artefact is written atomically and a
-generation is marked complete last, so a killed run resumes where it stopped.
+Each input is built by one call into the module that owns it (data, pretrain, mixing, evaluation; the
+starting model: model), each stage is a function of its module (pretrain, generate, curate, mixing, train,
+evaluation, rundir); this module only sets the run up and calls them in order. Every artefact is written
+atomically and a generation is marked complete last, so a killed run resumes where it stopped.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
-import json
 import os
 import time
 from collections.abc import Iterator
@@ -32,7 +32,6 @@ from testbed import (
     curate,
     evaluation,
     generate,
-    language,
     mixing,
     numerics,
     pretrain,
@@ -41,21 +40,13 @@ from testbed import (
     train,
 )
 from testbed.config import Config
-from testbed.data import TokenizedCorpus, load_corpus, split_names, tokenize_corpus
+from testbed.data import TokenizedCorpus, load_corpus, tokenize_corpus
 from testbed.distributed import check_batch_split, on_main
+from testbed.language import Language, Mixture
 from testbed.metrics import phases, registry
-from testbed.metrics.perplexity import perplexity
 from testbed.metrics.text import summarize
 from testbed.mixing import Examples
-from testbed.model import (
-    autocast,
-    base_model,
-    build_model,
-    check_context,
-    load_model,
-    reproducible_cpu,
-    run_tokenizer,
-)
+from testbed.model import check_context, reproducible_cpu, run_base, run_tokenizer, saved_model, start_model
 from testbed.sweep import sharing
 
 
@@ -79,11 +70,9 @@ class Context:
     corpus: TokenizedCorpus
     human: Examples  # generation 0's training blocks, the human examples of every mix
     fresh: Examples  # unseen human blocks (mixing.human_pool=fresh)
-    es: evaluation.EvalSet
-    gt: evaluation.GroundTruth | None  # the built-in language's exact probabilities
-    human_reference: np.ndarray  # held-out human text shaped like synthetic data
-    lang: language.Language | language.Mixture | None
     pretraining: pretrain.Corpus | None  # the pretrained base's corpus (pretrain.source), else None
+    es: evaluation.EvalSet
+    lang: Language | Mixture | None  # the built-in language of the human text (the verifier's grammar)
 
     def log(self, values: dict, step: int) -> None:
         """To the configured trackers (run.log_with), main process only."""
@@ -100,7 +89,7 @@ class State:
     gen0: torch.nn.Module | None = None
     rows: list[dict] | None = None
     synthetic: list[Examples] | None = None  # the curated synthetic sets of generations 1, 2, ...
-    dedup: curate.Deduplicator | None = None
+    dedup: curate.RunDeduplication | None = None
     steps: int = 0  # the trackers' global step
     ppl_ceiling: float = np.inf  # the perplexity filter's gibberish line (human baseline)
     init: dict | None = None  # train.init's weights (None: each generation starts from the previous model)
@@ -119,7 +108,7 @@ def run(cfg: Config, run_dir: Path, resume: bool = False, stop_after: int | None
         generation_zero(ctx, state)
     baseline = human_baseline(ctx, state)
     if cfg.train.init != "previous":
-        state.init = train.weights(_base(ctx) if cfg.train.init == "base" else state.gen0)
+        state.init = train.weights(run_base(cfg, ctx.tokenizer, run_dir) if cfg.train.init == "base" else state.gen0)
     last = cfg.run.generations if stop_after is None else min(stop_after, cfg.run.generations)
     for g in range(max(state.start, 1), last + 1):
         generation(ctx, state, g)
@@ -141,18 +130,18 @@ def prepare(cfg: Config, run_dir: Path, resume: bool) -> tuple[Context, State]:
     if prefix is not None:
         start = cfg.run.prefix_until + 1
     text = load_corpus(cfg.data, cfg.run.seed)
-    pretraining_text = pretrain.text(cfg) if cfg.pretrain.source != "none" else None
-    # A pretrained base's tokenizer is made on its pretraining text, as a hub model's was.
+    pretraining_text = pretrain.text(cfg)
+    # A pretrained base's tokenizer is made on its pretraining text, as a hub model's is.
     tokenizer = run_tokenizer(cfg, (pretraining_text or text).train, accelerator,
                               _saved_tokenizer(cfg, run_dir, resume))
-    corpus = tokenize_corpus(text, tokenizer, cfg.data, split_names(cfg.data))
+    corpus = tokenize_corpus(text, tokenizer, cfg.data)
     human, fresh = mixing.human_sets(cfg, corpus)
-    pretraining = pretrain.corpus(pretraining_text, tokenizer, cfg) if pretraining_text is not None else None
-    model = _start_model(cfg, tokenizer, run_dir, prefix, start, accelerator).to(accelerator.device)
+    pretraining = pretrain.corpus(pretraining_text, tokenizer, cfg)
+    model = start_model(cfg, tokenizer, run_dir, prefix, start).to(accelerator.device)
     check_context(cfg, model)
-    es, gt, reference = evaluation.inputs(cfg, text, corpus, tokenizer, model.get_input_embeddings().num_embeddings)
-    ctx = Context(cfg, run_dir, accelerator, tokenizer, corpus, human, fresh, es, gt, reference,
-                  gt.lang if gt is not None else None, pretraining)
+    es = evaluation.eval_set(cfg, text, corpus, tokenizer, model.get_input_embeddings().num_embeddings)
+    ctx = Context(cfg, run_dir, accelerator, tokenizer, corpus, human, fresh, pretraining, es,
+                  es.gt.lang if es.gt is not None else None)
     on_main(accelerator, _open_run_dir, cfg, run_dir, resume, tokenizer, accelerator, prefix)
     if cfg.run.log_with != "none":
         accelerator.init_trackers("testbed", config={k: v for k, v in config.flatten(cfg.to_dict()).items()
@@ -186,31 +175,6 @@ def _saved_tokenizer(cfg: Config, run_dir: Path, resume: bool) -> Path | None:
     return saved if saved is not None and saved.is_dir() else None
 
 
-def _load(run_dir: Path, g: int, accelerator: Accelerator):
-    return load_model(str(rundir.gen_dir(run_dir, g) / "model")).to(accelerator.device)
-
-
-def _start_model(cfg: Config, tokenizer, run_dir: Path, prefix: Path | None, start: int, accelerator: Accelerator):
-    """The model generation `start` begins from: model start-1; for generation 0 the base: the pretrained base
-    when it is complete (this run's, or the one it takes), a seeded init to pretrain (pretrain.seed), or
-    base_model (a checkpoint, or a random init to train on the human text directly)."""
-    if start > 0:
-        return _load(prefix or run_dir, start - 1, accelerator)
-    if cfg.pretrain.source == "none":
-        return base_model(cfg, tokenizer)
-    for d in (run_dir, prefix):
-        if d is not None and rundir.is_complete(d, rundir.BASE):
-            return _load(d, rundir.BASE, accelerator)
-    return build_model(cfg.model, tokenizer, cfg.pretrain.seed)
-
-
-def _base(ctx: Context):
-    """The base model (train.init=base): the pretrained base, or base_model's."""
-    if ctx.pretraining is not None:
-        return _load(ctx.run_dir, rundir.BASE, ctx.accelerator)
-    return base_model(ctx.cfg, ctx.tokenizer)
-
-
 def _open_run_dir(cfg: Config, run_dir: Path, resume: bool, tokenizer, accelerator: Accelerator,
                   prefix: Path | None) -> None:
     """A new run's directory with its config and tokenizer; a resumed one cleaned of half-done writes, its
@@ -238,28 +202,15 @@ def restore(ctx: Context, model, start: int) -> State:
     cfg, run_dir, seed = ctx.cfg, ctx.run_dir, ctx.cfg.run.seed
     if start > 0:
         tqdm.write(f"resuming {run_dir} at generation {start} ({start} complete)")
-    state = State(model, start, gen0=_load(run_dir, 0, ctx.accelerator).eval() if start > 0 else None,
-                  rows=rundir.read_rows(run_dir, start),
-                  synthetic=[mixing.load_synthetic(rundir.gen_dir(run_dir, g) / "synthetic") for g in range(1, start)])
-    state.steps = sum(r["train_steps"] for r in state.rows)
     device = ctx.accelerator.device
+    state = State(model, start, gen0=saved_model(run_dir, 0).to(device).eval() if start > 0 else None,
+                  rows=rundir.read_rows(run_dir, start),
+                  synthetic=[mixing.load_synthetic(rundir.gen_dir(run_dir, g) / "synthetic") for g in range(1, start)],
+                  dedup=curate.RunDeduplication(cfg, run_dir))
+    state.steps = sum(r["train_steps"] for r in state.rows)
     curate.detect(ctx.human, cfg, model.config, device, seeding.rng(seed, seeding.DETECT, 0))
     curate.detect(ctx.fresh, cfg, model.config, device, seeding.rng(seed, seeding.DETECT, 1))
     return state
-
-
-def _deduplicator(ctx: Context, state: State, g: int) -> curate.Deduplicator:
-    """Deduplication reaches back over earlier generations only while their data stays in the pool (generation
-    g's mixing accumulates): then one index of every text that passed deduplication so far, rebuilt from the
-    saved synthetic sets when accumulation begins (or the run resumes), so a resumed run decides as an
-    uninterrupted one."""
-    if not mixing.accumulates(ctx.cfg.mixing, g):
-        state.dedup = None
-        return curate.Deduplicator(ctx.cfg.curate)
-    if state.dedup is None:
-        state.dedup = curate.Deduplicator.rebuilt(
-            ctx.cfg.curate, [mixing.synthetic_texts(rundir.gen_dir(ctx.run_dir, h) / "synthetic") for h in range(1, g)])
-    return state.dedup
 
 
 # ---------------------------------------------------------------------------------------------
@@ -277,7 +228,7 @@ def generation_zero(ctx: Context, state: State) -> None:
     """The base model's zero-shot score, then training on human text."""
     model = state.model
     rundir.gen_dir(ctx.run_dir, 0).mkdir(exist_ok=True)
-    zero_shot = on_main(ctx.accelerator, _zero_shot, ctx, model)
+    zero_shot = on_main(ctx.accelerator, evaluation.zero_shot, model, ctx.cfg, ctx.es)
     seconds: dict[str, float] = {}
     with timed(seconds, "train"):
         result = _train(ctx, state, ctx.human, 0)
@@ -304,7 +255,7 @@ def generation(ctx: Context, state: State, g: int) -> None:
         curate.detect(synth, cfg, state.model.config, acc.device, seeding.rng(seed, seeding.DETECT, g + 1))
 
     with timed(seconds, "curate_mix"):
-        dropped_by = curate.filter_synthetic(cfg, texts, ppl_gen0, _deduplicator(ctx, state, g), ctx.lang,
+        dropped_by = curate.filter_synthetic(cfg, texts, ppl_gen0, state.dedup.of_generation(g), ctx.lang,
                                              state.ppl_ceiling)
         state.synthetic.append(synth.take(dropped_by == curate.KEPT))
         on_main(acc, mixing.save_synthetic, out / "synthetic", synth, texts,  # every example, with its decisions
@@ -333,20 +284,12 @@ def _train(ctx: Context, state: State, train_set: Examples, g: int) -> train.Tra
                                   log=lambda values, step: ctx.log(values, steps + step))
 
 
-def _zero_shot(ctx: Context, model) -> dict[str, float]:
-    """The base model's perplexity on the human test text, and its metrics on each eval.corpora entry."""
-    with autocast(ctx.cfg.train.precision, ctx.accelerator.device):
-        return {"ppl_human_zero_shot": perplexity(model, ctx.es.test_blocks, ctx.cfg.eval.batch_size,
-                                                  desc="zero-shot ppl"),
-                **evaluation.corpus_metrics(model, ctx.cfg, ctx.es.corpora, "_zero_shot")}
-
-
 def evaluate_and_save(ctx: Context, state: State, g: int, facts: dict, seconds: dict[str, float],
                       result: train.TrainResult) -> None:
     """On the main process: evaluate model g and save the generation (its row: metrics, then `facts`)."""
     cfg = ctx.cfg
     with timed(seconds, "evaluate"):
-        row, records = evaluation.evaluate_generation(state.model, state.gen0, cfg, ctx.es, ctx.tokenizer, ctx.gt,
+        row, records = evaluation.evaluate_generation(state.model, state.gen0, cfg, ctx.es, ctx.tokenizer,
                                                       seeding.seed_for(cfg.run.seed, seeding.EVAL), noise=g == 0)
     row = rundir.finite({"generation": g, **row, **facts})
     row0 = state.rows[0] if state.rows else row
@@ -363,23 +306,11 @@ def evaluate_and_save(ctx: Context, state: State, g: int, facts: dict, seconds: 
 
 
 def human_baseline(ctx: Context, state: State) -> dict:
-    """The human baseline, computed once per run (on the main process): the floor and reference of every
-    sample metric, and the perplexity filter's ceiling (its human 99th percentile)."""
-    path = ctx.run_dir / "human_baseline.json"
-
-    def compute() -> None:
-        if path.is_file():
-            return
-        baseline, records = evaluation.human_baseline(state.gen0, ctx.cfg, ctx.es, ctx.tokenizer, ctx.gt,
-                                                      ctx.human_reference)
-        # The samples first: the baseline file's presence means both are written (a resume skips them).
-        rundir.write_jsonl(ctx.run_dir / "human_samples.jsonl", [rundir.finite(r) for r in records])
-        rundir.write_json(path, rundir.finite(baseline))
-
-    on_main(ctx.accelerator, compute)
-    baseline = json.loads(path.read_text()) if path.is_file() else {}
-    if baseline:
-        state.ppl_ceiling = float(np.nanpercentile(baseline["ppl_gen0_per_sequence"], 99))
+    """The human baseline, computed once per run (on the main process), and the perplexity filter's ceiling
+    from it."""
+    on_main(ctx.accelerator, evaluation.save_human_baseline, ctx.run_dir, state.gen0, ctx.cfg, ctx.es, ctx.tokenizer)
+    baseline = evaluation.saved_human_baseline(ctx.run_dir)
+    state.ppl_ceiling = curate.perplexity_ceiling(baseline)
     return baseline
 
 

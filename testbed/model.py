@@ -11,6 +11,7 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast
 
+from testbed import rundir
 from testbed.config import Config, ModelConfig, check_lengths, is_local_path
 from testbed.distributed import from_main
 from testbed.errors import ModelError
@@ -187,13 +188,41 @@ def reproducible_cpu(threads: int | None, portable: bool = False) -> int:
 
 
 def base_model(cfg: Config, tokenizer):
-    """The generation-0 starting point: the pretrained model, or a seeded random init."""
+    """The model of a run without a pretrained base: model.name_or_path's checkpoint, or a seeded random init."""
     if cfg.model.name_or_path is None:
         return build_model(cfg.model, tokenizer, cfg.run.seed)
     model = load_model(cfg.model.name_or_path, cfg.model.trust_remote_code)
     if model.get_input_embeddings().num_embeddings < len(tokenizer):
         model.resize_token_embeddings(len(tokenizer))
     return model
+
+
+def saved_model(run_dir: Path, generation: int):
+    """The model a run saved for `generation` (rundir.BASE: its pretrained base)."""
+    return load_model(str(rundir.gen_dir(run_dir, generation) / "model"))
+
+
+def start_model(cfg: Config, tokenizer, run_dir: Path, prefix: Path | None, start: int):
+    """The model generation `start` begins from: model start-1 (this run's, or that of `prefix`, the run its
+    first generations come from); for generation 0 the base: the pretrained base when it is complete (this
+    run's, or the one it takes), a seeded init to pretrain (pretrain.seed), or base_model (a checkpoint, or a
+    random init to train on the human text directly)."""
+    if start > 0:
+        return saved_model(prefix or run_dir, start - 1)
+    if cfg.pretrain.source == "none":
+        return base_model(cfg, tokenizer)
+    for d in (run_dir, prefix):
+        if d is not None and rundir.is_complete(d, rundir.BASE):
+            return saved_model(d, rundir.BASE)
+    return build_model(cfg.model, tokenizer, cfg.pretrain.seed)
+
+
+def run_base(cfg: Config, tokenizer, run_dir: Path):
+    """The run's base model, what train.init=base starts every generation g >= 1 from: its pretrained base, or
+    base_model's."""
+    if cfg.pretrain.source != "none":
+        return saved_model(run_dir, rundir.BASE)
+    return base_model(cfg, tokenizer)
 
 
 def context_length(model) -> int | None:

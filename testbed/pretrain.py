@@ -20,7 +20,7 @@ from accelerate import Accelerator
 
 from testbed import language, rundir, seeding, train
 from testbed.config import Config, LoraConfig, TrainConfig
-from testbed.data import DataError, prepare_lines, read_text_file, to_blocks, tokenize_stream
+from testbed.data import DataError, file_lines, tokenize_text
 from testbed.distributed import on_main
 from testbed.mixing import Examples, human_examples
 
@@ -43,17 +43,17 @@ class Corpus:
     held_out: np.ndarray
 
 
-def text(cfg: Config) -> Text:
+def text(cfg: Config) -> Text | None:
     """The pretraining text: `pretrain.sentences` sentences of the built-in language's mixture of all domains
-    (drawn with pretrain.seed, the same for every run.seed), or pretrain.path's train.txt; every HELD_OUT-th
-    line is held out."""
+    (language.pretraining_lines), or pretrain.path's train.txt; every HELD_OUT-th line is held out. None without
+    a pretrained base (pretrain.source=none)."""
     p = cfg.pretrain
+    if p.source == "none":
+        return None
     if p.source == "builtin":
-        lang_cfg = cfg.data.language
-        rng = seeding.rng(lang_cfg.seed, seeding.PRETRAIN, p.seed)
-        lines = language.lines(language.build(lang_cfg, "all"), p.sentences, lang_cfg.sentences_per_line, rng)
+        lines = language.pretraining_lines(cfg.data.language, p.sentences, p.seed)
     else:
-        lines = prepare_lines(read_text_file(Path(p.path) / "train.txt"), cfg.data.preprocessing)  # type: ignore[arg-type]
+        lines = file_lines(Path(p.path) / "train.txt", cfg.data.preprocessing)  # type: ignore[arg-type]
     if len(lines) < 2:
         raise DataError(f"the pretraining text has {len(lines)} line(s): at least 2 are needed (one is held out)")
     held = np.zeros(len(lines), dtype=bool)
@@ -62,12 +62,14 @@ def text(cfg: Config) -> Text:
     return Text([x for x, h in zip(lines, held) if not h], [x for x, h in zip(lines, held) if h])
 
 
-def corpus(t: Text, tokenizer, cfg: Config) -> Corpus:
-    """The pretraining text tokenized and cut into data.block_size blocks (at most pretrain.max_blocks)."""
-    size, prep = cfg.data.block_size, cfg.data.preprocessing
-    blocks = to_blocks(tokenize_stream(tokenizer, t.train, prep), size, "the pretraining text")
-    held_out = to_blocks(tokenize_stream(tokenizer, t.held_out, prep), size, "the pretraining text's held-out lines",
-                         keep_partial=True)
+def corpus(t: Text | None, tokenizer, cfg: Config) -> Corpus | None:
+    """The pretraining text tokenized and cut into data.block_size blocks (at most pretrain.max_blocks); None
+    without one."""
+    if t is None:
+        return None
+    _, blocks = tokenize_text(t.train, tokenizer, cfg.data, "the pretraining text")
+    _, held_out = tokenize_text(t.held_out, tokenizer, cfg.data, "the pretraining text's held-out lines",
+                                keep_partial=True)
     return Corpus(human_examples(blocks[: cfg.pretrain.max_blocks]), held_out)
 
 

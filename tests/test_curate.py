@@ -4,17 +4,20 @@ import numpy as np
 import pytest
 import torch
 
-from testbed import language, numerics, rundir
+from testbed import config, language, mixing, numerics, rundir
 from testbed.config import CurateConfig, LanguageConfig, ModelConfig, WatermarkConfig
 from testbed.curate import (
     Deduplicator,
+    RunDeduplication,
     grammatical,
     importance_resample,
     oracle_flags,
+    perplexity_ceiling,
     perplexity_filter,
     watermark_z,
 )
 from testbed.generate import watermarking_config
+from testbed.mixing import synthetic_examples
 from testbed.model import build_model, train_bpe
 
 
@@ -39,6 +42,24 @@ def test_deduplicator_remembers_earlier_generations():
     assert exact.keep(["The cat  sat", "the cat sat", "a dog"]).tolist() == [True, False, True]
     assert exact.keep(["A DOG", "a bird"]).tolist() == [False, True]  # seen in the previous call
     assert Deduplicator(CurateConfig()).keep(["x", "x"]).tolist() == [True, True]  # dedup: none
+
+
+def test_deduplication_reaches_back_only_while_the_pool_accumulates(tmp_path):
+    """Generation 1 replaces (its own deduplicator); from generation 2 the pool accumulates: one index, rebuilt
+    from generation 1's saved set (its texts that passed deduplication), kept for generation 3."""
+    cfg = config.load(None, ["curate.dedup=exact", "mixing.strategy=replace",
+                             "mixing.schedule=[{from_generation: 2, strategy: accumulate}]"])
+    saved = rundir.gen_dir(tmp_path, 1) / "synthetic"
+    saved.parent.mkdir()
+    texts = ["a cat", "a dog", "a cat"]
+    mixing.save_synthetic(saved, synthetic_examples(np.ones((3, 2)), np.full(3, 2), 1), texts,
+                          {"dropped_by": np.array(["", "perplexity", "dedup"])})
+    runs = RunDeduplication(cfg, tmp_path)
+    assert runs.of_generation(1).keep(["a cat", "a cat"]).tolist() == [True, False]
+    assert runs.of_generation(1).keep(["a cat"]).tolist() == [True]  # a new one: generation 1 does not accumulate
+    index = runs.of_generation(2)
+    assert index.keep(["A  cat", "a dog", "a bird"]).tolist() == [False, False, True]
+    assert runs.of_generation(3) is index and index.keep(["a bird"]).tolist() == [False]
 
 
 @pytest.mark.parametrize("dedup", ["exact", "minhash"])
@@ -82,6 +103,12 @@ def test_perplexity_filter_hand_worked():
     assert perplexity_filter(ppl, 2 / 6, "highest", 40.0).tolist() == [False, False, True, False, False, True]
     assert perplexity_filter(ppl, 2 / 6, "lowest", 40.0).tolist() == [True, False, False, False, True, False]
     assert perplexity_filter(ppl, 1.0, "highest", 40.0).sum() == 4  # keep all but the gibberish and NaN
+
+
+def test_the_perplexity_ceiling_is_the_human_99th_percentile():
+    assert perplexity_ceiling({"ppl_gen0_per_sequence": list(range(1, 102))}) == pytest.approx(100.0)
+    assert perplexity_ceiling({"ppl_gen0_per_sequence": [10.0, math.nan, 20.0]}) == pytest.approx(19.9)
+    assert perplexity_ceiling({}) == math.inf
 
 
 def test_importance_resampling_prefers_human_and_caps_repeats():

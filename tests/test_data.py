@@ -59,8 +59,19 @@ def test_tokenize_corpus_caps_blocks(text_corpus: Path):
     cfg = DataConfig(source="files", path=str(text_corpus), block_size=8, max_train_blocks=5)
     corpus = load_corpus(cfg, 0)
     tok = train_bpe(corpus.train, 300)
-    t = tokenize_corpus(corpus, tok, cfg, {"train": "a", "valid": "b", "test": "c"})
+    t = tokenize_corpus(corpus, tok, cfg)
+    stream = tokenize_stream(tok, corpus.train)
     assert t.train.shape == (5, 8) and t.valid.shape[1] == 8
+    assert len(t.train_pool) == len(stream) // 8 - 5 and t.train_pool[0].tolist() == stream[40:48].tolist()
+
+
+def test_a_split_shorter_than_a_block_is_named_by_its_file(text_corpus: Path):
+    (text_corpus / "valid.txt").write_text("the cat\n", encoding="utf-8")
+    cfg = DataConfig(source="files", path=str(text_corpus), block_size=8)
+    corpus = load_corpus(cfg, 0)
+    with pytest.raises(DataError, match="shorter than one block") as exc:
+        tokenize_corpus(corpus, train_bpe(corpus.train, 300), cfg)
+    assert str(exc.value).startswith(f"{text_corpus / 'valid.txt'} has ")
 
 
 def test_shumailov2024_preprocessing_keeps_lines_and_the_tokenizers_bos(tmp_path: Path):

@@ -77,14 +77,14 @@ def test_word_logprobs_factor_the_sentence_left_to_right():
 
 # Domains: the default language with two topics, and a tiny one small enough to enumerate every sentence.
 TWO = LanguageConfig(domains=2)
-FIRST_SENTENCE = "gigisazu vobarezi nate gigisazu di roku"  # corpus(LanguageConfig(), seed=0), before domains
+FIRST_SENTENCE = "gigisazu vobarezi nate gigisazu di roku"  # corpus(LanguageConfig(), seed=0): one domain
 
 
-def test_domain_0_is_the_language_before_domains():
-    old = language.build(LanguageConfig())
+def test_domain_0_of_several_is_the_language_of_one_domain():
+    one = language.build(LanguageConfig())
     for lang in (language.build(TWO), language.build(LanguageConfig(domains=3), 0)):
-        assert lang.words == old.words and np.array_equal(lang.object_rank, old.object_rank)
-        assert all(np.array_equal(lang.probs[c], old.probs[c]) for c in old.probs)
+        assert lang.words == one.words and np.array_equal(lang.object_rank, one.object_rank)
+        assert all(np.array_equal(lang.probs[c], one.probs[c]) for c in one.probs)
     lines = language.corpus(LanguageConfig(), seed=0)
     assert lines["train"][0].startswith(FIRST_SENTENCE + " . ")
     assert language.corpus(TWO, seed=0) == lines

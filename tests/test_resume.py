@@ -96,7 +96,7 @@ def test_half_written_generation_is_redone(tmp_path: Path, reference_run: Path, 
     shutil.copytree(reference_run, out / "r")
     # A resume starts from its newest checkpoint: building the base model (a full load of a pretrained one)
     # would be work thrown away.
-    monkeypatch.setattr("testbed.loop.base_model", lambda *a: pytest.fail("a resume built the base model"))
+    monkeypatch.setattr("testbed.model.base_model", lambda *a: pytest.fail("a resume built the base model"))
     run_dir = out / "r"
     (run_dir / "gen_002" / "COMPLETE").unlink()  # as if killed while writing generation 2's files
     (run_dir / "gen_002" / "metrics.json").write_text('{"generation": 2, "ppl_hu')
