@@ -135,7 +135,7 @@ ORACLE = ["mixing.strategy=accumulate", "curate.detector=oracle", "curate.detect
 def curated_runs(tmp_path_factory):
     from testbed.cli import main
 
-    from .conftest import TINY
+    from .helpers import TINY
 
     out = tmp_path_factory.mktemp("curated")
     for name, extra in (("watermark", CURATED), ("oracle", ORACLE)):
@@ -224,7 +224,7 @@ def test_evaluation_samples_are_never_watermarked(tmp_path):
     samples: the watermark marks the data a model publishes, not the samples we measure it by."""
     from testbed.cli import main
 
-    from .conftest import TINY
+    from .helpers import TINY
 
     rows = {}
     for marked in ("false", "true"):

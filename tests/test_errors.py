@@ -10,7 +10,7 @@ import pytest
 from testbed import rundir
 from testbed.cli import main
 
-from .conftest import TINY
+from .helpers import TINY
 
 
 def _fails(args: list[str], out: Path, capsys, message: str | tuple[str, ...]) -> None:

@@ -11,7 +11,7 @@ from packaging.requirements import Requirement
 
 from testbed import config
 
-from .conftest import REPO, load_script
+from .helpers import REPO, load_script
 
 gpu_check = load_script("gpu_check")
 

@@ -18,7 +18,7 @@ from testbed.sweep import sharing
 from testbed.sweep.grid import SweepRun, share_prefixes
 from testbed.sweep.slurm import slurm_jobs
 
-from .conftest import TINY
+from .helpers import TINY
 
 # Two domains, a small base pretrained on their mixture, generation 0 fine-tuned on domain 0; scored on
 # domain 1 and on the mixture.

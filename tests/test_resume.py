@@ -13,7 +13,7 @@ import torch
 from testbed import rundir
 from testbed.cli import main
 
-from .conftest import TINY
+from .helpers import TINY
 
 MIX = ["mixing.strategy=accumulate_subsample"]  # reads earlier generations back on resume
 

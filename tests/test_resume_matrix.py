@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import TINY
+from .helpers import TINY
 
 # Smaller than TINY (a run takes seconds): 120 sentences, generations 0..2, one thread.
 SMALL = [*TINY, "data.language.train_sentences=120", "data.language.valid_sentences=20",

@@ -15,7 +15,7 @@ from testbed.cli import main
 from testbed.report.runs import Run, find_runs, group_settings, mean_std
 from testbed.sweep.grid import expand, parse_axes, prepare
 
-from .conftest import TINY
+from .helpers import TINY
 
 
 def test_mean_std_hand_worked():
