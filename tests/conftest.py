@@ -53,3 +53,13 @@ def bpe_blocks():
     lines = ["the cat sat on the mat and the dog ran far away"] * 50
     tok = train_bpe(lines, 300)
     return tok, np.array(tok(" ".join(lines))["input_ids"][: 64 * 8]).reshape(-1, 16)
+
+
+@pytest.fixture(scope="session")
+def one_generation_run(tmp_path_factory) -> Path:
+    """A finished TINY run of generations 0 and 1, for the tests that compare a variant with it (read only)."""
+    from testbed.cli import main
+
+    out = tmp_path_factory.mktemp("one-generation")
+    assert main(["run", *TINY, "run.generations=1", f"run.out_dir={out}", "run.name=one"]) == 0
+    return out / "one"
