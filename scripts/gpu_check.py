@@ -49,10 +49,8 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import numpy as np  # noqa: E402
+import rehearse_paper  # noqa: E402  (beside this script: first on sys.path when it runs)
 import torch  # noqa: E402
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import rehearse_paper  # noqa: E402
 
 from testbed import config, rundir  # noqa: E402
 from testbed.config import ModelConfig  # noqa: E402

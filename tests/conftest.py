@@ -13,28 +13,10 @@ import pytest  # noqa: E402
 
 from testbed import config  # noqa: E402
 
-REPO = Path(__file__).resolve().parent.parent
+from .helpers import REPO, TINY  # noqa: E402
+
 # Subprocesses (python -m testbed.cli, accelerate launch) import this checkout's testbed, not an installed one.
 os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
-
-# A run small enough for seconds on a CPU: a 1-layer width-32 GPT-2 on a few hundred sentences.
-TINY = [
-    "run.generations=2", "data.block_size=16", "data.language.train_sentences=400",
-    "data.language.valid_sentences=40", "data.language.test_sentences=60", "tokenizer.vocab_size=300",
-    "model.layers=1", "model.width=32", "model.heads=2", "model.context=64", "generation.prompt_tokens=8",
-    "generation.max_new_tokens=8", "train.gen0_epochs=2", "train.epochs=1", "train.batch_size=16",
-    "eval.num_samples=8", "eval.prompt_tokens=4", "eval.max_new_tokens=8", "eval.tail_rank=20",
-]
-
-
-def load_script(name: str):
-    """A module of scripts/ (not a package: scripts are run, not imported by testbed)."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture
@@ -71,3 +53,13 @@ def bpe_blocks():
     lines = ["the cat sat on the mat and the dog ran far away"] * 50
     tok = train_bpe(lines, 300)
     return tok, np.array(tok(" ".join(lines))["input_ids"][: 64 * 8]).reshape(-1, 16)
+
+
+@pytest.fixture(scope="session")
+def one_generation_run(tmp_path_factory) -> Path:
+    """A finished TINY run of generations 0 and 1, for the tests that compare a variant with it (read only)."""
+    from testbed.cli import main
+
+    out = tmp_path_factory.mktemp("one-generation")
+    assert main(["run", *TINY, "run.generations=1", f"run.out_dir={out}", "run.name=one"]) == 0
+    return out / "one"

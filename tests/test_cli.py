@@ -6,7 +6,7 @@ import pytest
 
 from testbed.cli import main
 
-from .conftest import REPO
+from .helpers import REPO
 
 
 @pytest.mark.parametrize("args, message", [

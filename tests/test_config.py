@@ -6,7 +6,7 @@ import pytest
 from testbed import config
 from testbed.config import Config, ConfigError
 
-from .conftest import REPO
+from .helpers import REPO
 
 
 def test_defaults_load_and_overrides_win():

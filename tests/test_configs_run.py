@@ -10,7 +10,7 @@ import pytest
 from testbed import rundir
 from testbed.cli import main
 
-from .conftest import REPO, TINY
+from .helpers import REPO, TINY
 
 
 @pytest.mark.parametrize("name", [pytest.param("defences-sweep-tiny-cpu", marks=pytest.mark.slow),  # 11 settings

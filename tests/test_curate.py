@@ -162,7 +162,7 @@ ORACLE = ["mixing.strategy=accumulate", "curate.detector=oracle", "curate.detect
 def curated_runs(tmp_path_factory):
     from testbed.cli import main
 
-    from .conftest import TINY
+    from .helpers import TINY
 
     out = tmp_path_factory.mktemp("curated")
     for name, extra in (("watermark", CURATED), ("oracle", ORACLE)):
@@ -246,25 +246,23 @@ def test_env_json_says_what_ran(curated_runs):
     assert env[0]["lock_matches"] is (not env[0]["lock_differs"])
 
 
-def test_evaluation_samples_are_never_watermarked(tmp_path):
+def test_evaluation_samples_are_never_watermarked(tmp_path, one_generation_run):
     """Two runs that differ only in generation.watermark.enabled evaluate the same generation 0 with the same
     samples: the watermark marks the data a model publishes, not the samples we measure it by."""
     from testbed.cli import main
 
-    from .conftest import TINY
+    from .helpers import TINY
 
-    rows = {}
-    for marked in ("false", "true"):
-        assert main(["run", *TINY, "run.generations=1", f"generation.watermark.enabled={marked}",
-                     f"run.out_dir={tmp_path}", f"run.name=wm-{marked}"]) == 0
-        rows[marked] = _rows(tmp_path / f"wm-{marked}")
+    assert main(["run", *TINY, "run.generations=1", "generation.watermark.enabled=true", f"run.out_dir={tmp_path}",
+                 "run.name=wm-true"]) == 0
+    runs = {"true": tmp_path / "wm-true", "false": one_generation_run}
+    rows = {marked: _rows(run) for marked, run in runs.items()}
     assert {"distinct_2", "self_bleu", "tail_coverage", "grammatical_rate"} <= set(rows["true"][0])
     assert rows["true"][0] == rows["false"][0]  # the whole row: the sample metrics and all else
-    assert (tmp_path / "wm-true" / "gen_000" / "samples.jsonl").read_bytes() == \
-        (tmp_path / "wm-false" / "gen_000" / "samples.jsonl").read_bytes()
+    assert (runs["true"] / "gen_000" / "samples.jsonl").read_bytes() == \
+        (runs["false"] / "gen_000" / "samples.jsonl").read_bytes()
     # ... while the synthetic data of generation 1 does carry the watermark: the two runs' data differ.
     import datasets
 
-    texts = {m: datasets.load_from_disk(str(tmp_path / f"wm-{m}" / "gen_001" / "synthetic"))["text"][:]
-             for m in rows}
+    texts = {m: datasets.load_from_disk(str(run / "gen_001" / "synthetic"))["text"][:] for m, run in runs.items()}
     assert texts["true"] != texts["false"]

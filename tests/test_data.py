@@ -16,7 +16,7 @@ from testbed.data import (
 )
 from testbed.model import train_bpe
 
-from .conftest import load_script
+from .helpers import load_script
 
 
 def test_files_source(text_corpus: Path):

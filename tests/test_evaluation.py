@@ -5,6 +5,8 @@ import pytest
 
 from testbed.evaluation import FREQUENT, RARE, GroundTruth, bootstrap_noise, ground_truth_set, word_groups, word_metrics
 
+from .helpers.models import Counting, V
+
 
 def test_bootstrap_noise_is_the_std_over_resamples():
     x = np.array([0.0, 1.0] * 100)
@@ -24,8 +26,6 @@ def test_word_groups_hand_worked():
 
 
 def test_word_metrics_split_kl_per_word_by_word():
-    from tests.metrics.test_signals import Counting, V
-
     # Counting: after an even token the next is certain (NLL 0 if it is token + 1), after an odd one uniform
     # (log V). Row 0 scores 1 (0), 2 (log V), 3 (0); row 1 scores 3 (0), 4 (log V).
     gt = GroundTruth(None, None, None, sentence_ids=np.array([[0, 1, 2, 3], [2, 3, 4, -1]]),

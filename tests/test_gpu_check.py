@@ -13,7 +13,7 @@ from testbed import config
 from testbed.sweep import plan
 from testbed.sweep.validate import sweep_configs
 
-from .conftest import REPO, load_script
+from .helpers import REPO, load_script
 
 gpu_check = load_script("gpu_check")
 

@@ -18,7 +18,7 @@ ROW_KEYS = {"generation", "ppl_human", "distinct_1", "distinct_2", "distinct_3",
 
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
-    from .conftest import TINY
+    from .helpers import TINY
 
     out = tmp_path_factory.mktemp("runs")
     assert main(["run", *TINY, f"run.out_dir={out}", "run.name=e2e", "mixing.strategy=fixed_fraction",
@@ -91,7 +91,7 @@ def test_parameters_changed_and_checkpoint_reloads(finished_run: Path):
 
 
 def test_existing_run_is_never_overwritten(finished_run: Path, capsys):
-    from .conftest import TINY
+    from .helpers import TINY
 
     before = (finished_run / "metrics.jsonl").read_bytes()
     assert main(["run", *TINY, f"run.out_dir={finished_run.parent}", "run.name=e2e"]) == 2

@@ -2,7 +2,7 @@ import torch
 
 from testbed.model import autocast, load_model
 
-from .conftest import load_script
+from .helpers import load_script
 
 
 def test_fp16_checkpoint_loads_as_fp32_master_weights(tmp_path):

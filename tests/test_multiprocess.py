@@ -12,18 +12,9 @@ from accelerate.commands.config.config_args import ClusterConfig
 
 from testbed import rundir
 
-from .conftest import REPO, TINY
+from .helpers import REPO, TINY, launch
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1"}
-# `--cpu` makes accelerate start a single process; the multi-process launcher with ACCELERATE_USE_CPU gives
-# real data-parallel CPU processes (gloo).
-LAUNCH = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-          "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
-
-
-def _launch(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([*LAUNCH, *args], env={**ENV, "ACCELERATE_USE_CPU": "true"}, capture_output=True,
-                          text=True, timeout=600)
 
 
 def _rows(run: Path) -> list[dict]:
@@ -32,7 +23,7 @@ def _rows(run: Path) -> list[dict]:
 
 def test_two_processes_match_the_single_process_layout(tmp_path: Path):
     run = [*TINY, f"run.out_dir={tmp_path}"]
-    two = _launch("-m", "testbed.cli", "run", *run, "run.name=two")
+    two = launch("-m", "testbed.cli", "run", *run, "run.name=two")
     assert two.returncode == 0, two.stderr[-3000:]
     one = subprocess.run([sys.executable, "-m", "testbed.cli", "run", *run, "run.name=one"], env=ENV,
                          capture_output=True, text=True, timeout=600)
@@ -60,10 +51,10 @@ def test_two_processes_pretrain_the_base_and_take_it_on_resume(tmp_path: Path):
     them, as many steps as one process), the main process saves it once, and a resume loads it."""
     pre = [*TINY, "run.generations=1", "data.language.domains=2", "pretrain.source=builtin",
            "pretrain.sentences=600", "pretrain.epochs=1", "eval.corpora.other=builtin:1", f"run.out_dir={tmp_path}"]
-    two = _launch("-m", "testbed.cli", "run", *pre, "run.name=two", "--stop-after", "-1")
+    two = launch("-m", "testbed.cli", "run", *pre, "run.name=two", "--stop-after", "-1")
     assert two.returncode == 0, two.stderr[-3000:]
     assert rundir.is_complete(tmp_path / "two", rundir.BASE) and not (tmp_path / "two" / "gen_000").exists()
-    resumed = _launch("-m", "testbed.cli", "run", str(tmp_path / "two"), "--resume")
+    resumed = launch("-m", "testbed.cli", "run", str(tmp_path / "two"), "--resume")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     one = subprocess.run([sys.executable, "-m", "testbed.cli", "run", *pre, "run.name=one", "--stop-after", "-1"],
                          env=ENV, capture_output=True, text=True, timeout=600)
@@ -88,7 +79,7 @@ sys.exit(main(sys.argv[1:]))
 def test_a_failure_on_the_main_process_stops_every_process(tmp_path: Path):
     script = tmp_path / "full_disk.py"
     script.write_text(FULL_DISK)
-    out = _launch(str(script), "run", *TINY, f"run.out_dir={tmp_path}", "run.name=full")
+    out = launch(str(script), "run", *TINY, f"run.out_dir={tmp_path}", "run.name=full")
     assert out.returncode != 0
     errors = [line for line in out.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 2 and errors[0] == errors[1], out.stderr[-3000:]  # both processes, the same line

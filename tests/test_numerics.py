@@ -13,7 +13,7 @@ import torch
 from testbed import numerics
 from testbed.config import ConfigError
 
-from .conftest import REPO, TINY
+from .helpers import REPO, TINY
 
 
 def test_lock_check_names_the_packages_that_differ(tmp_path):

@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 from testbed import config, rundir
 from testbed.cli import main
 
-from .conftest import REPO, load_script
+from .helpers import REPO, load_script
 
 rehearse = load_script("rehearse_paper")
 EXTRA = {"shumailov2024-opt125m-keep10": ["train.precision=bf16", "generation.repetition_penalty=3.0"]}

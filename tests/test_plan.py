@@ -16,7 +16,7 @@ from testbed import config
 from testbed.cli import main
 from testbed.sweep import plan
 
-from .conftest import REPO
+from .helpers import REPO
 
 # A training step's measured peak beyond the weights and AdamW's states, against the estimate's gradients,
 # activations and logits. Estimated and measured differ by what the formula leaves out (the loss's small
@@ -46,7 +46,7 @@ from transformers import AutoModelForCausalLM
 from testbed import config
 from testbed.sweep import plan
 from testbed.train import _optimizer
-from tests.conftest import load_script
+from tests.helpers import load_script
 
 bench = load_script("bench_memory")
 peaks = []

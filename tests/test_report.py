@@ -1,38 +1,20 @@
 """The report over run directories written by hand (nothing is run): the metric registry feeds every table
 and plot, settings get short names, bands stay inside what a metric can take."""
 
-import json
 import re
 from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 
 from testbed.metrics import registry
 from testbed.metrics.registry import Metric
 from testbed.report import figures, runs
 from testbed.report import tables as report
 
+from .helpers import fake_run
+
 REFERENCE = Path(__file__).resolve().parents[1] / "docs" / "reference.md"
-
-
-def fake_run(root: Path, name: str, config: dict, rows: list[dict], settings: list[dict] | None = None) -> Path:
-    """A run directory as `testbed run` leaves it, as far as the report reads it."""
-    d = root / name
-    d.mkdir(parents=True)
-    nested: dict = {"sweep": {"settings": settings or [], "grid": {"run.seed": [0, 1]}}}
-    for key, value in config.items():
-        *parents, leaf = key.split(".")
-        node = nested
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = value
-    (d / "config.yaml").write_text(yaml.safe_dump(nested, sort_keys=False))  # as config.to_yaml
-    (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    (d / "human_baseline.json").write_text(json.dumps({"ppl_human": None, "distinct_2": 0.9}))
-    return d
-
 
 SETTINGS = [{"mixing.strategy": "replace"},
             {"mixing.strategy": "replace", "curate.dedup": "minhash"},

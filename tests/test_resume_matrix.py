@@ -1,10 +1,11 @@
-"""The resume matrix: feature combinations, each killed at every stage boundary of a generation and inside
-stages, must resume to a run directory byte-identical to the uninterrupted run's.
+"""Kill and resume: feature combinations, each killed at every stage boundary of a generation and inside
+stages, must resume to a run directory byte-identical to the uninterrupted run's; and what a resume refuses,
+redoes and keeps.
 
 What a SIGKILL leaves is exactly what the run had written, so an uninterrupted reference run copies its
 directory at each kill point (in-process, at that point: a snapshot) and each snapshot is resumed in a fresh
-process; `test_a_snapshot_is_what_sigkill_leaves` checks a snapshot against real SIGKILLs. Kill points
-that leave the same files (after generate or after mixing: nothing new on disk) share one resume.
+process; `test_a_snapshot_is_what_a_signal_leaves` checks a snapshot against real SIGKILLs and a SIGTERM.
+Kill points that leave the same files (after generate or after mixing: nothing new on disk) share one resume.
 Runs are forked from a server that has imported torch and the testbed once (a cold start costs seconds).
 """
 
@@ -22,8 +23,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import torch
 
-from .conftest import TINY
+from testbed import rundir
+from testbed.cli import main
+
+from .helpers import TINY
 
 # Smaller than TINY (a run takes seconds): 120 sentences, generations 0..2, one thread.
 SMALL = [*TINY, "data.language.train_sentences=120", "data.language.valid_sentences=20",
@@ -145,7 +150,8 @@ def _after(real: Callable, then: Callable) -> Callable:
 
 def _child(args: list[str], run_dir: str, hooks: list[tuple[str, str, int, str]], log: str) -> None:
     """`testbed run ARGS` without the report, its output into `log`; at each hook (kind, where, generation,
-    action) the run directory is copied to `action`, or with action "SIGKILL" the process kills itself."""
+    action) the run directory is copied to `action`, or with action "SIGKILL" or "SIGTERM" the process sends
+    itself that signal."""
     import testbed.report.tables
     from testbed import cli, loop
 
@@ -162,9 +168,10 @@ def _child(args: list[str], run_dir: str, hooks: list[tuple[str, str, int, str]]
             return
         fired.add(i)
         action = hooks[i][3]
-        if action == "SIGKILL":
-            os.kill(os.getpid(), signal.SIGKILL)
-        shutil.copytree(root, action, symlinks=True)
+        if action in SIGNALS:
+            os.kill(os.getpid(), SIGNALS[action])  # SIGTERM: the run's handler raises here
+        else:
+            shutil.copytree(root, action, symlinks=True)
 
     def in_generation(fn: Callable) -> Callable:
         def wrapped(ctx, state, *g):
@@ -189,6 +196,7 @@ def _child(args: list[str], run_dir: str, hooks: list[tuple[str, str, int, str]]
     sys.exit(cli.main(["run", *args]))
 
 
+SIGNALS = {"SIGKILL": signal.SIGKILL, "SIGTERM": signal.SIGTERM}
 _server: list = []
 # What the forked runs import, once (the libraries' lazy imports included).
 PRELOAD = ["testbed.cli", "testbed.loop", "testbed.report", "datasets", "datasketch", "scipy.special",
@@ -270,7 +278,7 @@ CONFIG_ROWS = all_pairs({name: list(levels) for name, levels in FACTORS.items()}
 
 # The default run: a pairwise covering of a smaller matrix, each combination killed at one point (in turn from
 # KILLS): the mixing strategies that read earlier generations back or change by generation, and every feature
-# on (test_resume.py runs the defaults: no curation, train.init=previous, fp32).
+# on (test_a_snapshot_is_what_a_signal_leaves resumes the defaults: no curation, train.init=previous, fp32).
 DEFAULT_FACTORS = {**{name: [level for level in levels if level not in ("none", "previous", "oracle")]
                       for name, levels in FACTORS.items()}, "mixing": ["accumulate_subsample", "schedule", "fresh"]}
 KILLS = {"off": ["human baseline: samples written", "human baseline written", "g1 curate: synthetic saved",
@@ -309,17 +317,114 @@ def test_a_pairwise_covering_resumes_identically(row: dict[str, str], kill: str,
     assert check_row(row, tmp_path, [kill]) == []
 
 
-def test_a_snapshot_is_what_sigkill_leaves(tmp_path: Path):
-    """The matrix's premise: the files a snapshot holds are those a run killed by SIGKILL at the same point
-    leaves, after a function returns (mixing) and right after a write (the model, before the metrics)."""
-    args = [*SMALL, *overrides(CONFIG_ROWS[0]), f"run.out_dir={tmp_path}"]
-    points = [("call", "testbed.mixing:mix", 1), ("write", "gen_001/model", 1)]
-    run([*args, "run.name=ref"], tmp_path / "ref", [(*p, str(tmp_path / f"snap{i}")) for i, p in enumerate(points)])
-    for i, point in enumerate(points):
+# Real signals, each at the point of a snapshot: SIGKILL after a function returns (mixing) and right after a
+# write (the model, before the metrics); SIGTERM (a pre-empted job) before mixing and training generation 1.
+KILLED = [("call", "testbed.mixing:mix", 1, "SIGKILL"), ("write", "gen_001/model", 1, "SIGKILL"),
+          ("write", "gen_001/synthetic", 1, "SIGTERM")]
+# The defaults (no curation, train.init=previous, fp32), with a mixing that reads earlier generations back.
+DEFAULTS = [*SMALL, "mixing.strategy=accumulate_subsample"]
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory) -> Path:
+    """An uninterrupted run of DEFAULTS, snapshotted at each point of KILLED (snap0.. beside it)."""
+    out = tmp_path_factory.mktemp("finished")
+    run([*DEFAULTS, f"run.out_dir={out}", "run.name=r"], out / "r",
+        [(kind, where, g, str(out / f"snap{i}")) for i, (kind, where, g, _) in enumerate(KILLED)])
+    return out / "r"
+
+
+def without_config(found: dict[str, bytes]) -> dict[str, bytes]:
+    return {k: v for k, v in found.items() if k != "config.yaml"}  # config.yaml: its run.name
+
+
+def test_a_snapshot_is_what_a_signal_leaves(finished: Path, tmp_path: Path):
+    """The matrix's premise: the files a snapshot holds are those a run killed at the same point leaves. A
+    SIGTERM'd run leaves through its handler (exit code 130, the message saying how to continue) and resumes
+    to the uninterrupted run."""
+    for i, (kind, where, g, sig) in enumerate(KILLED):
         killed = tmp_path / f"killed{i}"
-        run([*args, f"run.name={killed.name}"], killed, [(*point, "SIGKILL")], expect=-signal.SIGKILL)
-        snap = files(tmp_path / f"snap{i}")
+        run([*DEFAULTS, f"run.out_dir={tmp_path}", f"run.name={killed.name}"], killed, [(kind, where, g, sig)],
+            expect=130 if sig == "SIGTERM" else -signal.SIGKILL)
+        snap = files(finished.parent / f"snap{i}")
         assert "gen_000/COMPLETE" in snap and "gen_001/COMPLETE" not in snap
-        assert ("gen_001/model/model.safetensors" in snap) == (i == 1)
-        assert {k: v for k, v in files(killed).items() if k != "config.yaml"} == \
-            {k: v for k, v in snap.items() if k != "config.yaml"}  # config.yaml: its run.name
+        assert ("gen_001/model/model.safetensors" in snap) == (where == "gen_001/model")
+        assert without_config(files(killed)) == without_config(snap)
+    stopped = tmp_path / "killed2"
+    assert "interrupted: finished generations are kept; continue with: testbed run RUN_DIR --resume" in \
+        (tmp_path / "killed2.log").read_text()
+    run([str(stopped), "--resume"], stopped)
+    assert without_config(files(stopped)) == without_config(files(finished))
+    assert not list(stopped.rglob(".*.tmp-*"))
+
+
+# ---------------------------------------------------------------------------------------------
+# What a resume refuses, redoes and keeps, on copies of the finished run.
+
+
+@pytest.fixture
+def threads():
+    """A resume in this process takes the run's saved thread count (1); later tests get the default back."""
+    default = torch.get_num_threads()
+    yield
+    torch.set_num_threads(default)
+
+
+def test_half_written_generation_is_redone(tmp_path: Path, finished: Path, monkeypatch, threads):
+    run_dir = tmp_path / "r"
+    shutil.copytree(finished, run_dir)
+    # A resume starts from its newest checkpoint: building the base model (a full load of a pretrained one)
+    # would be work thrown away.
+    monkeypatch.setattr("testbed.model.base_model", lambda *a: pytest.fail("a resume built the base model"))
+    (run_dir / "gen_002" / "COMPLETE").unlink()  # as if killed while writing generation 2's files
+    (run_dir / "gen_002" / "metrics.json").write_text('{"generation": 2, "ppl_hu')
+    (run_dir / "gen_002" / ".samples.jsonl.tmp-99999").write_text("partial")
+    lines = (run_dir / "metrics.jsonl").read_bytes().splitlines(keepends=True)
+    (run_dir / "metrics.jsonl").write_bytes(b"".join(lines[:2]))
+    assert main(["run", str(run_dir), "--resume"]) == 0
+    assert (run_dir / "metrics.jsonl").read_bytes() == (finished / "metrics.jsonl").read_bytes()
+    assert not (run_dir / "gen_002" / ".samples.jsonl.tmp-99999").exists()
+
+
+def test_resume_refuses_a_different_config(tmp_path: Path, finished: Path, capsys, threads):
+    shutil.copytree(finished, tmp_path / "r")
+    before = (tmp_path / "r" / "metrics.jsonl").read_bytes()
+    args = ["run", *DEFAULTS, f"run.out_dir={tmp_path}", "run.name=r", "run.generations=3", "train.lr=0.01"]
+    assert main([*args, "--resume"]) == 2
+    assert "differs from the one saved" in capsys.readouterr().err
+    assert (tmp_path / "r" / "metrics.jsonl").read_bytes() == before
+    # An explicit flag extends the run by one generation.
+    assert main([*args[:-1], "--resume", "--allow-config-change"]) == 0
+    assert len((tmp_path / "r" / "metrics.jsonl").read_text().splitlines()) == 4
+
+
+def test_resume_of_a_missing_run_is_refused(tmp_path: Path, capsys):
+    assert main(["run", *SMALL, f"run.out_dir={tmp_path}", "run.name=nothing", "--resume"]) == 2
+    assert "nothing to resume" in capsys.readouterr().err
+
+
+def test_extending_a_run_whose_newest_checkpoint_was_pruned_is_refused(tmp_path: Path, capsys, threads):
+    out = tmp_path / "runs"
+    args = [*SMALL, f"run.out_dir={out}", "run.name=r", "run.generations=1", "run.keep_checkpoints=none"]
+    assert main(["run", *args]) == 0
+    run_dir = out / "r"
+    assert f"run directory: {run_dir}\n" in capsys.readouterr().out  # once it exists
+    config = (run_dir / "config.yaml").read_bytes()
+    assert main(["run", str(run_dir), "run.generations=2", "--resume", "--allow-config-change"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"error: cannot continue {run_dir} at generation 2: it starts from {run_dir}/gen_001/model, which "
+                   "run.keep_checkpoints removed; run it anew with run.generations=2 (run.keep_checkpoints=last "
+                   "keeps the newest model, to extend a run later)")
+    assert (run_dir / "config.yaml").read_bytes() == config and rundir.completed(run_dir, 2) == 2
+
+
+def test_a_resume_uses_the_thread_count_the_run_started_with(tmp_path: Path, finished: Path, threads):
+    """Sums split over 1 or 2 threads differ in the last bits: only the saved count redoes a generation exactly."""
+    run_dir = tmp_path / "r"
+    shutil.copytree(finished, run_dir)
+    (run_dir / "gen_002" / "COMPLETE").unlink()
+    torch.set_num_threads(2)
+    unset = [o for o in DEFAULTS if not o.startswith("run.threads=")]
+    assert main(["run", *unset, f"run.out_dir={tmp_path}", "run.name=r", "--resume"]) == 0  # not a change
+    assert torch.get_num_threads() == 1
+    assert (run_dir / "metrics.jsonl").read_bytes() == (finished / "metrics.jsonl").read_bytes()

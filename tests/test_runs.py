@@ -11,7 +11,7 @@ from testbed.metrics import phases, registry
 from testbed.report import runs
 from testbed.report.tables import early_warning, phase_table
 
-from .test_report import fake_run
+from .helpers import fake_run
 
 SETTINGS = [{"name": f"heal from {k}", "mixing.strategy": "replace", "run.prefix_until": k} for k in (1, 2, 3)]
 

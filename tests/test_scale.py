@@ -20,22 +20,8 @@ from testbed.model import build_model, train_bpe
 from testbed.sweep.grid import expand
 from testbed.train import train
 
-from .conftest import REPO, load_script
-
-rehearse = load_script("rehearse_paper")
-# Sizes only: the paper protocol's shape (prompt = block = new tokens, five beams) at 16 tokens, not 64.
-SCALE_DOWN = [*rehearse.SCALE_DOWN, "run.generations=1", "eval.tail_rank=20", "data.max_train_blocks=16",
-              "data.max_eval_blocks=8", "eval.num_samples=4", "data.block_size=16", "generation.prompt_tokens=16",
-              "generation.max_new_tokens=16", "generation.min_new_tokens=16", "eval.prompt_tokens=16",
-              "eval.max_new_tokens=16"]
-
-
-def save_checkpoint(out: Path, tokenizer, arch: str, width: int, dtype: torch.dtype) -> Path:
-    """A one-layer `arch` saved with save_pretrained in `dtype` (the hub's storage dtype), tokenizer beside."""
-    model = build_model(ModelConfig(arch=arch, layers=1, width=width, heads=2, context=160), tokenizer, seed=0)
-    model.to(dtype).save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    return out
+from .helpers import REPO, launch
+from .helpers.models import SCALE_DOWN, rehearse, save_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -165,17 +151,12 @@ def test_lora_on_the_paper_path(corpus, tmp_path: Path):
 def test_lora_with_two_processes(corpus, tmp_path: Path):
     """accelerate launch with two CPU processes: adapters seeded alike, trained data-parallel, merged the same
     in both (every generation ends with the processes comparing their weights)."""
-    import subprocess
-
-    from .test_multiprocess import ENV, LAUNCH
-
     data, tok = corpus
     base = save_checkpoint(tmp_path / "llama-bf16", tok, "llama", 32, torch.bfloat16)
     path = REPO / "configs" / "lora-smollm2-1.7b-wikitext2.yaml"
     args = ["run", str(path), f"model.name_or_path={base}", f"data.path={data}", *SCALE_DOWN, "train.precision=fp32",
             f"run.out_dir={tmp_path}"]
-    two = subprocess.run([*LAUNCH, "-m", "testbed.cli", *args, "run.name=two"], capture_output=True, text=True,
-                         env={**ENV, "ACCELERATE_USE_CPU": "true"}, timeout=900)
+    two = launch("-m", "testbed.cli", *args, "run.name=two", timeout=900)
     assert two.returncode == 0, two.stderr[-3000:]
     assert (tmp_path / "two" / "gen_001" / "COMPLETE").is_file()
     merged = AutoModelForCausalLM.from_pretrained(tmp_path / "two" / "gen_001" / "model")

@@ -11,7 +11,7 @@ from testbed import config
 from testbed.cli import main
 from testbed.sweep.grid import parse_axes, prepare
 
-from .conftest import REPO
+from .helpers import REPO
 
 MIXING = str(REPO / "configs" / "mixing-sweep-tiny-cpu.yaml")
 

@@ -15,7 +15,7 @@ from testbed.cli import main
 from testbed.report.runs import Run, find_runs, group_settings, mean_std
 from testbed.sweep.grid import expand, parse_axes, prepare
 
-from .conftest import TINY
+from .helpers import TINY
 
 
 def test_mean_std_hand_worked():
@@ -132,6 +132,9 @@ def test_settings_share_their_common_generations_and_get_the_same_result(sweep_d
     assert [r["train_composition"] for r in healed[1:]] == [{"synthetic@1": n}, {"synthetic@2": n}, {"human": n}]
 
 
+# In the default run, the resume matrix kills schedule runs before the generation where the strategy changes, and
+# test_a_snapshot_is_what_a_signal_leaves resumes a SIGTERM'd run to the same bytes.
+@pytest.mark.slow
 def test_schedule_run_resumes_after_a_kill_to_the_same_metrics(sweep_dir, tmp_path: Path):
     """A single `testbed run` with a schedule (replace in generations 1-2, all human data in generation 3),
     killed while it mixes and trains generation 3, resumes to the metrics of the run that was not killed."""

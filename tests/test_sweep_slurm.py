@@ -19,7 +19,7 @@ from testbed.cli import main
 from testbed.sweep.grid import SweepRun
 from testbed.sweep.slurm import slurm_jobs
 
-from .conftest import REPO, TINY
+from .helpers import REPO, TINY
 
 REQUIRED = os.environ.get("TESTBED_REQUIRE_SLURM") == "1"
 
@@ -281,7 +281,7 @@ def test_model_size_rehearsal_through_slurm(cluster, tmp_path: Path, capsys):
 
     from testbed.model import train_bpe
 
-    from .test_scale import SCALE_DOWN, rehearse, save_checkpoint
+    from .helpers.models import SCALE_DOWN, rehearse, save_checkpoint
 
     data = rehearse.write_corpus(tmp_path / "data", None)
     tok = train_bpe((data / "train.txt").read_text().splitlines(), 400)

@@ -9,7 +9,7 @@ import pytest
 from testbed import config
 from testbed.cli import main
 
-from .conftest import REPO
+from .helpers import REPO
 
 
 def _rejects(args: list[str], capsys, message: str) -> None:

@@ -1,6 +1,5 @@
 import math
 import sys
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -31,24 +30,7 @@ from testbed.metrics.signals import (
 from testbed.metrics.text import rep_n, rep_n_per_sample
 from testbed.model import build_model, train_bpe
 
-V = 16
-
-
-class Counting(torch.nn.Module):
-    """After an even token, certain (logit +50) that the next is token + 1; after an odd one, uniform over V.
-    Its final hidden states are those logits, its LM head the identity."""
-
-    def __init__(self):
-        super().__init__()
-        self.head = torch.nn.Linear(V, V, bias=False)
-        torch.nn.init.eye_(self.head.weight)
-
-    def base_model(self, input_ids, attention_mask=None):
-        hidden = 50.0 * F.one_hot((input_ids + 1) % V, V) * (input_ids % 2 == 0).unsqueeze(-1)
-        return SimpleNamespace(last_hidden_state=hidden.float())
-
-    def get_output_embeddings(self):
-        return self.head
+from ..helpers.models import Counting, V
 
 
 @pytest.fixture(scope="module")
