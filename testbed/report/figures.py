@@ -15,6 +15,7 @@ import numpy as np
 from testbed.config import Config, flatten
 from testbed.metrics.registry import HEADLINE, REPORT, Metric, group_title, shown_in
 from testbed.report.plotting import (
+    FONT,
     figure,
     legend_below,
     legend_entries,
@@ -36,7 +37,6 @@ MAX_SERIES = 6  # settings one panel tells apart; more are split into families
 MAX_FAMILIES = 4  # columns of panels that fit a page's width
 REFERENCE_STYLES = ({"color": "black", "ls": "-", "marker": "x"}, {"color": "0.45", "ls": "-.", "marker": "+"})
 PAGE_IN = 10.0  # a figure's widest, in inches at 110 dpi: about a page's width, where its fonts read as set
-FONT = {"title": 9.5, "label": 8.5, "tick": 8, "legend": 8.5}
 
 
 @dataclass

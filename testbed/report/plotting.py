@@ -10,7 +10,7 @@ from pathlib import Path
 from testbed.metrics.registry import Metric
 from testbed.report.runs import Run
 
-TITLE_WIDTH = 52  # characters of a panel's title per line
+FONT = {"title": 9.5, "label": 8.5, "tick": 8, "legend": 8.5}  # points, in figures about a page wide
 
 
 def pyplot():

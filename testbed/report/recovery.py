@@ -22,9 +22,9 @@ import numpy as np
 
 from testbed.metrics.registry import OUT_OF_DOMAIN, RECOVERY, RECOVERY_PLOT, Metric, shown_in
 from testbed.report.plotting import (
+    FONT,
     figure,
-    legend_entries,
-    legend_size,
+    legend_below,
     number_ticks,
     place,
     provenance,
@@ -320,12 +320,12 @@ def plot_out_of_domain(groups: dict[str, list[Run]], runs: list[Run], out: Path)
 
 
 def out_of_domain_figure(groups: dict[str, list[Run]], runs: list[Run]):
-    """Per corpus metric (the registry's OUT_OF_DOMAIN view), how much worse than the
-    human-only control of its seed each setting that trains on its own samples is at every generation (a
-    factor for perplexities, on a log axis; the difference otherwise): the control is the line at ×1 / 0, the
-    pretrained base drawn against the same control. One colour per switch generation k (its line dotted), one
-    line style per healing; the legend gives the share of the excess at k given back (as out_of_domain_table).
-    None without a control and eval.corpora."""
+    """Per corpus metric (the registry's OUT_OF_DOMAIN view), how much worse than the human-only control of
+    its seed each setting that trains on its own samples is at every generation (a factor for perplexities,
+    on a log axis; the difference otherwise): the control is the line at ×1 / 0, the pretrained base drawn
+    against the same control. One colour per switch generation k (its line dotted), one line style per
+    healing; each panel lists the share of the excess at k given back (as out_of_domain_table). None without
+    a control and eval.corpora."""
     settings = paired_settings(groups, runs)
     metrics = _out_of_domain_metrics(runs)
     if not settings or not metrics:
@@ -339,13 +339,12 @@ def out_of_domain_figure(groups: dict[str, list[Run]], runs: list[Run]):
     ncols = 2 if len(metrics) > 1 else 1
     nrows = -(-len(metrics) // ncols)
     fig, axes = figure(nrows, ncols, (4.6, 3.3), sharex=True)
-    last = max(p.last for p in settings)
-    generations = np.arange(last + 1)
+    generations = np.arange(max(p.last for p in settings) + 1)
+    controls = list({id(c): c for p in settings for _, c in p.pairs}.values())
     for ax, m in zip(axes.flat, metrics):
         ppl = m.key.startswith("ppl_")
         show = np.exp if ppl else (lambda x: x)
         ax.axhline(show(0.0), color="black", lw=1.4, label="human-only control (each run against its seed's)")
-        controls = {id(c): c for p in settings for _, c in p.pairs}.values()
         base = [[_base_excess(c, m.key, g) for c in controls] for g in generations]
         mean, _, _ = _mean_range(base)
         if np.isfinite(mean).any():
@@ -366,23 +365,21 @@ def out_of_domain_figure(groups: dict[str, list[Run]], runs: list[Run]):
             if len(p.pairs) > 1:
                 ax.fill_between(g[ok], show(low[ok]), show(high[ok]), color=style["color"], alpha=0.15, lw=0)
         if given:
-            ax.text(0.02, 0.97, "given back:\n" + "\n".join(given), transform=ax.transAxes, va="top", fontsize=7.5,
-                    bbox={"facecolor": "white", "alpha": 0.85, "edgecolor": "0.8"})
+            ax.text(0.02, 0.97, "given back:\n" + "\n".join(given), transform=ax.transAxes, va="top",
+                    fontsize=FONT["legend"] - 1, bbox={"facecolor": "white", "alpha": 0.85, "edgecolor": "0.8"})
         if ppl:
             ax.set_yscale("log")
         number_ticks(ax.yaxis)
-        ax.set_title(m.title, fontsize=9.5)
-        ax.set_ylabel("× the control's perplexity" if ppl else f"{m.unit} beyond the control", fontsize=8.5)
-        ax.set_xlabel("generation", fontsize=8.5)
+        ax.set_title(m.title, fontsize=FONT["title"])
+        ax.set_ylabel("× the control's perplexity" if ppl else f"{m.unit} beyond the control",
+                      fontsize=FONT["label"])
+        ax.set_xlabel("generation", fontsize=FONT["label"])
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.tick_params(labelsize=8, labelbottom=True)
+        ax.tick_params(labelsize=FONT["tick"], labelbottom=True)
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(metrics):]:
         ax.axis("off")
-    entries = legend_entries(axes.flat)
-    ncol, legend_in = legend_size(list(entries), fig.get_figwidth(), 8.5)
-    fig.set_figheight(fig.get_figheight() + legend_in)
-    fig.legend(list(entries.values()), list(entries), loc="lower center", ncol=ncol, fontsize=8.5, frameon=False)
+    legend_in = legend_below(fig, axes, FONT["legend"])
     seeds = max(len(p.pairs) for p in settings)
     top_in = titles(fig, "Out of domain: the damage beyond fine-tuning's own forgetting, and what healing gave back",
                     [provenance(runs) + (f"; mean over {seeds} seeds, shaded: lowest to highest seed" if seeds > 1
