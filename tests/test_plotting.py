@@ -127,6 +127,16 @@ def test_histogram_density_is_per_decade():
     assert np.isclose(figures._log_density(np.array([5.0]), np.array([1.0, 10 ** 0.25, 10.0]))[1], 1 / 0.75)
 
 
+def test_histogram_bins_follow_the_freedman_diaconis_rule_in_log_perplexity():
+    """8001 values evenly over 2 decades: interquartile range 1 decade, bin width 2 x 1 x 8001^(-1/3) = 0.1
+    decade, 20 bins; 1001 values: 0.2 decade, 10; one value alone does not set them."""
+    even = 10 ** np.linspace(0, 2, 8001)
+    edges = figures.histogram_bins([even, np.array([5.0])], 1.0, 100.0)
+    assert len(edges) == 21 and np.allclose(np.diff(np.log10(edges)), 0.1)
+    assert len(figures.histogram_bins([10 ** np.linspace(0, 2, 1001)], 1.0, 100.0)) == 11
+    assert len(figures.histogram_bins([even, even, 10 ** np.linspace(0, 2, 1001)], 1.0, 100.0)) == 21  # the median
+
+
 def _run(seed: int, values: list[float]) -> Run:
     return Run(None, {"run.seed": seed}, [{"generation": g, "distinct_2": v} for g, v in enumerate(values)], {})
 

@@ -287,6 +287,17 @@ def _log_density(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
     return counts / (len(values) * np.diff(np.log10(edges)))
 
 
+def histogram_bins(series: list[np.ndarray], low: float, high: float) -> np.ndarray:
+    """Log-spaced bin edges from `low` to `high`, as many as the Freedman–Diaconis rule gives the typical
+    (median) histogram drawn, in log perplexity (10 to 50): narrow bins where each curve has the values."""
+    counts = []
+    for v in series:
+        logs = np.log10(v[(v >= low) & (v <= high)])
+        if len(logs) > 1 and (spread := np.subtract(*np.percentile(logs, [75, 25]))) > 0:
+            counts.append(np.log10(high / low) / (2 * spread * len(logs) ** (-1 / 3)))
+    return np.geomspace(low, high, round(float(np.clip(np.median(counts), 10, 50))) + 1 if counts else 31)
+
+
 def histogram_range(pooled: np.ndarray) -> tuple[float, float]:
     """The x range of the histograms: the QUANTILES of every value pooled (at least 1, where perplexity
     starts), widened a little where they coincide."""
@@ -318,7 +329,7 @@ def histogram_figure(groups: dict[str, list[Run]]):
     fig, axes = figure(-(-len(groups) // cols), cols, (4.7, 3.3), sharex=True, sharey=True)
     colors = pyplot().cm.viridis(np.linspace(0, 0.9, max(last, 1)))  # one colour per producing model, in every panel
     low, high = histogram_range(pooled) if len(pooled) else (1.0, 10.0)
-    edges = np.geomspace(low, high, 41)
+    edges = histogram_bins([v for d in data.values() for v in d.values()] + list(human.values()), low, high)
     for ax, label in zip(axes.flat, groups):
         for g, values in data[label].items():
             if len(values):

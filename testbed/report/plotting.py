@@ -120,16 +120,18 @@ def setting_styles(n: int) -> list[dict]:
 
 
 def titles(fig, title: str, lines: list[str]) -> float:
-    """A title and, under it, a smaller subtitle of `lines` (wrapped to the figure's width) at the top of the
-    figure, which grows to hold them; returns their height in inches, for the caller's top margin."""
+    """A title and, under it, a smaller subtitle of `lines`, both wrapped to the figure's width, at the top of
+    the figure, which grows to hold them; returns their height in inches, for the caller's top margin."""
     import textwrap
 
+    title = textwrap.fill(title, int(fig.get_figwidth() * 10))
+    title_in = 0.25 * (title.count("\n") + 1)
     subtitle = "\n".join(textwrap.fill(line, int(fig.get_figwidth() * 16)) for line in lines)
-    top_in = 0.5 + 0.17 * (subtitle.count("\n") + 1)
+    top_in = 0.25 + title_in + 0.17 * (subtitle.count("\n") + 1)
     fig.set_figheight(fig.get_figheight() + top_in)
     height = fig.get_figheight()
     fig.suptitle(title, y=1 - 0.1 / height, va="top", fontsize=12)
-    fig.text(0.5, 1 - 0.42 / height, subtitle, ha="center", va="top", fontsize=8.5, color="0.3")
+    fig.text(0.5, 1 - (0.17 + title_in) / height, subtitle, ha="center", va="top", fontsize=8.5, color="0.3")
     return top_in
 
 
