@@ -115,8 +115,9 @@ LINESTYLES = ("-", "--", "-.", (0, (1, 1.2)), (0, (6, 1.5, 1, 1.5, 1, 1.5)), (0,
 def setting_styles(n: int) -> list[dict]:
     """One colour, line style and marker per setting, the same order in every figure: any 6 settings in a row
     differ in all three (told apart in grey print or by a colour-blind reader too)."""
-    return [{"color": c, "ls": LINESTYLES[i % len(LINESTYLES)], "marker": MARKERS[i % len(MARKERS)]}
-            for i, c in enumerate(setting_colors(n))]
+    colors = pyplot().cm.tab10(range(10))  # ten distinct hues (tab20's pairs of shades are told apart by few)
+    return [{"color": colors[i % 10], "ls": LINESTYLES[i % len(LINESTYLES)], "marker": MARKERS[i % len(MARKERS)]}
+            for i in range(n)]
 
 
 def titles(fig, title: str, lines: list[str]) -> float:

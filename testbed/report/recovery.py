@@ -9,7 +9,8 @@ The table's columns and the figure's panels are the metric registry's RECOVERY a
 
 With extra evaluation sets (eval.corpora) and a human-only control, a second table: per setting, how much worse
 than the control of its seed each corpus metric was at k and after healing (the registry's OUT_OF_DOMAIN view):
-what collapse erased beyond what fine-tuning alone forgets, and what healing gave back.
+what collapse erased beyond what fine-tuning alone forgets, and what healing gave back; out_of_domain.png draws
+that excess at every generation, the pretrained base against the same control.
 """
 
 from __future__ import annotations
