@@ -27,7 +27,7 @@ def finished_run(tmp_path_factory):
 
 
 def test_run_directory_layout(finished_run: Path):
-    for name in ("config.yaml", "metrics.jsonl", "human_baseline.json", "tokenizer", "report.md", "metrics.png",
+    for name in ("config.yaml", "metrics.jsonl", "human_baseline.json", "tokenizer", "report.md", "metrics-fit.png",
                  "synthetic_ppl_gen0.png"):
         assert (finished_run / name).exists(), name
     for g in range(3):

@@ -54,8 +54,8 @@ def test_bands_stay_inside_the_metric_and_perplexity_is_logarithmic(sweep: Path)
     found = runs.find_runs([sweep])
     groups = runs.group_settings(found)
     fig, (a, b) = plt.subplots(1, 2)
-    figures.metric_panel(a, registry.BY_KEY["distinct_2"], groups, found, ["C0", "C1", "C2", "C3"])
-    figures.metric_panel(b, registry.BY_KEY["ppl_human"], groups, found, ["C0", "C1", "C2", "C3"])
+    figures.metric_panel(a, registry.BY_KEY["distinct_2"], figures.Column("", groups, {}), found)
+    figures.metric_panel(b, registry.BY_KEY["ppl_human"], figures.Column("", groups, {}), found)
     bands = [p.get_paths()[0].vertices[:, 1] for p in a.collections]
     assert len(bands) == 4 and all(v.min() >= 0.6 - 1e-9 and v.max() <= 0.99 + 1e-9 for v in bands)  # seeds' range
     # A t-interval over these two seeds (mean 0.795, half-width 12.7 x 0.276) would run far beyond [0, 1].

@@ -232,7 +232,7 @@ def test_report_tables_and_plots(sweep_dir):
     else:
         log = np.log(ppl)  # perplexities: the share of the damage on the log scale
         assert cell.startswith(f"{(log[2] - log[3]) / (log[2] - log[0]):.0%} (")
-    for png in ("headline.png", "metrics.png", "synthetic_ppl_gen0.png", "recovery.png"):
+    for png in ("headline.png", "metrics-fit.png", "synthetic_ppl_gen0.png", "recovery.png"):
         data = (out / png).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20000
     elsewhere = out.parent / "new" / "place"

@@ -10,7 +10,7 @@ from pathlib import Path
 from testbed.metrics.registry import Metric
 from testbed.report.runs import Run
 
-TITLE_WIDTH = 52  # characters of a panel's title per line
+FONT = {"title": 9.5, "label": 8.5, "tick": 8, "legend": 8.5}  # points, in figures about a page wide
 
 
 def pyplot():
@@ -61,23 +61,45 @@ def metric_title(m: Metric) -> str:
     return m.title + {True: " (higher is better)", False: " (lower is better)", None: ""}[m.higher_is_better]
 
 
-def legend_below(fig, axes, fontsize: int) -> float:
-    """One legend below the axes for every entry of every panel (only some have the human line), human
-    text last, in as many columns as fit the figure's width. The figure grows by the legend's height, which
-    is returned (inches), so that the caller leaves it that much room at the bottom."""
+def legend_size(labels: list[str], width_in: float, fontsize: float) -> tuple[int, float]:
+    """The columns and the height (inches) of a legend of `labels` in `width_in` inches, with generous sizes
+    (a handle and its padding; a character) so that no entry is cut."""
+    entry_in = 0.7 + 0.0095 * fontsize * max(map(len, labels), default=1)
+    ncol = max(1, min(len(labels), int(width_in // entry_in)))
+    return ncol, 0.2 + math.ceil(len(labels) / ncol) * fontsize * 1.5 / 72
+
+
+def legend_entries(axes) -> dict:
+    """Label -> handle of every entry of every panel (only some have the human line), human text last."""
     entries = {}
-    for ax in axes.flat:
+    for ax in axes:
         entries.update(zip(*reversed(ax.get_legend_handles_labels())))
     if "human text" in entries:
         entries["human text"] = entries.pop("human text")
-    # Generous sizes in inches (a handle and its padding; a character), so that no entry can be cut.
-    width_in = 0.7 + 0.0095 * fontsize * max(map(len, entries), default=1)
-    ncol = max(1, min(len(entries), int(fig.get_figwidth() // width_in)))
-    height_in = 0.2 + math.ceil(len(entries) / ncol) * fontsize * 1.5 / 72
+    return entries
+
+
+def legend_below(fig, axes, fontsize: int) -> float:
+    """One legend below the axes for every entry of every panel, in as many columns as fit the figure's
+    width. The figure grows by the legend's height, which is returned (inches), so that the caller leaves it
+    that much room at the bottom."""
+    entries = legend_entries(axes.flat)
+    ncol, height_in = legend_size(list(entries), fig.get_figwidth(), fontsize)
     fig.set_figheight(fig.get_figheight() + height_in)
     fig.legend(list(entries.values()), list(entries), loc="lower center", bbox_to_anchor=(0.5, 0.0), ncol=ncol,
                fontsize=fontsize, frameon=False)
     return height_in
+
+
+def place(fig, nrows: int, ncols: int, top_in: float, bottom_in: float, gaps_in: tuple[float, float],
+          left_in: float = 0.75, right_in: float = 0.15) -> None:
+    """Fixed margins and gaps between panels, in inches (tight_layout, or saving with bbox_inches="tight",
+    measures every label: seconds). `gaps_in`: (between rows, between columns)."""
+    width, height = fig.get_figwidth(), fig.get_figheight()
+    axes_h = (height - top_in - bottom_in - (nrows - 1) * gaps_in[0]) / nrows
+    axes_w = (width - left_in - right_in - (ncols - 1) * gaps_in[1]) / ncols
+    fig.subplots_adjust(left=left_in / width, right=1 - right_in / width, top=1 - top_in / height,
+                        bottom=bottom_in / height, hspace=gaps_in[0] / axes_h, wspace=gaps_in[1] / axes_w)
 
 
 def setting_colors(n: int):
@@ -86,17 +108,31 @@ def setting_colors(n: int):
     return cm.tab10(range(n)) if n <= 10 else cm.tab20([i % 20 for i in range(n)])
 
 
+MARKERS = ("o", "s", "^", "D", "v", "P", "X")
+LINESTYLES = ("-", "--", "-.", (0, (1, 1.2)), (0, (6, 1.5, 1, 1.5, 1, 1.5)), (0, (10, 3)))
+
+
+def setting_styles(n: int) -> list[dict]:
+    """One colour, line style and marker per setting, the same order in every figure: any 6 settings in a row
+    differ in all three (told apart in grey print or by a colour-blind reader too)."""
+    colors = pyplot().cm.tab10(range(10))  # ten distinct hues (tab20's pairs of shades are told apart by few)
+    return [{"color": colors[i % 10], "ls": LINESTYLES[i % len(LINESTYLES)], "marker": MARKERS[i % len(MARKERS)]}
+            for i in range(n)]
+
+
 def titles(fig, title: str, lines: list[str]) -> float:
-    """A title and, under it, a smaller subtitle of `lines` (wrapped to the figure's width) at the top of the
-    figure, which grows to hold them; returns their height in inches, for the caller's top margin."""
+    """A title and, under it, a smaller subtitle of `lines`, both wrapped to the figure's width, at the top of
+    the figure, which grows to hold them; returns their height in inches, for the caller's top margin."""
     import textwrap
 
+    title = textwrap.fill(title, int(fig.get_figwidth() * 10))
+    title_in = 0.25 * (title.count("\n") + 1)
     subtitle = "\n".join(textwrap.fill(line, int(fig.get_figwidth() * 16)) for line in lines)
-    top_in = 0.5 + 0.17 * (subtitle.count("\n") + 1)
+    top_in = 0.25 + title_in + 0.17 * (subtitle.count("\n") + 1)
     fig.set_figheight(fig.get_figheight() + top_in)
     height = fig.get_figheight()
     fig.suptitle(title, y=1 - 0.1 / height, va="top", fontsize=12)
-    fig.text(0.5, 1 - 0.42 / height, subtitle, ha="center", va="top", fontsize=8.5, color="0.3")
+    fig.text(0.5, 1 - (0.17 + title_in) / height, subtitle, ha="center", va="top", fontsize=8.5, color="0.3")
     return top_in
 
 

@@ -9,18 +9,31 @@ The table's columns and the figure's panels are the metric registry's RECOVERY a
 
 With extra evaluation sets (eval.corpora) and a human-only control, a second table: per setting, how much worse
 than the control of its seed each corpus metric was at k and after healing (the registry's OUT_OF_DOMAIN view):
-what collapse erased beyond what fine-tuning alone forgets, and what healing gave back.
+what collapse erased beyond what fine-tuning alone forgets, and what healing gave back; out_of_domain.png draws
+that excess at every generation, the pretrained base against the same control.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from testbed.metrics.registry import OUT_OF_DOMAIN, RECOVERY, RECOVERY_PLOT, shown_in
-from testbed.report.plotting import figure, number_ticks, provenance, save, setting_colors, titles
+from testbed.metrics.registry import OUT_OF_DOMAIN, RECOVERY, RECOVERY_PLOT, Metric, shown_in
+from testbed.report.plotting import (
+    FONT,
+    figure,
+    legend_below,
+    number_ticks,
+    place,
+    provenance,
+    save,
+    setting_colors,
+    setting_styles,
+    titles,
+)
 from testbed.report.runs import (
     NOISE_SIGMAS,
     Run,
@@ -114,11 +127,61 @@ def _at(run: Run, key: str, generation: int) -> float:
     return math.nan if value is None else float(value)
 
 
+def _worse(value: float, than: float, key: str) -> float:
+    """How much worse `value` is than `than`: the log ratio for a perplexity, the difference otherwise."""
+    return float(np.log(value / than)) if key.startswith("ppl_") else value - than
+
+
 def _excess(run: Run, control: Run, key: str, generation: int) -> float:
-    """How much worse than the human-only control the run is at `generation`: the log ratio for a perplexity,
-    the difference otherwise (damage positive)."""
-    a, b = _at(run, key, generation), _at(control, key, generation)
-    return float(np.log(a / b)) if key.startswith("ppl_") else a - b
+    """How much worse than the human-only control the run is at `generation` (damage positive)."""
+    return _worse(_at(run, key, generation), _at(control, key, generation), key)
+
+
+@dataclass
+class Paired:
+    """A setting that trains on its own samples (healed from k, or replace throughout), each of its runs with
+    the human-only control of its seed."""
+
+    label: str
+    healing: str | None  # None: replace throughout
+    k: int  # the switch generation; without healing, the last
+    last: int
+    pairs: list[tuple[Run, Run]]
+
+    def excess(self, key: str, generation: int) -> list[float]:
+        """Per seed, how much worse than the control (`_excess`)."""
+        return [_excess(r, c, key, generation) for r, c in self.pairs]
+
+    def given_back(self, key: str) -> list[float]:
+        """Per seed, the share of the excess at k that healing removed by the last generation (none without
+        healing)."""
+        if self.healing is None:
+            return []
+        return [(a - b) / a for a, b in zip(self.excess(key, self.k), self.excess(key, self.last)) if a != 0]
+
+
+def paired_settings(groups: dict[str, list[Run]], runs: list[Run]) -> list[Paired]:
+    """The settings that train on their own samples, paired seed by seed with the human-only control, when
+    the runs have extra evaluation sets (eval.corpora) and a control; empty otherwise."""
+    controls = {r.config.get("run.seed"): r for rs in groups.values() for r in rs if is_human_control(r.config)}
+    if not corpora(runs) or not controls:
+        return []
+    settings = []
+    for label, rs in groups.items():
+        s = switch(rs[0].config)
+        if is_human_control(rs[0].config) or (s is None and rs[0].config.get("mixing.strategy") != "replace"):
+            continue
+        pairs = [(r, controls[r.config.get("run.seed")]) for r in rs if r.config.get("run.seed") in controls]
+        if pairs:
+            last = max(row["generation"] for r in rs for row in r.rows)
+            settings.append(Paired(label, s[1] if s is not None else None, s[0] if s is not None else last, last,
+                                   pairs))
+    return settings
+
+
+def _out_of_domain_metrics(runs: list[Run]) -> list[Metric]:
+    return [m for m in shown_in(OUT_OF_DOMAIN, corpora(runs))
+            if any(row.get(m.key) is not None for r in runs for row in r.rows)]
 
 
 def out_of_domain_table(groups: dict[str, list[Run]], runs: list[Run]) -> list[str]:
@@ -126,12 +189,9 @@ def out_of_domain_table(groups: dict[str, list[Run]], runs: list[Run]) -> list[s
     trains on its own samples and corpus metric, the damage beyond the control's forgetting at the switch
     generation k (or at the last, without healing) and the share of it healing undid, seed by seed (each run
     against the control of its seed). Empty without such runs."""
-    names = corpora(runs)
-    controls = {r.config.get("run.seed"): r for rs in groups.values() for r in rs if is_human_control(r.config)}
-    if not names or not controls:
+    settings = paired_settings(groups, runs)
+    if not settings:
         return []
-    keys = [m for m in shown_in(OUT_OF_DOMAIN, names)
-            if any(row.get(m.key) is not None for r in runs for row in r.rows)]
     lines = ["", "## Out of domain: what collapse erased beyond fine-tuning's forgetting, and what healing gave back",
              "", "Each run against the human-only control of its seed (same base, same generation 0). `base`: the "
              "pretrained base (zero-shot); `gen 0`: after fine-tuning; `at k`: the switch generation (replace "
@@ -142,26 +202,18 @@ def out_of_domain_table(groups: dict[str, list[Run]], runs: list[Run]) -> list[s
              "its seed-to-seed spread, or below 0.", "",
              "| setting | k | metric | base | gen 0 | at k | control at k | beyond control at k | healed | "
              "beyond control, healed | given back |", "|---|---|---|---|---|---|---|---|---|---|---|"]
-    for label, rs in groups.items():
-        s = switch(rs[0].config)
-        if is_human_control(rs[0].config) or (s is None and rs[0].config.get("mixing.strategy") != "replace"):
-            continue
-        paired = [(r, controls[r.config.get("run.seed")]) for r in rs if r.config.get("run.seed") in controls]
-        if not paired:
-            continue
-        last = max(row["generation"] for r in rs for row in r.rows)
-        k = s[0] if s is not None else last
-        for m in keys:
+    for p in settings:
+        healed, k, last, paired = p.healing is not None, p.k, p.last, p.pairs
+        for m in _out_of_domain_metrics(runs):
             ppl = m.key.startswith("ppl_")
-            excess_k = [_excess(r, c, m.key, k) for r, c in paired]
-            excess_end = [_excess(r, c, m.key, last) for r, c in paired] if s is not None else []
-            given = [(a - b) / a for a, b in zip(excess_k, excess_end) if a != 0]
+            excess_k = p.excess(m.key, k)
             lines.append("| " + " | ".join([
-                label, str(k) if s is not None else f"- ({k})", f"`{m.key}`",
+                p.label, str(k) if healed else f"- ({k})", f"`{m.key}`",
                 _values(paired, f"{m.key}_zero_shot", 0), _values(paired, m.key, 0), _values(paired, m.key, k),
                 _values(paired, m.key, k, of_control=True), _excess_cell(excess_k, ppl),
-                _values(paired, m.key, last) if s is not None else "-",
-                _excess_cell(excess_end, ppl) if s is not None else "-", _share_cell(given, excess_k)]) + " |")
+                _values(paired, m.key, last) if healed else "-",
+                _excess_cell(p.excess(m.key, last), ppl) if healed else "-",
+                _share_cell(p.given_back(m.key), excess_k)]) + " |")
     return lines
 
 
@@ -254,3 +306,92 @@ def plot_recovery(groups: dict[str, list[Run]], out: Path) -> Path | None:
     fig.subplots_adjust(left=0.9 / width, right=0.98, top=1 - (top_in + 0.45) / height, bottom=0.6 / height,
                         hspace=0.5, wspace=0.25)
     return save(fig, out / "recovery.png")
+
+
+def _mean_range(values: list[list[float]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per generation, the mean and the lowest and highest seed of per-seed values (NaN where none)."""
+    rows = [np.asarray([v for v in vs if np.isfinite(v)]) for vs in values]
+    return tuple(np.array([f(v) if len(v) else np.nan for v in rows]) for f in (np.mean, np.min, np.max))
+
+
+def plot_out_of_domain(groups: dict[str, list[Run]], runs: list[Run], out: Path) -> Path | None:
+    """out_of_domain.png: `out_of_domain_figure`; None without a control and eval.corpora."""
+    fig = out_of_domain_figure(groups, runs)
+    return None if fig is None else save(fig, out / "out_of_domain.png")
+
+
+def out_of_domain_figure(groups: dict[str, list[Run]], runs: list[Run]):
+    """Per corpus metric (the registry's OUT_OF_DOMAIN view), how much worse than the human-only control of
+    its seed each setting that trains on its own samples is at every generation (a factor for perplexities,
+    on a log axis; the difference otherwise): the control is the line at ×1 / 0, the pretrained base drawn
+    against the same control. One colour per switch generation k (its line dotted), one line style per
+    healing; each panel lists the share of the excess at k given back (as out_of_domain_table). None without
+    a control and eval.corpora."""
+    settings = paired_settings(groups, runs)
+    metrics = _out_of_domain_metrics(runs)
+    if not settings or not metrics:
+        return None
+    from matplotlib.ticker import MaxNLocator
+
+    ks = sorted({p.k for p in settings if p.healing is not None})
+    colors = dict(zip(ks, setting_colors(len(ks))))
+    healings = sorted({p.healing for p in settings if p.healing is not None})
+    styles = dict(zip(healings, setting_styles(len(healings))))
+    ncols = 2 if len(metrics) > 1 else 1
+    nrows = -(-len(metrics) // ncols)
+    fig, axes = figure(nrows, ncols, (4.6, 3.3), sharex=True)
+    generations = np.arange(max(p.last for p in settings) + 1)
+    controls = list({id(c): c for p in settings for _, c in p.pairs}.values())
+    for ax, m in zip(axes.flat, metrics):
+        ppl = m.key.startswith("ppl_")
+        show = np.exp if ppl else (lambda x: x)
+        ax.axhline(show(0.0), color="black", lw=1.4, label="human-only control (each run against its seed's)")
+        base = [[_base_excess(c, m.key, g) for c in controls] for g in generations]
+        mean, _, _ = _mean_range(base)
+        if np.isfinite(mean).any():
+            ax.plot(generations, show(mean), color="0.45", ls=":", lw=1.6, label="pretrained base")
+        given = []
+        for p in settings:
+            g = np.arange(p.last + 1)
+            mean, low, high = _mean_range([p.excess(m.key, x) for x in g])
+            ok = np.isfinite(mean)
+            if p.healing is None:
+                style, label = {"color": "0.3", "ls": "--", "marker": "."}, f"{p.label} (no healing)"
+            else:
+                given.append(f"{p.label}: {_share_cell(p.given_back(m.key), p.excess(m.key, p.k))}")
+                style = {**styles[p.healing], "color": colors[p.k]}
+                label = f"{p.label} (k={p.k}; {p.healing})"
+                ax.axvline(p.k + 0.5, color=colors[p.k], lw=0.8, ls=":")
+            ax.plot(g[ok], show(mean[ok]), ms=3.5, lw=1.4, label=label, **style)
+            if len(p.pairs) > 1:
+                ax.fill_between(g[ok], show(low[ok]), show(high[ok]), color=style["color"], alpha=0.15, lw=0)
+        if given:
+            ax.text(0.02, 0.97, "given back:\n" + "\n".join(given), transform=ax.transAxes, va="top",
+                    fontsize=FONT["legend"] - 1, bbox={"facecolor": "white", "alpha": 0.85, "edgecolor": "0.8"})
+        if ppl:
+            ax.set_yscale("log")
+        number_ticks(ax.yaxis)
+        ax.set_title(m.title, fontsize=FONT["title"])
+        ax.set_ylabel("× the control's perplexity" if ppl else f"{m.unit} beyond the control",
+                      fontsize=FONT["label"])
+        ax.set_xlabel("generation", fontsize=FONT["label"])
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.tick_params(labelsize=FONT["tick"], labelbottom=True)
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(metrics):]:
+        ax.axis("off")
+    legend_in = legend_below(fig, axes, FONT["legend"])
+    seeds = max(len(p.pairs) for p in settings)
+    top_in = titles(fig, "Out of domain: the damage beyond fine-tuning's own forgetting, and what healing gave back",
+                    [provenance(runs) + (f"; mean over {seeds} seeds, shaded: lowest to highest seed" if seeds > 1
+                                         else ""),
+                     "Each run against the human-only control of its seed (the line at ×1 or 0); dotted: the "
+                     "switch to healing after generation k; given back: the share of the excess at k that healing "
+                     "removed by the last generation (100%: back to the control)"])
+    place(fig, nrows, ncols, top_in + 0.35, 0.6 + legend_in, (0.75, 0.8))
+    return fig
+
+
+def _base_excess(control: Run, key: str, generation: int) -> float:
+    """How much worse than the control the pretrained base (its zero-shot value, generation 0's row) is."""
+    return _worse(_at(control, f"{key}_zero_shot", 0), _at(control, key, generation), key)

@@ -15,7 +15,7 @@ from testbed.metrics import phases
 from testbed.metrics.registry import CURATION, REPORT, SIGNAL, SUMMARY, TERMINAL, shown_in
 from testbed.report.figures import plot_headline, plot_metrics, plot_perplexity_histograms, present
 from testbed.report.plotting import metric_title
-from testbed.report.recovery import out_of_domain_table, plot_recovery, recovery_table
+from testbed.report.recovery import out_of_domain_table, plot_out_of_domain, plot_recovery, recovery_table
 from testbed.report.runs import (
     NOISE_SIGMAS,
     Run,
@@ -184,6 +184,6 @@ def write_report(paths: list[Path], out: Path | None = None) -> list[Path]:
     groups = group_settings(runs)
     md = out / "report.md"
     md.write_text(markdown(groups, runs), encoding="utf-8")
-    recovery = plot_recovery(groups, out)
-    return [md, plot_headline(groups, runs, out), plot_metrics(groups, runs, out),
-            plot_perplexity_histograms(groups, out), *([recovery] if recovery else []), *collapse_by_size(runs, out)]
+    recovery = [p for p in (plot_recovery(groups, out), plot_out_of_domain(groups, runs, out)) if p]
+    return [md, plot_headline(groups, runs, out), *plot_metrics(groups, runs, out),
+            plot_perplexity_histograms(groups, out), *recovery, *collapse_by_size(runs, out)]
