@@ -73,13 +73,13 @@ def test_every_make_target_shown_exists():
 
 
 def test_keys_said_to_have_flags_of_the_same_names_have_them():
-    """`... the config's sweep.slurm section or the flags of the same names: `a`, `b`, and, in the config only,
-    ...`: each key before "in the config only" is a flag of testbed sweep."""
+    """`... the config's sweep.slurm section or the flags of the same names: `a`, `b`; the others are keys only:
+    ...`: each key before "keys only" is a flag of testbed sweep."""
     accepted = set(subparsers()["sweep"]._option_string_actions)
     claims = []
     for page in DOCS:
         text = " ".join(page.read_text(encoding="utf-8").split())
-        for listed in re.findall(r"flags of the same names: (.*?)(?:in the config only|\. )", text):
+        for listed in re.findall(r"flags of the same names: (.*?)(?:keys only|\. )", text):
             claims += [(page.name, key) for key in re.findall(r"`([a-z_]+)`", listed)]
     assert len(claims) >= 12  # the README's list and docs/gpu-cluster.md's
     wrong = [f"{page}: {key} has no flag --{key.replace('_', '-')}" for page, key in claims
