@@ -12,7 +12,7 @@ MIX = 17  # mixing: which human and synthetic examples a generation trains on
 SPREAD = 23  # data.spread: the offset of the blocks that stand for a split
 # The built-in language's domains (data.language.domains): with the language's seed, domain d's ranking of the
 # nouns (TOPIC, d); with the language's seed and the run's, the text of domain d >= 1 (DOMAIN_TEXT, d) and of
-# the mixture of all domains (MIXTURE_TEXT). Domain 0 keeps the streams it had before domains existed.
+# the mixture of all domains (MIXTURE_TEXT). Domain 0 reads the same streams as a language of one domain.
 TOPIC, DOMAIN_TEXT, MIXTURE_TEXT = 29, 31, 37
 PRETRAIN = 41  # the pretrained base: its corpus draw, initialisation and data order (with pretrain.seed)
 CORPUS = 43  # an extra evaluation corpus drawn from the built-in language (eval.corpora), per domain

@@ -51,7 +51,7 @@ def test_tables_read_the_deduplicated_band(shared: Path):
 
 
 def test_phase_signals_come_from_the_registry():
-    """Roles and directions of damage, as the phase rule of issue 16 defined them, now read from the registry."""
+    """Roles and directions of damage, as the phase rule defines them, read from the registry."""
     assert phases.TAIL == {"ppl_human_tail": +1, "tail_coverage": -1, "tail_mass_lost": +1, "tail_token_mass": -1}
     assert phases.HEAD == {"ppl_human_head": +1, "grammatical_rate": -1}
     assert phases.VARIANCE == {"distinct_2": -1, "entropy": -1, "loglik_std_gen0": -1}

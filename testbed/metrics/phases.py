@@ -1,4 +1,4 @@
-"""Phases of collapse (issue 16): early collapse loses the tails, late collapse narrows the head too.
+"""Phases of collapse: early collapse loses the tails, late collapse narrows the head too.
 
 The rule, over a metrics row against generation 0's row and a noise band (a half-width per signal):
 

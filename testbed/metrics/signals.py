@@ -1,4 +1,4 @@
-"""Early signals of collapse (issue 12): next-token concentration, the perplexity gap, tail-token mass,
+"""Early signals of collapse: next-token concentration, the perplexity gap, tail-token mass,
 unigram KL, the spread of sample log-likelihood and the geometry of sequence embeddings.
 
 Pure functions over token ids, per-sequence NLLs and embedding matrices, plus a few batched model passes

@@ -1,4 +1,4 @@
-"""The size axis (issue 18): runs that differ in model, with the parameter count on the x-axis. A view over
+"""The size axis: runs that differ in model, with the parameter count on the x-axis. A view over
 testbed/runs.py: collapse_by_size.md and .png when a report's runs differ in model size."""
 
 from __future__ import annotations

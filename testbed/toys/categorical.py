@@ -1,4 +1,4 @@
-"""The categorical refit toy (issue 16): rare events vanish first, exactly.
+"""The categorical refit toy: rare events vanish first, exactly.
 
 A Zipf-distributed categorical distribution over V outcomes is refitted each generation to the empirical
 frequencies of M samples drawn from the previous fit (generation 0 is the Zipf law itself). An outcome that
