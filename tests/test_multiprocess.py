@@ -12,7 +12,7 @@ from accelerate.commands.config.config_args import ClusterConfig
 
 from testbed import rundir
 
-from .helpers import REPO, TINY, launch
+from .helpers import REPO, SMALL, TINY, launch
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1"}
 
@@ -49,7 +49,7 @@ def test_two_processes_match_the_single_process_layout(tmp_path: Path):
 def test_two_processes_pretrain_the_base_and_take_it_on_resume(tmp_path: Path):
     """The pretrained base under `accelerate launch`: both processes train it (a step's batch split between
     them, as many steps as one process), the main process saves it once, and a resume loads it."""
-    pre = [*TINY, "run.generations=1", "data.language.domains=2", "pretrain.source=builtin",
+    pre = [*SMALL, "run.generations=1", "data.language.domains=2", "pretrain.source=builtin",
            "pretrain.sentences=600", "pretrain.epochs=1", "eval.corpora.other=builtin:1", f"run.out_dir={tmp_path}"]
     two = launch("-m", "testbed.cli", "run", *pre, "run.name=two", "--stop-after", "-1")
     assert two.returncode == 0, two.stderr[-3000:]

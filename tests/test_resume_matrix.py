@@ -28,11 +28,7 @@ import torch
 from testbed import rundir
 from testbed.cli import main
 
-from .helpers import TINY
-
-# Smaller than TINY (a run takes seconds): 120 sentences, generations 0..2, one thread.
-SMALL = [*TINY, "data.language.train_sentences=120", "data.language.valid_sentences=20",
-         "data.language.test_sentences=30", "run.threads=1"]
+from .helpers import SMALL
 
 # The dimensions: each level is a list of overrides. Curation's parts combine freely in a run.
 FACTORS: dict[str, dict[str, list[str]]] = {
@@ -350,7 +346,7 @@ def test_a_snapshot_is_what_a_signal_leaves(finished: Path, tmp_path: Path):
         assert "gen_000/COMPLETE" in snap and "gen_001/COMPLETE" not in snap
         assert ("gen_001/model/model.safetensors" in snap) == (where == "gen_001/model")
         assert without_config(files(killed)) == without_config(snap)
-    stopped = tmp_path / "killed2"
+    stopped = tmp_path / "killed2"  # by SIGTERM
     assert "interrupted: finished generations are kept; continue with: testbed run RUN_DIR --resume" in \
         (tmp_path / "killed2.log").read_text()
     run([str(stopped), "--resume"], stopped)

@@ -20,6 +20,9 @@ TINY = [
     "generation.max_new_tokens=8", "train.gen0_epochs=2", "train.epochs=1", "train.batch_size=16",
     "eval.num_samples=8", "eval.prompt_tokens=4", "eval.max_new_tokens=8", "eval.tail_rank=20",
 ]
+# Smaller still, where a check needs no more (a run takes seconds): 120 sentences, generations 0..2, one thread.
+SMALL = [*TINY, "data.language.train_sentences=120", "data.language.valid_sentences=20",
+         "data.language.test_sentences=30", "run.threads=1"]
 
 # `--cpu` makes accelerate start a single process; the multi-process launcher with ACCELERATE_USE_CPU gives
 # real data-parallel CPU processes (gloo).
