@@ -102,3 +102,23 @@ def test_the_repository_speaks_to_its_users(where):
     found = [f"{f.relative_to(REPO)}:{n}: {line.strip()}" for f in files
              for n, line in enumerate(f.read_text(encoding="utf-8").splitlines(), 1) if WORKPLACE.search(line)]
     assert not found, "\n".join(found)
+
+
+PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+
+
+def test_the_default_run_s_time_is_stated_once():
+    """One figure for each number: the default run's time is the README quick start's; other pages point there."""
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    seconds = re.search(r"took\s+\*\*([\d.]+) s wall\*\*", readme).group(1)
+    hits = [p.name for p in PAGES for _ in re.finditer(rf"(?<![\d.]){re.escape(seconds)} s\b",
+                                                       p.read_text(encoding="utf-8"))]
+    assert hits == ["README.md"]
+
+
+def test_the_kl_per_word_is_called_an_estimate_everywhere():
+    """kl_per_word is a Monte-Carlo estimate over held-out sentences (evaluation.word_metrics), not exact."""
+    exact = re.compile(r"exact(ly)?\s+(the\s+)?(KL\b|`kl_per_word`|`KL/word`)"
+                       r"|`(kl_per_word|KL/word)`[^.;]{0,40}\b(is|are) exact")
+    wrong = [f"{p.name}: {m.group(0)}" for p in PAGES for m in exact.finditer(" ".join(p.read_text().split()))]
+    assert not wrong, wrong
